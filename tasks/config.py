@@ -41,14 +41,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
@@ -96,8 +95,8 @@ def unknown_key_error(cls: type, key: str, prefix: str = "") -> ConfigError:
     """The error for a key ``cls`` does not have: lists the valid keys and suggests the nearest."""
     valid = [f.name for f in dataclasses.fields(cls)]
     near = difflib.get_close_matches(key, valid, n=1)
-    hint = f" Did you mean {prefix}{near[0]!r}?" if near else ""
-    return ConfigError(f"unknown key {prefix}{key!r} for {cls.__name__}.{hint} Valid keys: {', '.join(valid)}")
+    hint = f" Did you mean '{prefix}{near[0]}'?" if near else ""
+    return ConfigError(f"unknown key '{prefix}{key}' for {cls.__name__}.{hint} Valid keys: {', '.join(valid)}")
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
