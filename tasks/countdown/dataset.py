@@ -152,7 +152,12 @@ def prepare(cfg: DataConfig, progress: bool = True) -> tuple[Path, bool]:
             f"Choose another out_dir (out_dir=...) or delete {out} to regenerate."
         )
     splits = build_splits(cfg, progress=progress)
-    manifest = {"source": cfg.source, "seed": cfg.seed, "config": to_dict(cfg), "config_hash": config_hash(cfg)}
+    manifest = {
+        "source": cfg.source,
+        "seed": cfg.seed,
+        "config": to_dict(cfg),
+        "config_hash": config_hash(cfg),
+    }
     write_splits(splits, out, manifest)
     return out, True
 
@@ -210,7 +215,9 @@ def hub_reachable(timeout_s: float = 5.0) -> bool:
 def tinyzero_split(raw: Any, train_size: int = TINYZERO_TRAIN_SIZE, test_size: int = TINYZERO_TEST_SIZE) -> dict:
     """TinyZero's split of the hub rows: train = the first ``train_size``, test = the next ``test_size``."""
     if len(raw) < train_size + test_size:
-        raise ValueError(f"the dataset has {len(raw)} rows, fewer than train_size + test_size = {train_size + test_size}")
+        raise ValueError(
+            f"the dataset has {len(raw)} rows, fewer than train_size + test_size = {train_size + test_size}"
+        )
     missing = {"target", "nums"} - set(raw.column_names)
     if missing:
         raise ValueError(f"the dataset lacks columns {sorted(missing)} (expected Countdown-Tasks fields target, nums)")

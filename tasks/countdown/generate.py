@@ -122,9 +122,7 @@ def check_spec(spec: ProblemSpec) -> None:
     if not spec.num_operands or any(k < 2 or k > 6 for k in spec.num_operands):
         raise GenerationError(f"num_operands: expected values in 2..6, got {list(spec.num_operands)}")
     if spec.operand_min > spec.operand_max:
-        raise GenerationError(
-            f"operand_min ({spec.operand_min}) must not exceed operand_max ({spec.operand_max})"
-        )
+        raise GenerationError(f"operand_min ({spec.operand_min}) must not exceed operand_max ({spec.operand_max})")
     if spec.target_max is not None and spec.target_min > spec.target_max:
         raise GenerationError(f"target_min ({spec.target_min}) must not exceed target_max ({spec.target_max})")
     bad = [op for op in spec.operators if op not in OPERATORS]

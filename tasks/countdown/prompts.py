@@ -31,7 +31,8 @@ TEMPLATES = {
     ),
     "qwen-instruct": (
         "<|im_start|>system\nYou are a helpful assistant. You first thinks about the reasoning process in the "
-        "mind and then provides the user with the answer.<|im_end|>\n<|im_start|>user\n " + _INSTRUCTION
+        "mind and then provides the user with the answer.<|im_end|>\n<|im_start|>user\n "
+        + _INSTRUCTION
         + "<|im_end|>\n<|im_start|>assistant\nLet me solve this step by step.\n<think>"
     ),
 }
@@ -61,8 +62,8 @@ def extract_answer(completion: str, template: str = "base") -> str | None:
     if template == "qwen-instruct":
         cut = completion.find("Assistant:")
         if cut >= 0:
-            completion = completion[cut + len("Assistant:"):]
-    last_line = completion[completion.rfind("\n") + 1:]
+            completion = completion[cut + len("Assistant:") :]
+    last_line = completion[completion.rfind("\n") + 1 :]
     answer = None
     pos = 0
     while True:
@@ -72,6 +73,6 @@ def extract_answer(completion: str, template: str = "base") -> str | None:
         end = last_line.find(ANSWER_CLOSE, start + len(ANSWER_OPEN))
         if end < 0:
             break
-        answer = last_line[start + len(ANSWER_OPEN):end]
+        answer = last_line[start + len(ANSWER_OPEN) : end]
         pos = end + len(ANSWER_CLOSE)
     return None if answer is None else answer.strip()

@@ -12,7 +12,14 @@ from datasets import Dataset
 from tasks.config import ConfigError, load_config
 from tasks.countdown import dataset as ds_mod
 from tasks.countdown.__main__ import main
-from tasks.countdown.dataset import DataConfig, HubUnavailable, load_problems, load_split, prepare, tinyzero_split
+from tasks.countdown.dataset import (
+    DataConfig,
+    HubUnavailable,
+    load_problems,
+    load_split,
+    prepare,
+    tinyzero_split,
+)
 from tasks.countdown.reward import score
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -49,10 +49,17 @@ def _node_values(node: ast.AST) -> list[Fraction]:
 
 @pytest.mark.parametrize("integer_steps", [True, False])
 def test_integer_steps_keeps_every_intermediate_integral(integer_steps: bool) -> None:
-    spec = ProblemSpec(num_operands=(4,), operand_min=1, operand_max=12, target_min=1, target_max=None,
-                       integer_steps=integer_steps)
-    values = [v for p in generate_problems(spec, 500, seed=3)
-              for v in _node_values(ast.parse(p.solution, mode="eval").body)]
+    spec = ProblemSpec(
+        num_operands=(4,),
+        operand_min=1,
+        operand_max=12,
+        target_min=1,
+        target_max=None,
+        integer_steps=integer_steps,
+    )
+    values = [
+        v for p in generate_problems(spec, 500, seed=3) for v in _node_values(ast.parse(p.solution, mode="eval").body)
+    ]
     fractional = sum(v.denominator != 1 for v in values)
     assert (fractional == 0) if integer_steps else (fractional > 0)
 

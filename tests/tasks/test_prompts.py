@@ -50,7 +50,18 @@ def _tinyzero_extract(full_text: str) -> str | None:
     return found[-1].group(1).strip() if found else None
 
 
-_PIECES = ["<answer>", "</answer>", "\n", "Assistant:", "<|im_start|>assistant", " 1 + 2 ", "x", "<", ">", "\r"]
+_PIECES = [
+    "<answer>",
+    "</answer>",
+    "\n",
+    "Assistant:",
+    "<|im_start|>assistant",
+    " 1 + 2 ",
+    "x",
+    "<",
+    ">",
+    "\r",
+]
 
 
 @settings(max_examples=1000, deadline=None)

@@ -103,7 +103,12 @@ def test_reward_weights_are_parameters() -> None:
 def test_breakdown_fields() -> None:
     b = breakdown("<answer> 1 / 3 + 2 </answer>", N3, 3)
     assert (b.has_answer, b.answer, b.numbers_ok, b.value, b.correct, b.score) == (
-        True, "1 / 3 + 2", True, Fraction(7, 3), False, 0.1,
+        True,
+        "1 / 3 + 2",
+        True,
+        Fraction(7, 3),
+        False,
+        0.1,
     )
     b = breakdown("<answer>1+1</answer>", N3, 2)
     assert (b.has_answer, b.numbers_ok, b.value, b.correct) == (True, False, None, False)
@@ -120,6 +125,7 @@ def test_qwen_template_cuts_at_assistant_marker_like_tinyzero() -> None:
 
 
 # --- differential check against a restatement of TinyZero's scoring that uses eval -------------------------
+
 
 def _eval_reference(full_text: str, numbers: tuple[int, ...], target: int) -> float:
     """Behavioural restatement of TinyZero's compute_score (whitelist + eval), for expressions in our grammar."""
@@ -174,7 +180,24 @@ def test_score_never_raises_on_arbitrary_text(text: str) -> None:
     assert wrapped in ((0.0,) if "\n" in text else (0.1, 1.0))
 
 
-_PIECES = ["<answer>", "</answer>", "\n", "(", ")", "1", "2", "3", "+", "-", "*", "/", "**", " ", "9" * 40, "\u0663"]
+_PIECES = [
+    "<answer>",
+    "</answer>",
+    "\n",
+    "(",
+    ")",
+    "1",
+    "2",
+    "3",
+    "+",
+    "-",
+    "*",
+    "/",
+    "**",
+    " ",
+    "9" * 40,
+    "\u0663",
+]
 
 
 @settings(max_examples=500, deadline=None)
@@ -184,7 +207,11 @@ def test_score_never_raises_on_adversarial_pieces(pieces: list[str]) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.sampled_from([(3,), (4,), (3, 4)]), st.sampled_from(["base", "qwen-instruct"]))
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([(3,), (4,), (3, 4)]),
+    st.sampled_from(["base", "qwen-instruct"]),
+)
 def test_reference_solution_always_scores_one(seed: int, ops: tuple[int, ...], template: str) -> None:
     spec = ProblemSpec(num_operands=ops, operand_min=1, operand_max=99, target_min=1, target_max=100)
     for p in generate_problems(spec, 20, seed):

@@ -36,7 +36,13 @@ def test_rejected_wrong_attempt_with_exact_spans() -> None:
 
 def test_accepted_right_attempt() -> None:
     a = one("- 67 + 60 + 12 - 90 = 49 (this works)")
-    assert (a.verdict, a.stated_value, a.true_value, a.correct, a.stated_is_target) == ("this", 49, 49, True, True)
+    assert (a.verdict, a.stated_value, a.true_value, a.correct, a.stated_is_target) == (
+        "this",
+        49,
+        49,
+        True,
+        True,
+    )
 
 
 def test_arithmetic_slip_reports_written_and_true_separately() -> None:
@@ -95,8 +101,13 @@ def test_fractional_values() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["1. 90 - 67 + 60 - 12 = 71 (not 49)", "* 90 - 67 + 60 - 12 = 71 (not 49)", "  90 - 67 + 60 - 12 = 71 (not 49)",
-     "Step 1: 90 - 67 + 60 - 12 = 71 (not 49)", "\u2022 90 - 67 + 60 - 12 = 71. (not 49)"],
+    [
+        "1. 90 - 67 + 60 - 12 = 71 (not 49)",
+        "* 90 - 67 + 60 - 12 = 71 (not 49)",
+        "  90 - 67 + 60 - 12 = 71 (not 49)",
+        "Step 1: 90 - 67 + 60 - 12 = 71 (not 49)",
+        "\u2022 90 - 67 + 60 - 12 = 71. (not 49)",
+    ],
 )
 def test_bullets_labels_and_punctuation(line: str) -> None:
     a = one(line)
@@ -139,8 +150,14 @@ def test_answer_line_inside_reasoning_is_skipped() -> None:
 
 
 def test_round_trip_on_generated_traces() -> None:
-    style = TraceStyle(max_wrong=5, slip_rate=0.25, verdict_noise=0.15, reject_noise=0.15, chain_rate=0.3,
-                       wrong_numbers_rate=0.2)
+    style = TraceStyle(
+        max_wrong=5,
+        slip_rate=0.25,
+        verdict_noise=0.15,
+        reject_noise=0.15,
+        chain_rate=0.3,
+        wrong_numbers_rate=0.2,
+    )
     rng = random.Random(0)
     problems = generate_problems(ProblemSpec(num_operands=(3, 4), operand_max=50, target_max=None), 800, seed=5)
     lines = 0
@@ -153,7 +170,11 @@ def test_round_trip_on_generated_traces() -> None:
             assert a.parsed, (tr.completion, a.reason)
             assert a.line_span == t.line_span
             assert (a.stated_value, a.true_value, a.uses_numbers, a.correct) == (
-                t.stated_value, t.true_value, t.uses_numbers, t.correct), tr.completion
+                t.stated_value,
+                t.true_value,
+                t.uses_numbers,
+                t.correct,
+            ), tr.completion
             assert (a.verdict, a.paren_span[0], a.verdict_span) == (t.verdict, t.paren_pos, t.verdict_span)
             kinds.add((a.correct, a.verdict, a.arithmetic_ok, a.uses_numbers, len(a.eq_positions) > 1))
             lines += 1
