@@ -7,14 +7,18 @@ STAMP := $(VENV)/.setup-stamp
 # The cpu or gpu extra, picked once by whether an NVIDIA driver answers.
 EXTRA ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 DATA_PRESET ?= configs/data/default.yaml
+PRESET ?= tiny
+ARGS ?=
 PYTEST_ARGS ?=
+TRAIN_FLAGS := --preset $(PRESET) $(if $(filter 1,$(RESUME)),--resume) $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint data bench clean-venv
+.PHONY: help setup test lint data base train bench clean-venv
 
 help:  ## List every target with what it does
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "Variables: EXTRA=cpu|gpu (auto: $(EXTRA)), DATA_PRESET=$(DATA_PRESET), PYTEST_ARGS=..."
+	@echo "Variables: PRESET=$(PRESET) RESUME=1 DRY_RUN=1 ARGS=\"key=value ...\" EXTRA=cpu|gpu (auto: $(EXTRA))"
+	@echo "           DATA_PRESET=$(DATA_PRESET) PYTEST_ARGS=..."
 
 setup: $(STAMP)  ## Create .venv from the repo's files alone (idempotent; cpu/gpu extra auto-detected)
 
@@ -39,6 +43,12 @@ lint: setup  ## ruff check + format check
 
 data: setup  ## Generate the default Countdown train/test splits (DATA_PRESET=...)
 	$(PY) -m tasks.countdown --config $(DATA_PRESET)
+
+base: setup  ## Build (or reuse) the offline tiny base model: tokenizer + small Qwen2 + pre-training
+	$(PY) -m train --base-only --preset $(PRESET) $(ARGS)
+
+train: setup  ## GRPO on Countdown (PRESET=tiny|qwen2.5-0.5b|qwen2.5-1.5b|qwen2.5-3b, RESUME=1, DRY_RUN=1, ARGS="k=v")
+	$(PY) -m train $(TRAIN_FLAGS) $(ARGS)
 
 bench: setup  ## Throughput of the reward and the chain-of-thought parser
 	$(PY) -m tasks.countdown.bench

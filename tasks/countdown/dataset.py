@@ -40,6 +40,7 @@ class DataConfig:
     target_min: int = 1
     target_max: int | None = 100
     integer_steps: bool = True
+    operators: tuple[str, ...] = ("+", "-", "*", "/")
     train_size: int = TINYZERO_TRAIN_SIZE
     test_size: int = TINYZERO_TEST_SIZE
     hub_name: str = HUB_DATASET
@@ -68,6 +69,7 @@ class DataConfig:
             target_min=self.target_min,
             target_max=self.target_max,
             integer_steps=self.integer_steps,
+            operators=self.operators,
         )
 
 

@@ -33,6 +33,7 @@ class TraceStyle:
     reject_noise: float = 0.0
     chain_rate: float = 0.0
     wrong_numbers_rate: float = 0.0
+    operators: tuple[str, ...] = ("+", "-", "*", "/")
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,14 @@ def _chain(numbers: list[int], ops: list[str]) -> tuple[str, Expr] | None:
     return text, expr
 
 
-def _chained_hit(numbers: tuple[int, ...], target: int, rng: random.Random) -> tuple[str, Expr] | None:
+def _chained_hit(
+    numbers: tuple[int, ...], target: int, rng: random.Random, operators: tuple[str, ...]
+) -> tuple[str, Expr] | None:
     """A chained left-deep route to ``target``, if one exists (at most 4! x 4^3 orderings to try)."""
     orders = list(itertools.permutations(numbers))
     rng.shuffle(orders)
     for order in orders:
-        for ops in itertools.product("+-*/", repeat=len(numbers) - 1):
+        for ops in itertools.product(operators, repeat=len(numbers) - 1):
             made = _chain(list(order), list(ops))
             if made is not None and made[1].value == target:
                 return made
@@ -95,7 +98,7 @@ def _attempt(problem: Problem, rng: random.Random, style: TraceStyle, right: boo
     chained = len(numbers) > 2 and rng.random() < style.chain_rate
     if right:
         if chained:
-            hit = _chained_hit(problem.numbers, problem.target, rng)
+            hit = _chained_hit(problem.numbers, problem.target, rng, style.operators)
             if hit is not None:
                 return hit
         expr = _solution_expr(problem, rng)
@@ -105,9 +108,9 @@ def _attempt(problem: Problem, rng: random.Random, style: TraceStyle, right: boo
     for _ in range(20):
         rng.shuffle(numbers)
         if chained:
-            made = _chain(numbers, [rng.choice("+-*/") for _ in numbers[1:]])
+            made = _chain(numbers, [rng.choice(style.operators) for _ in numbers[1:]])
         else:
-            expr = random_expression(numbers, rng)
+            expr = random_expression(numbers, rng, style.operators)
             made = None if expr is None else (expr.text, expr)
         if made is not None and made[1].value != problem.target:
             return made

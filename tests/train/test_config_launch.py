@@ -1,0 +1,99 @@
+"""Training config validation and the launch plan, checked on CPU (no GPU, nothing started)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.config import ConfigError
+from train.__main__ import main
+from train.config import load_train_config
+from train.launch import plan, wait_for_server
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS = ["tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_load_and_validate(preset: str) -> None:
+    cfg = load_train_config(preset)
+    assert cfg.run_name == preset
+    if preset.startswith("qwen"):  # TinyZero's settings
+        g = cfg.grpo
+        assert (g.learning_rate, g.beta, g.max_completion_length, cfg.save_every) == (1e-6, 0.001, 1024, 100)
+        assert (cfg.data.source, cfg.data.train_size, cfg.data.test_size) == ("hub", 327_680, 1_024)
+
+
+def test_dry_run_plan_for_multi_gpu_server_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--preset", "qwen2.5-3b", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "CUDA_VISIBLE_DEVICES=2,3 trl vllm-serve --model Qwen/Qwen2.5-3B --tensor-parallel-size 2" in out
+    assert "accelerate launch --num_processes 2 --config_file configs/accelerate/zero3.yaml -m train" in out
+    assert "64 prompts x 8 generations = 512 completions/step" in out
+    assert "model: Qwen/Qwen2.5-3B" in out and "config OK" in out
+
+
+def test_plan_single_process_colocate() -> None:
+    cfg = load_train_config("qwen2.5-0.5b")
+    p = plan(cfg, ["--preset", "qwen2.5-0.5b"])
+    assert p.server_cmd is None and p.trainer_cmd[-3:] == ["train", "--preset", "qwen2.5-0.5b"]
+    assert p.completions_per_step == 512 and p.per_device_batch == 128
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["grpo.prompts_per_step=3", "grpo.num_generations=3", "launch.trainer_gpus=2"], "divide evenly"),
+        (["grpo.num_generations=1"], "num_generations"),
+        (["grpo.max_completion_length=16"], "too short for one attempt line"),
+        (["model=/no/such/dir"], "model:"),
+        (["eval.problems=5000"], "eval.problems"),
+        (["grpo.learning_rat=1"], "Did you mean 'grpo.learning_rate'"),
+        (["grpo.steps=ten"], "grpo.steps: expected an integer"),
+        (["run_name=a/b"], "run_name"),
+    ],
+)
+def test_bad_config_fails_before_heavy_work(overrides: list[str], message: str) -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=message):
+        load_train_config("tiny", overrides)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--preset", "nope"]) == 2
+    assert "preset 'nope' not found" in capsys.readouterr().err
+
+
+def test_server_mode_needs_server_gpus() -> None:
+    cfg = load_train_config("qwen2.5-3b", ["launch.vllm_gpus=0"])
+    with pytest.raises(ValueError, match="vllm_gpus"):
+        plan(cfg, [])
+
+
+def test_unreachable_vllm_server_fails_after_timeout_with_advice() -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(TimeoutError, match="not healthy after 2s.*server_host/server_port"):
+        wait_for_server("http://127.0.0.1:9/health/", 2.0)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_wait_for_server_returns_when_healthy() -> None:
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        wait_for_server(f"http://127.0.0.1:{server.server_port}/health/", 5.0)
+    finally:
+        server.shutdown()

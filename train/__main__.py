@@ -1,0 +1,86 @@
+"""``python -m train [--preset tiny] [--resume] [--dry-run] [--base-only] [key=value ...]`` (what `make train` runs).
+
+Examples::
+
+    python -m train                                   # tiny preset, offline, CPU
+    python -m train --preset qwen2.5-3b --dry-run     # print the resolved config and launch plan, validate
+    python -m train --resume                          # continue the run from its last complete checkpoint
+    python -m train grpo.steps=20 run_name=short      # any config field as key=value
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tasks.config import ConfigError
+
+
+def _report(summary: dict) -> None:
+    def pct(key: str) -> str:
+        return f"{summary[key + '/first']:.1%} -> {summary[key + '/final']:.1%}"
+
+    print(
+        f"\n== steps {summary['first_step']} -> {summary['final_step']} on held-out problems ==\n"
+        f"success            {pct('success_rate')}  ({summary['success_gain_points']:+.1f} points)\n"
+        f"false accept|wrong {pct('false_accept_given_wrong')}\n"
+        f"false reject|right {pct('false_reject_given_right')}\n"
+        f"verdict = truth    {pct('line_verdict_matches_truth')}\n"
+        f"lines/completion   {summary['lines_per_completion/first']:.2f} -> {summary['lines_per_completion/final']:.2f}\n"
+        f"truncated          {pct('truncation_rate')}\n"
+        f"checkpoints        {summary['checkpoints']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny", help="configs/<preset>.yaml or a path to a YAML file")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last complete checkpoint")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and launch plan, then exit")
+    parser.add_argument("--base-only", action="store_true", help="only build (or reuse) the tiny base model")
+    parser.add_argument("overrides", nargs="*", help="config fields as key=value, e.g. grpo.steps=20")
+    args = parser.parse_args(argv)
+
+    from train.config import load_train_config
+    from train.launch import execute, plan, serving, under_launcher
+
+    try:
+        cfg = load_train_config(args.preset, args.overrides)
+        launch_plan = plan(cfg, [a for a in argv if a != "--dry-run"])
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(launch_plan.describe(cfg))
+        print("\nconfig OK (dry run: nothing was started)")
+        return 0
+    if args.base_only:
+        from tasks.countdown.dataset import load_problems, prepare
+        from train.run import ensure_base
+
+        data_dir, _ = prepare(cfg.data)
+        print(f"base model: {ensure_base(cfg, load_problems(data_dir, 'train'))}")
+        return 0
+    if cfg.launch.trainer_gpus > 1 and not under_launcher():
+        return execute(launch_plan, cfg)
+
+    from train.checkpoints import RunExists
+    from train.run import train
+
+    try:
+        if under_launcher():
+            summary = train(cfg, resume=args.resume)
+        else:
+            with serving(launch_plan, cfg):
+                summary = train(cfg, resume=args.resume)
+    except (RunExists, FileNotFoundError, TimeoutError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _report(summary)
+    print(f"run directory: {cfg.run_dir} (summary.json, eval.jsonl, metrics.jsonl, step_<N>/)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

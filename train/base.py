@@ -1,0 +1,203 @@
+"""The offline tiny base model: a digit-level tokenizer, a small Qwen2, and pre-training on synthetic traces.
+
+Why this exists: the tiny preset needs a base model that already writes the structured R1-Zero format (attempt
+lines with "(not T)" / "(this works)" verdicts), does the arithmetic of its attempts reasonably well, and checks
+them *imperfectly*, so that RL has verification to improve. No hub model can be downloaded here, so we build
+one. Measurements that shaped the defaults are in ../shared/notes/tiny-preset-measurements.md: a tokenizer
+with one token per digit learns arithmetic far better than whole-number tokens, and ~1M parameters
+(4 layers x 128) reach useful behaviour in well under 10 minutes on 2 cores.
+
+The tokenizer is a byte-level BPE (like Qwen's) whose pre-tokenizer isolates every digit (as Qwen2's does),
+trained on the corpus itself, so the TinyZero prompt's words become single tokens. Pre-training uses
+``transformers.Trainer`` for a fixed number of steps (reproducible, unlike a wall-time budget), and the result
+is saved with ``save_pretrained`` as a plain HF model directory that AutoModelForCausalLM, AutoTokenizer and
+vLLM load.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.config import config_hash, dump_config
+from tasks.countdown.generate import Problem
+from tasks.countdown.synth import TraceStyle, write_trace
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """How the tiny base is built: tokenizer, architecture, corpus and pre-training schedule."""
+
+    vocab_size: int = 512
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    intermediate_size: int = 512
+    max_position_embeddings: int = 1024
+    corpus_traces: int = 40_000
+    max_wrong: int = 4
+    slip_rate: float = 0.05
+    verdict_noise: float = 0.3
+    reject_noise: float = 0.1
+    chain_rate: float = 0.0
+    wrong_numbers_rate: float = 0.0
+    steps: int = 2500
+    batch_size: int = 8
+    learning_rate: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    bf16: bool = True
+    seed: int = 0
+
+    def style(self, operators: tuple[str, ...]) -> TraceStyle:
+        return TraceStyle(
+            max_wrong=self.max_wrong,
+            slip_rate=self.slip_rate,
+            verdict_noise=self.verdict_noise,
+            reject_noise=self.reject_noise,
+            chain_rate=self.chain_rate,
+            wrong_numbers_rate=self.wrong_numbers_rate,
+            operators=operators,
+        )
+
+
+def corpus(problems: list[Problem], cfg: BaseConfig, operators: tuple[str, ...], template: str = "base") -> list[str]:
+    """Prompt + synthetic completion + EOS for ``cfg.corpus_traces`` traces drawn over ``problems``."""
+    from tasks.countdown.prompts import make_prompt
+
+    rng = random.Random(cfg.seed)
+    style = cfg.style(operators)
+    texts = []
+    for _ in range(cfg.corpus_traces):
+        p = rng.choice(problems)
+        tr = write_trace(p, rng, style)
+        texts.append(make_prompt(p.numbers, p.target, template) + tr.completion + EOS)
+    return texts
+
+
+def build_tokenizer(texts: list[str], vocab_size: int) -> Any:
+    """Byte-level BPE with isolated digits, trained on ``texts``; returned as a PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False)
+
+
+def build_model(cfg: BaseConfig, tokenizer: Any) -> Any:
+    """A randomly initialised Qwen2ForCausalLM of the configured size (tied embeddings)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work_dir: Path) -> dict[str, float]:
+    """Causal-LM pre-training with ``transformers.Trainer`` for exactly ``cfg.steps`` optimizer steps."""
+    from datasets import Dataset
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    ds = Dataset.from_dict({"text": texts}).map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=cfg.max_position_embeddings),
+        batched=True,
+        remove_columns=["text"],
+        desc="tokenize",
+    )
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        bf16=cfg.bf16,
+        use_cpu=True,
+        logging_steps=100,
+        save_strategy="steps",
+        save_steps=500,
+        save_total_limit=1,
+        report_to=[],
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
+    resume = any(work_dir.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    return {"train_loss": float(result.training_loss), "steps": float(result.global_step)}
+
+
+def build_base(out_dir: str | Path, problems: list[Problem], operators: tuple[str, ...], cfg: BaseConfig) -> Path:
+    """Build the tiny base into ``out_dir`` (cached: a complete directory with the same config is reused).
+
+    Interrupted builds resume from the Trainer's last checkpoint in ``out_dir``.work; the final directory is
+    renamed into place only when complete.
+    """
+    out = Path(out_dir)
+    key = config_hash(cfg)
+    info = out / "base.json"
+    if info.is_file() and json.loads(info.read_text()).get("config_hash") == key:
+        return out
+    if out.exists():
+        raise FileExistsError(f"{out} holds a base built from another config; delete it or choose another path")
+    t0 = time.perf_counter()
+    work = out.with_name(out.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    texts = corpus(problems, cfg, operators)
+    tokenizer = build_tokenizer(texts, cfg.vocab_size)
+    model = build_model(cfg, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"tiny base: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, {len(texts)} traces")
+    stats = pretrain(model, tokenizer, texts, cfg, work / "trainer")
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    dump_config(cfg, staging / "base_config.yaml")
+    meta = {"config_hash": key, "parameters": n_params, "seconds": time.perf_counter() - t0, **stats}
+    (staging / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
+    staging.rename(out)
+    shutil.rmtree(work, ignore_errors=True)
+    return out

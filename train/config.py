@@ -1,0 +1,161 @@
+"""The training stage's config: one frozen dataclass (with sections) loaded from ``configs/<preset>.yaml``.
+
+Every field is type-checked by :mod:`tasks.config` and cross-checked here before any model is loaded, so a
+typo or an impossible batch shape fails in a second with the field's name, not after a 45 s engine start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tasks.config import ConfigError, load_config
+from tasks.countdown.dataset import DataConfig
+from train.base import BaseConfig
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    """TRL GRPO hyper-parameters (names follow ``trl.GRPOConfig`` where they map one to one)."""
+
+    steps: int = 100
+    prompts_per_step: int = 8
+    num_generations: int = 8
+    learning_rate: float = 1e-4
+    lr_scheduler_type: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    beta: float = 0.0  # KL coefficient (TinyZero: 0.001)
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    num_iterations: int = 1
+    epsilon: float = 0.2
+    mask_truncated_completions: bool = False
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    bf16: bool = True
+    format_score: float = 0.1
+    correct_score: float = 1.0
+    sample_every: int = 10  # print and save sample completions every N steps
+    truncation_warn: float = 0.2  # warn loudly when more completions than this hit max_completion_length
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """Who generates the GRPO rollouts: vLLM (colocated, or a ``trl vllm-serve`` server on GPUs) or HF."""
+
+    engine: Literal["auto", "vllm", "hf"] = "auto"
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    server_host: str = "127.0.0.1"
+    server_port: int = 8000
+    start_server: bool = True  # server mode: launch `trl vllm-serve` ourselves (else use host:port)
+    server_timeout_s: float = 300.0
+    gpu_memory_utilization: float = 0.3
+    tensor_parallel_size: int = 1
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Held-out evaluation of every checkpoint (success + verification metrics)."""
+
+    problems: int = 200
+    samples: int = 1
+    temperature: float = 1.0
+    max_new_tokens: int | None = None  # default: grpo.max_completion_length
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """Multi-GPU launch plan (printed by DRY_RUN=1; used by `make train` on GPU boxes)."""
+
+    trainer_gpus: int = 1
+    vllm_gpus: int = 0  # server mode: GPUs given to `trl vllm-serve`
+    accelerate_config: str | None = None  # e.g. configs/accelerate/zero3.yaml
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one `make train` run needs."""
+
+    run_name: str = "tiny"
+    output_root: str = "checkpoints"
+    model: str = "tiny"  # "tiny" builds the offline base; else a hub id or a local HF model directory
+    base_dir: str = "checkpoints/tiny-base"  # where the tiny base is built and cached
+    template: Literal["base", "qwen-instruct"] = "base"
+    save_every: int = 20
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    base: BaseConfig = field(default_factory=BaseConfig)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
+
+    def __post_init__(self) -> None:
+        g = self.grpo
+        if g.steps < 1:
+            raise ConfigError(f"grpo.steps: expected >= 1, got {g.steps}")
+        if g.num_generations < 2:
+            raise ConfigError(f"grpo.num_generations: GRPO needs >= 2 completions per prompt, got {g.num_generations}")
+        if g.prompts_per_step < 1:
+            raise ConfigError(f"grpo.prompts_per_step: expected >= 1, got {g.prompts_per_step}")
+        batch = g.prompts_per_step * g.num_generations
+        if batch % self.launch.trainer_gpus:
+            raise ConfigError(
+                f"grpo.prompts_per_step x grpo.num_generations = {batch} completions per step must divide evenly "
+                f"over launch.trainer_gpus = {self.launch.trainer_gpus}"
+            )
+        if g.max_completion_length < 48:
+            raise ConfigError(
+                f"grpo.max_completion_length: {g.max_completion_length} tokens is too short for one attempt line "
+                "plus an answer; use >= 48 (TinyZero: 1024)"
+            )
+        if self.save_every < 1:
+            raise ConfigError(f"save_every: expected >= 1, got {self.save_every}")
+        if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
+            raise ConfigError(f"run_name: expected a plain directory name, got {self.run_name!r}")
+        if self.eval.problems > self.data.test_size:
+            raise ConfigError(
+                f"eval.problems ({self.eval.problems}) exceeds data.test_size ({self.data.test_size}): "
+                "evaluation draws from the held-out split"
+            )
+        if self.model != "tiny" and not self._looks_like_hub_id() and not Path(self.model).is_dir():
+            raise ConfigError(
+                f"model: {self.model!r} is neither 'tiny', a local model directory, nor a hub id (owner/name)"
+            )
+
+    def _looks_like_hub_id(self) -> bool:
+        parts = self.model.split("/")
+        return len(parts) == 2 and all(parts) and not Path(self.model).exists() and not self.model.startswith(".")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_root) / self.run_name
+
+    @property
+    def eval_max_new_tokens(self) -> int:
+        return self.eval.max_new_tokens or self.grpo.max_completion_length
+
+
+def preset_path(preset: str) -> Path:
+    """``configs/<preset>.yaml`` for a preset name, or the path itself when given a file."""
+    p = Path(preset)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    path = PRESET_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        names = sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))
+        raise ConfigError(f"preset {preset!r} not found: expected one of {names} or a path to a YAML file")
+    return path
+
+
+def load_train_config(preset: str = "tiny", overrides: tuple[str, ...] | list[str] = ()) -> TrainConfig:
+    """The resolved training config for a preset name (or YAML path) plus ``key=value`` overrides."""
+    return load_config(TrainConfig, preset_path(preset), overrides)

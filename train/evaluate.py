@@ -1,0 +1,99 @@
+"""Held-out success and verification metrics of a checkpoint's completions.
+
+Success alone cannot tell "RL taught the model to check its work" from "RL taught it to commit to its first
+guess" (both raise reward; the notes measured the second). So every checkpoint is scored on both: answer success
+and format (the TinyZero reward), and, from the chain-of-thought parser, how its verdicts relate to the truth of
+each attempt line: agreement, false accepts ("this works" on a wrong line), false rejects ("not" on a right
+line), whether the verdict follows the value the model itself wrote, arithmetic accuracy and lines per
+completion. The metrics are pure functions of text, so the same code scores vLLM and HF generations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from tasks.countdown.generate import Problem
+from tasks.countdown.reward import breakdown
+from tasks.countdown.trace import parse_attempts
+
+
+@dataclass(frozen=True)
+class EvalMetrics:
+    """Rates over all completions (``*_rate`` of completions) and over attempt lines (``line_*``)."""
+
+    completions: int
+    success_rate: float  # reward == correct score
+    format_rate: float  # an answer tag on the last line
+    mean_reward: float
+    truncation_rate: float  # completions cut at the token limit
+    lines_per_completion: float
+    line_verdict_matches_truth: float  # verdict "this" exactly on the right lines, among lines with a verdict
+    line_false_accept: float  # "this" on a wrong line, share of lines with a verdict
+    line_false_reject: float  # "not" on a right line, share of lines with a verdict
+    false_accept_given_wrong: float  # P(this | wrong line)
+    false_reject_given_right: float  # P(not | right line)
+    line_verdict_follows_written: float  # verdict "this" exactly when the written value is the target
+    line_arithmetic_ok: float  # written value == true value
+    unparsed_lines: float  # share of candidate lines the parser could not read
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _share(num: int, den: int) -> float:
+    return num / den if den else 0.0
+
+
+def score_completions(
+    problems: Sequence[Problem], completions: Sequence[Sequence[str]], truncated: Sequence[Sequence[bool]] | None = None
+) -> EvalMetrics:
+    """Metrics for ``completions[i]`` (several samples) answering ``problems[i]``."""
+    n = ok = fmt = 0
+    reward = 0.0
+    trunc = 0
+    lines = verdict_lines = matches = false_acc = false_rej = follows = arith_ok = unparsed = 0
+    wrong = right = 0
+    for i, (p, samples) in enumerate(zip(problems, completions, strict=True)):
+        for j, text in enumerate(samples):
+            n += 1
+            b = breakdown(text, p.numbers, p.target)
+            reward += b.score
+            ok += b.correct
+            fmt += b.has_answer
+            if truncated is not None:
+                trunc += bool(truncated[i][j])
+            for a in parse_attempts(text, p.numbers, p.target):
+                lines += 1
+                if not a.parsed:
+                    unparsed += 1
+                    continue
+                arith_ok += a.arithmetic_ok
+                if a.verdict is None:
+                    continue
+                verdict_lines += 1
+                accept = a.verdict == "this"
+                matches += accept == a.correct
+                follows += accept == a.stated_is_target
+                if a.correct:
+                    right += 1
+                    false_rej += not accept
+                else:
+                    wrong += 1
+                    false_acc += accept
+    return EvalMetrics(
+        completions=n,
+        success_rate=_share(ok, n),
+        format_rate=_share(fmt, n),
+        mean_reward=reward / n if n else 0.0,
+        truncation_rate=_share(trunc, n),
+        lines_per_completion=_share(lines, n),
+        line_verdict_matches_truth=_share(matches, verdict_lines),
+        line_false_accept=_share(false_acc, verdict_lines),
+        line_false_reject=_share(false_rej, verdict_lines),
+        false_accept_given_wrong=_share(false_acc, wrong),
+        false_reject_given_right=_share(false_rej, right),
+        line_verdict_follows_written=_share(follows, verdict_lines),
+        line_arithmetic_ok=_share(arith_ok, lines - unparsed),
+        unparsed_lines=_share(unparsed, lines),
+    )

@@ -1,0 +1,197 @@
+"""TRL GRPO wiring: the Countdown reward as TRL reward functions, the trainer config, and the run callback.
+
+TRL does the RL (``GRPOTrainer``: sampling groups, advantages, clipped loss, vLLM colocate weight sync). What is
+ours is only what TRL cannot know: the TinyZero reward (``tasks.countdown.reward``), extra *zero-weight* reward
+functions so that TRL's own logging reports success / format / verification rates per step, and a callback that
+turns the Trainer's checkpoints into our atomic ``step_<N>`` layout, evaluates every checkpoint on held-out
+problems, writes ``metrics.jsonl`` and warns when completions are being truncated (a silent failure of GRPO runs:
+truncated completions score 0 and teach the policy to stop early).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tasks.countdown.generate import Problem
+from tasks.countdown.prompts import make_prompt
+from tasks.countdown.reward import breakdown
+from tasks.countdown.trace import parse_attempts
+from train import checkpoints as ck
+from train.config import TrainConfig
+from train.evaluate import EvalMetrics, score_completions
+
+
+def reward_functions(cfg: TrainConfig, samples_path: Path | None = None) -> tuple[list[Callable], list[float]]:
+    """TRL reward functions and weights: the TinyZero reward (weight 1) plus logged-only components (weight 0)."""
+    g = cfg.grpo
+
+    def countdown_reward(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float]:
+        t0 = time.perf_counter()
+        out = [
+            breakdown(c, n, t, format_score=g.format_score, correct_score=g.correct_score, template=cfg.template).score
+            for c, n, t in zip(completions, numbers, target, strict=True)
+        ]
+        if "log_metric" in kw:
+            kw["log_metric"]("time/reward_s", time.perf_counter() - t0)
+        state = kw.get("trainer_state")
+        if samples_path is not None and state is not None and state.global_step % g.sample_every == 0:
+            with open(samples_path, "a") as f:
+                for c, n, t, r in list(zip(completions, numbers, target, out, strict=True))[:4]:
+                    f.write(json.dumps({"step": state.global_step, "numbers": n, "target": t, "reward": r,
+                                        "completion": c}) + "\n")
+        return out
+
+    def success(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float]:
+        return [float(breakdown(c, n, t).correct) for c, n, t in zip(completions, numbers, target, strict=True)]
+
+    def has_answer(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float]:
+        return [float(breakdown(c, n, t).has_answer) for c, n, t in zip(completions, numbers, target, strict=True)]
+
+    def false_accepts(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float]:
+        """Lines accepted ("this works") although wrong, per completion."""
+        return [
+            float(sum(a.parsed and a.verdict == "this" and not a.correct for a in parse_attempts(c, n, t)))
+            for c, n, t in zip(completions, numbers, target, strict=True)
+        ]
+
+    def attempt_lines(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float]:
+        return [float(len(parse_attempts(c, n, t))) for c, n, t in zip(completions, numbers, target, strict=True)]
+
+    funcs = [countdown_reward, success, has_answer, false_accepts, attempt_lines]
+    return funcs, [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def prompt_dataset(problems: list[Problem], template: str) -> Any:
+    """The GRPO training set: TinyZero prompts plus the columns the reward reads."""
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {
+            "prompt": [make_prompt(p.numbers, p.target, template) for p in problems],
+            "numbers": [list(p.numbers) for p in problems],
+            "target": [p.target for p in problems],
+        }
+    )
+
+
+def grpo_args(cfg: TrainConfig, run_dir: Path, device: str, rollout_kwargs: dict[str, Any]) -> Any:
+    """``trl.GRPOConfig`` from our config (TinyZero's settings live in the presets)."""
+    from trl import GRPOConfig
+
+    g = cfg.grpo
+    completions = g.prompts_per_step * g.num_generations
+    per_device = completions // (cfg.launch.trainer_gpus * g.gradient_accumulation_steps)
+    _, weights = reward_functions(cfg)
+    return GRPOConfig(
+        output_dir=str(run_dir / ck.STAGING),
+        max_steps=g.steps,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=g.gradient_accumulation_steps,
+        num_generations=g.num_generations,
+        learning_rate=g.learning_rate,
+        lr_scheduler_type=g.lr_scheduler_type,
+        warmup_steps=g.warmup_steps,
+        weight_decay=g.weight_decay,
+        max_grad_norm=g.max_grad_norm,
+        beta=g.beta,
+        loss_type=g.loss_type,
+        scale_rewards=g.scale_rewards,
+        max_completion_length=g.max_completion_length,
+        temperature=g.temperature,
+        top_p=1.0,
+        top_k=0,
+        num_iterations=g.num_iterations,
+        epsilon=g.epsilon,
+        mask_truncated_completions=g.mask_truncated_completions,
+        gradient_checkpointing=g.gradient_checkpointing,
+        bf16=g.bf16,
+        use_cpu=device == "cpu",
+        seed=cfg.seed,
+        reward_weights=weights,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_every,
+        report_to=["tensorboard"],
+        logging_dir=str(run_dir / "tb"),
+        disable_tqdm=False,
+        log_completions=False,
+        **rollout_kwargs,
+    )
+
+
+class RunCallback:
+    """Our side of the Trainer loop: metrics.jsonl, truncation warnings, eval + atomic step checkpoints.
+
+    Built as a ``transformers.TrainerCallback`` subclass lazily (see :func:`make_callback`) so that importing
+    this module does not import transformers.
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, tokenizer: Any, evaluate: Callable[[Any], EvalMetrics]):
+        self.cfg, self.run_dir, self.tokenizer, self.evaluate = cfg, run_dir, tokenizer, evaluate
+        self.trainer: Any = None
+        self.last_log: dict[str, Any] = {}
+        self.step_t0 = time.perf_counter()
+        self.step_time = 0.0
+
+    def eval_and_record(self, step: int) -> dict[str, float]:
+        metrics = self.evaluate(self.trainer).as_dict()
+        ck.append_jsonl(self.run_dir / "eval.jsonl", {"step": step, **metrics})
+        print(
+            f"[eval step {step}] success {metrics['success_rate']:.1%}  format {metrics['format_rate']:.1%}  "
+            f"false-accept|wrong {metrics['false_accept_given_wrong']:.1%}  "
+            f"verdict=truth {metrics['line_verdict_matches_truth']:.1%}  lines/compl "
+            f"{metrics['lines_per_completion']:.2f}",
+            flush=True,
+        )
+        return metrics
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step == 0 and ck.latest_checkpoint(self.run_dir) is None:
+            metrics = self.eval_and_record(0)
+            ck.save_model_checkpoint(
+                self.trainer.model, self.tokenizer, self.run_dir, 0, ck.run_state(self.cfg, {"eval": metrics})
+            )
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.step_t0 = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.step_time = time.perf_counter() - self.step_t0
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if not logs or "loss" not in logs and "reward" not in logs:
+            return
+        record = {"step": state.global_step, "time": time.time(), "time/step_s": self.step_time, **logs}
+        self.last_log = record
+        ck.append_jsonl(self.run_dir / "metrics.jsonl", record)
+        clipped = logs.get("completions/clipped_ratio", 0.0)
+        if clipped > self.cfg.grpo.truncation_warn:
+            print(
+                f"\nWARNING step {state.global_step}: {clipped:.0%} of completions hit max_completion_length="
+                f"{self.cfg.grpo.max_completion_length}; truncated completions score 0 and teach the policy to stop "
+                "early. Raise grpo.max_completion_length.",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        step = state.global_step
+        src = Path(args.output_dir) / f"checkpoint-{step}"
+        if not src.is_dir():
+            return
+        metrics = self.eval_and_record(step)
+        ck.finalize(src, self.run_dir, step, self.tokenizer, ck.run_state(self.cfg, {"train": self.last_log,
+                                                                                   "eval": metrics}))
+
+
+def make_callback(*args: Any, **kwargs: Any) -> Any:
+    """A ``TrainerCallback`` instance with :class:`RunCallback`'s behaviour."""
+    from transformers import TrainerCallback
+
+    cls = type("CountdownRunCallback", (RunCallback, TrainerCallback), {})
+    return cls(*args, **kwargs)

@@ -1,0 +1,140 @@
+"""How a run is launched: the resolved plan (``DRY_RUN=1``), multi-GPU re-launch under accelerate, and the vLLM server.
+
+On one device ``python -m train`` trains in-process. With ``launch.trainer_gpus > 1`` it re-executes itself under
+``accelerate launch`` with the configured DeepSpeed/accelerate config (ZeRO-2 or ZeRO-3), pinned to the first
+N GPUs; in ``rollout.vllm_mode=server`` it first starts ``trl vllm-serve`` on the next M GPUs (or uses a given
+host:port) and waits for its health endpoint with a timeout, so a dead server is a clear error, not a hang.
+The plan printed by ``DRY_RUN=1`` is exactly what would be run, and validating it needs no GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tasks.config import to_dict
+from train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Commands and batch shapes of one run."""
+
+    trainer_cmd: list[str]
+    trainer_env: dict[str, str]
+    server_cmd: list[str] | None
+    server_env: dict[str, str]
+    health_url: str | None
+    completions_per_step: int
+    per_device_batch: int
+
+    def describe(self, cfg: TrainConfig) -> str:
+        lines = ["# resolved config", yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip(), "", "# launch plan"]
+        g = cfg.grpo
+        lines.append(
+            f"GRPO: {g.prompts_per_step} prompts x {g.num_generations} generations = {self.completions_per_step} "
+            f"completions/step over {cfg.launch.trainer_gpus} trainer process(es) "
+            f"({self.per_device_batch} per device per micro-step, {g.gradient_accumulation_steps} accumulation), "
+            f"{g.steps} steps, checkpoint every {cfg.save_every}"
+        )
+        if self.server_cmd:
+            env = " ".join(f"{k}={v}" for k, v in self.server_env.items())
+            lines.append(f"vLLM server: {env} {shlex.join(self.server_cmd)}")
+            lines.append(f"  health check: {self.health_url} (timeout {cfg.rollout.server_timeout_s:.0f}s)")
+        elif cfg.rollout.engine != "hf":
+            lines.append(f"vLLM: colocated with the trainer ({cfg.rollout.gpu_memory_utilization:.0%} of GPU memory)")
+        env = " ".join(f"{k}={v}" for k, v in self.trainer_env.items())
+        lines.append(f"trainer: {env} {shlex.join(self.trainer_cmd)}".replace("  ", " "))
+        return "\n".join(lines)
+
+
+def plan(cfg: TrainConfig, cli_args: list[str]) -> LaunchPlan:
+    """The launch plan for ``cfg``; ``cli_args`` are re-passed to the trainer processes."""
+    n, m = cfg.launch.trainer_gpus, cfg.launch.vllm_gpus
+    g = cfg.grpo
+    completions = g.prompts_per_step * g.num_generations
+    per_device = completions // (n * g.gradient_accumulation_steps)
+    if cfg.rollout.vllm_mode == "server" and cfg.rollout.engine != "hf" and cfg.rollout.start_server and m < 1:
+        raise ValueError("launch.vllm_gpus: server mode with start_server needs >= 1 GPU for `trl vllm-serve`")
+    module = [sys.executable, "-m", "train", *cli_args]
+    trainer_env: dict[str, str] = {}
+    if n > 1:
+        cmd = ["accelerate", "launch", "--num_processes", str(n)]
+        if cfg.launch.accelerate_config:
+            if not Path(cfg.launch.accelerate_config).is_file():
+                raise FileNotFoundError(f"launch.accelerate_config: {cfg.launch.accelerate_config} does not exist")
+            cmd += ["--config_file", cfg.launch.accelerate_config]
+        trainer_cmd = [*cmd, "-m", "train", *cli_args]
+        trainer_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(n))
+    else:
+        trainer_cmd = module
+    server_cmd = None
+    server_env: dict[str, str] = {}
+    health = None
+    if cfg.rollout.engine != "hf" and cfg.rollout.vllm_mode == "server":
+        health = f"http://{cfg.rollout.server_host}:{cfg.rollout.server_port}/health/"
+        if cfg.rollout.start_server:
+            server_cmd = [
+                "trl", "vllm-serve", "--model", cfg.model, "--tensor-parallel-size", str(m),
+                "--host", cfg.rollout.server_host, "--port", str(cfg.rollout.server_port),
+                "--gpu-memory-utilization", "0.9",
+            ]
+            server_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(n, n + m))
+    return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, per_device)
+
+
+def wait_for_server(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers 200; raise with what to check after ``timeout_s`` (or if the server died)."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the vLLM server exited with code {proc.returncode} before becoming healthy")
+        try:
+            with urllib.request.urlopen(url, timeout=min(5.0, max(0.1, deadline - time.monotonic()))) as r:
+                if r.status == 200:
+                    return
+                last = f"HTTP {r.status}"
+        except (urllib.error.URLError, OSError) as e:
+            last = str(getattr(e, "reason", e))
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    raise TimeoutError(
+        f"vLLM server at {url} not healthy after {timeout_s:.0f}s ({last}). Start it with `trl vllm-serve` or set "
+        "rollout.start_server=true, check rollout.server_host/server_port, or raise rollout.server_timeout_s."
+    )
+
+
+def under_launcher() -> bool:
+    """True inside a process started by accelerate/torchrun (then we train, not re-launch)."""
+    return "LOCAL_RANK" in os.environ or "ACCELERATE_PROCESS_ID" in os.environ
+
+
+@contextlib.contextmanager
+def serving(p: LaunchPlan, cfg: TrainConfig) -> Iterator[None]:
+    """Start the planned vLLM server (if any), wait until healthy, and stop it on exit."""
+    server = subprocess.Popen(p.server_cmd, env={**os.environ, **p.server_env}) if p.server_cmd else None
+    try:
+        if p.health_url:
+            wait_for_server(p.health_url, cfg.rollout.server_timeout_s, server)
+        yield
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+def execute(p: LaunchPlan, cfg: TrainConfig) -> int:
+    """Multi-GPU: serve vLLM if planned, then run the trainer processes under accelerate."""
+    with serving(p, cfg):
+        return subprocess.run(p.trainer_cmd, env={**os.environ, **p.trainer_env}).returncode

@@ -1,0 +1,180 @@
+"""One training run end to end: data, base model, GRPO with per-checkpoint evaluation, the final summary.
+
+Kept apart from the CLI so tests drive exactly what ``make train`` runs. Resuming (``resume=True``) restarts
+from the last complete ``step_<N>`` with the Trainer's optimizer, scheduler and RNG state, after dropping any
+metrics logged past that step, so a killed run ends at the same step with no step lost or repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.countdown.dataset import load_problems, prepare
+from tasks.countdown.generate import Problem
+from tasks.countdown.prompts import make_prompt
+from train import checkpoints as ck
+from train.config import TrainConfig
+from train.evaluate import EvalMetrics, score_completions
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: 'cuda' requested but no CUDA device is visible; use device=cpu or device=auto")
+    return requested
+
+
+def ensure_base(cfg: TrainConfig, problems: list[Problem]) -> str:
+    """The model to train: the tiny base (built and cached on first use) or the configured hub id / path."""
+    if cfg.model != "tiny":
+        return cfg.model
+    from train.base import build_base
+
+    return str(build_base(cfg.base_dir, problems, cfg.data.operators, cfg.base))
+
+
+def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, tokenizer: Any) -> Any:
+    """A function trainer -> EvalMetrics that samples the current policy on the held-out problems."""
+    prompts = [make_prompt(p.numbers, p.target, cfg.template) for p in problems]
+    e = cfg.eval
+
+    def evaluate(trainer: Any) -> EvalMetrics:
+        if engine == "vllm" and getattr(trainer, "vllm_generation", None) is not None:
+            from vllm import SamplingParams
+
+            gen = trainer.vllm_generation
+            gen.sync_weights()
+            params = SamplingParams(
+                n=e.samples, temperature=e.temperature, max_tokens=cfg.eval_max_new_tokens, seed=cfg.seed
+            )
+            outs = gen.llm.generate(prompts, params, use_tqdm=False)
+            texts = [[o.text for o in out.outputs] for out in outs]
+            trunc = [[o.finish_reason == "length" for o in out.outputs] for out in outs]
+        else:
+            texts, trunc = hf_sample(trainer.model, tokenizer, prompts, e.samples, e.temperature, cfg.eval_max_new_tokens)
+        return score_completions(problems, texts, trunc)
+
+    return evaluate
+
+
+def hf_sample(
+    model: Any, tokenizer: Any, prompts: list[str], n: int, temperature: float, max_new_tokens: int, batch: int = 64
+) -> tuple[list[list[str]], list[list[bool]]]:
+    """Sample ``n`` completions per prompt with ``model.generate`` (left padding, bf16 autocast on CPU)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    texts: list[list[str]] = [[] for _ in prompts]
+    trunc: list[list[bool]] = [[] for _ in prompts]
+    flat = [i for i in range(len(prompts)) for _ in range(n)]
+    device = next(model.parameters()).device
+    try:
+        for s in range(0, len(flat), batch):
+            idx = flat[s : s + batch]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+                out = model.generate(
+                    **enc,
+                    do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else None,
+                    top_p=1.0,
+                    top_k=0,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            for i, row in zip(idx, out[:, enc.input_ids.shape[1] :], strict=True):
+                ids = row.tolist()
+                texts[i].append(tokenizer.decode(ids, skip_special_tokens=True))
+                trunc[i].append(tokenizer.eos_token_id not in ids)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return texts, trunc
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """Step-0 vs final-checkpoint comparison from eval.jsonl, written to summary.json and returned."""
+    rows = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines() if x.strip()]
+    by_step = {r["step"]: r for r in rows}
+    first, last = by_step[min(by_step)], by_step[max(by_step)]
+    keys = ["success_rate", "format_rate", "false_accept_given_wrong", "false_reject_given_right",
+            "line_verdict_matches_truth", "line_false_accept", "line_false_reject", "lines_per_completion",
+            "truncation_rate"]
+    summary = {
+        "first_step": first["step"],
+        "final_step": last["step"],
+        "checkpoints": [s for s, _ in ck.list_checkpoints(run_dir)],
+        **{f"{k}/first": first[k] for k in keys},
+        **{f"{k}/final": last[k] for k in keys},
+        "success_gain_points": 100 * (last["success_rate"] - first["success_rate"]),
+        "false_accept_change_points": 100 * (last["false_accept_given_wrong"] - first["false_accept_given_wrong"]),
+    }
+    ck.write_json_atomic(run_dir / "summary.json", summary)
+    return summary
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) GRPO training as configured; returns the summary."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer
+
+    from train.grpo import grpo_args, make_callback, prompt_dataset, reward_functions
+    from train.rollout import choose_rollout, grpo_vllm_kwargs
+
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    engine = choose_rollout(cfg.rollout.engine)
+    run_dir, last = ck.prepare_run_dir(cfg, resume)
+    if last is not None:
+        ck.truncate_jsonl(run_dir / "metrics.jsonl", last[0])
+        ck.truncate_jsonl(run_dir / "eval.jsonl", last[0])
+        print(f"resuming {run_dir} from step {last[0]}")
+    data_dir, _ = prepare(cfg.data)
+    train_problems = load_problems(data_dir, "train")
+    test_problems = load_problems(data_dir, "test")[: cfg.eval.problems]
+    model_path = ensure_base(cfg, train_problems)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    rollout_kwargs = grpo_vllm_kwargs(device, cfg.rollout) if engine == "vllm" else {"use_vllm": False}
+    funcs, _ = reward_functions(cfg, run_dir / "samples.jsonl")
+    callback = make_callback(cfg, run_dir, tokenizer, make_evaluator(cfg, test_problems, engine, tokenizer))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=grpo_args(cfg, run_dir, device, rollout_kwargs),
+        train_dataset=prompt_dataset(train_problems, cfg.template),
+        processing_class=tokenizer,
+        callbacks=[callback],
+    )
+    callback.trainer = trainer
+    _time_generation(trainer)
+    resume_from = str(last[1]) if last is not None and (last[1] / "trainer_state.json").is_file() else None
+    trainer.train(resume_from_checkpoint=resume_from)
+    summary = summarize(run_dir)
+    summary["wall_s"] = time.perf_counter() - t0
+    ck.write_json_atomic(run_dir / "summary.json", summary)
+    return summary
+
+
+def _time_generation(trainer: Any) -> None:
+    """Log rollout generation time per step through TRL's own metric hook (TRL profiles it only for wandb)."""
+    original = trainer._generate_single_turn
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        out = original(*args, **kwargs)
+        trainer._log_metric("time/generation_s", time.perf_counter() - t)
+        return out
+
+    trainer._generate_single_turn = timed
