@@ -1,0 +1,55 @@
+"""The offline tiny base: a real tokenizer and Qwen2 saved with save_pretrained, cached, digit-level."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.countdown.generate import ProblemSpec, generate_problems
+from tasks.countdown.prompts import make_prompt
+from train.base import BaseConfig, build_base
+
+MICRO = BaseConfig(
+    vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+    corpus_traces=300, steps=6, batch_size=4, warmup_steps=1, bf16=False,
+)
+PROBLEMS = generate_problems(ProblemSpec(num_operands=(3,), operand_max=20, target_max=None, operators=("+", "-")),
+                             100, seed=0)
+
+
+@pytest.fixture(scope="module")
+def micro_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_base(tmp_path_factory.mktemp("base") / "micro", PROBLEMS, ("+", "-"), MICRO)
+
+
+def test_base_loads_with_from_pretrained_and_generates(micro_base: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(micro_base)
+    model = AutoModelForCausalLM.from_pretrained(micro_base)
+    assert model.config.model_type == "qwen2" and model.config.num_hidden_layers == 2
+    prompt = make_prompt([12, 7, 3], 16)
+    enc = tok(prompt, return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] == enc.input_ids.shape[1] + 5 or tok.eos_token_id in out[0].tolist()
+    assert (micro_base / "base.json").is_file() and (micro_base / "base_config.yaml").is_file()
+    assert not micro_base.with_name(micro_base.name + ".work").exists()
+
+
+def test_tokenizer_is_digit_level_and_lossless(micro_base: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(micro_base)
+    text = "- 90 - 67 + 60 - 12 = 71 (not 49)\n- 67 + 60 + 12 - 90 = 49 (this works)"
+    pieces = tok.convert_ids_to_tokens(tok(text).input_ids)
+    assert all(not any(c.isdigit() for c in p) or len(p.strip("Ġ")) == 1 for p in pieces)  # one digit per token
+    assert tok.decode(tok(text).input_ids) == text
+
+
+def test_base_is_cached_and_never_silently_replaced(micro_base: Path) -> None:
+    stamp = (micro_base / "model.safetensors").stat().st_mtime_ns
+    assert build_base(micro_base, PROBLEMS, ("+", "-"), MICRO) == micro_base
+    assert (micro_base / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(FileExistsError, match="another config"):
+        build_base(micro_base, PROBLEMS, ("+", "-"), BaseConfig(steps=7))

@@ -1,0 +1,74 @@
+"""Checkpoint layout and resume bookkeeping, and the verification metrics, on real files and texts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.countdown.generate import Problem
+from train import checkpoints as ck
+from train.config import load_train_config
+from train.evaluate import score_completions
+
+
+class FakeTokenizer:  # stands in only for save_pretrained's side effect
+    def save_pretrained(self, path: Path) -> None:
+        (Path(path) / "tokenizer.json").write_text("{}")
+
+
+def test_finalize_is_atomic_and_discoverable(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for step in (0, 20, 40):
+        src = run / ck.STAGING / f"checkpoint-{step}"
+        src.mkdir(parents=True)
+        (src / "model.safetensors").write_bytes(b"x")
+        ck.finalize(src, run, step, FakeTokenizer(), {"metrics": {}})
+    half = run / "step_60"  # a directory without state.json is never listed
+    half.mkdir()
+    assert [s for s, _ in ck.list_checkpoints(run)] == [0, 20, 40]
+    assert ck.latest_checkpoint(run)[0] == 40
+    state = json.loads((run / "step_40" / ck.STATE_FILE).read_text())
+    assert state["step"] == 40 and (run / "step_40" / "tokenizer.json").is_file()
+
+
+def test_run_dir_is_never_overwritten_and_resume_checks_config(tmp_path: Path) -> None:
+    cfg = load_train_config("tiny", [f"output_root={tmp_path}"])
+    run, last = ck.prepare_run_dir(cfg, resume=False)
+    assert last is None and (run / "config.yaml").is_file()
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(ck.RunExists, match="RESUME=1"):
+        ck.prepare_run_dir(cfg, resume=False)
+    longer = load_train_config("tiny", [f"output_root={tmp_path}", "grpo.steps=200"])
+    assert ck.prepare_run_dir(longer, resume=True)[0] == run  # only the step budget may change
+    other = load_train_config("tiny", [f"output_root={tmp_path}", "grpo.learning_rate=0.5"])
+    with pytest.raises(ValueError, match="differs in grpo"):
+        ck.prepare_run_dir(other, resume=True)
+
+
+def test_truncate_jsonl_drops_steps_after_the_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    for s in range(1, 8):
+        ck.append_jsonl(path, {"step": s})
+    ck.truncate_jsonl(path, 5)
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+def test_verification_metrics_count_what_was_written() -> None:
+    p = Problem((1, 2, 3), 6)
+    texts = [
+        # wrong line rejected, right line accepted, correct answer
+        "\n- 1 + 2 - 3 = 0 (not 6)\n- 1 + 2 + 3 = 6 (this works)\n</think>\n<answer> 1 + 2 + 3 </answer>",
+        # wrong line accepted (false accept), wrong answer
+        "\n- 3 - 2 + 1 = 2 (this works)\n</think>\n<answer> 3 - 2 + 1 </answer>",
+        # right line rejected (false reject), no answer
+        "\n- 3 + 2 + 1 = 6 (not 6)\n- 3 + 2 - 1 = 5 (not 6)",
+    ]
+    m = score_completions([p, p, p], [[t] for t in texts], [[False], [False], [True]])
+    assert m.completions == 3 and m.success_rate == pytest.approx(1 / 3) and m.format_rate == pytest.approx(2 / 3)
+    assert m.lines_per_completion == pytest.approx(5 / 3) and m.truncation_rate == pytest.approx(1 / 3)
+    assert m.line_false_accept == pytest.approx(1 / 5) and m.line_false_reject == pytest.approx(1 / 5)
+    assert m.false_accept_given_wrong == pytest.approx(1 / 3) and m.false_reject_given_right == pytest.approx(1 / 2)
+    assert m.line_verdict_matches_truth == pytest.approx(3 / 5)
+    assert m.line_verdict_follows_written == pytest.approx(3 / 5)  # "2 (this works)" and "6 (not 6)" break it
