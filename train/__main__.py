@@ -26,7 +26,8 @@ def _report(summary: dict) -> None:
         f"false accept|wrong {pct('false_accept_given_wrong')}\n"
         f"false reject|right {pct('false_reject_given_right')}\n"
         f"verdict = truth    {pct('line_verdict_matches_truth')}\n"
-        f"lines/completion   {summary['lines_per_completion/first']:.2f} -> {summary['lines_per_completion/final']:.2f}\n"
+        f"lines/completion   {summary['lines_per_completion/first']:.2f} -> "
+        f"{summary['lines_per_completion/final']:.2f}\n"
         f"truncated          {pct('truncation_rate')}\n"
         f"checkpoints        {summary['checkpoints']}"
     )

@@ -23,7 +23,7 @@ from tasks.countdown.reward import breakdown
 from tasks.countdown.trace import parse_attempts
 from train import checkpoints as ck
 from train.config import TrainConfig
-from train.evaluate import EvalMetrics, score_completions
+from train.evaluate import EvalMetrics
 
 
 def reward_functions(cfg: TrainConfig, samples_path: Path | None = None) -> tuple[list[Callable], list[float]]:
@@ -42,8 +42,10 @@ def reward_functions(cfg: TrainConfig, samples_path: Path | None = None) -> tupl
         if samples_path is not None and state is not None and state.global_step % g.sample_every == 0:
             with open(samples_path, "a") as f:
                 for c, n, t, r in list(zip(completions, numbers, target, out, strict=True))[:4]:
-                    f.write(json.dumps({"step": state.global_step, "numbers": n, "target": t, "reward": r,
-                                        "completion": c}) + "\n")
+                    f.write(
+                        json.dumps({"step": state.global_step, "numbers": n, "target": t, "reward": r, "completion": c})
+                        + "\n"
+                    )
         return out
 
     def success(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float]:
@@ -185,8 +187,9 @@ class RunCallback:
         if not src.is_dir():
             return
         metrics = self.eval_and_record(step)
-        ck.finalize(src, self.run_dir, step, self.tokenizer, ck.run_state(self.cfg, {"train": self.last_log,
-                                                                                   "eval": metrics}))
+        ck.finalize(
+            src, self.run_dir, step, self.tokenizer, ck.run_state(self.cfg, {"train": self.last_log, "eval": metrics})
+        )
 
 
 def make_callback(*args: Any, **kwargs: Any) -> Any:

@@ -86,9 +86,18 @@ def plan(cfg: TrainConfig, cli_args: list[str]) -> LaunchPlan:
         health = f"http://{cfg.rollout.server_host}:{cfg.rollout.server_port}/health/"
         if cfg.rollout.start_server:
             server_cmd = [
-                "trl", "vllm-serve", "--model", cfg.model, "--tensor-parallel-size", str(m),
-                "--host", cfg.rollout.server_host, "--port", str(cfg.rollout.server_port),
-                "--gpu-memory-utilization", "0.9",
+                "trl",
+                "vllm-serve",
+                "--model",
+                cfg.model,
+                "--tensor-parallel-size",
+                str(m),
+                "--host",
+                cfg.rollout.server_host,
+                "--port",
+                str(cfg.rollout.server_port),
+                "--gpu-memory-utilization",
+                "0.9",
             ]
             server_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(n, n + m))
     return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, per_device)

@@ -57,48 +57,14 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
             texts = [[o.text for o in out.outputs] for out in outs]
             trunc = [[o.finish_reason == "length" for o in out.outputs] for out in outs]
         else:
-            texts, trunc = hf_sample(trainer.model, tokenizer, prompts, e.samples, e.temperature, cfg.eval_max_new_tokens)
+            from train.rollout import hf_sample
+
+            texts, trunc = hf_sample(
+                trainer.model, tokenizer, prompts, e.samples, e.temperature, cfg.eval_max_new_tokens
+            )
         return score_completions(problems, texts, trunc)
 
     return evaluate
-
-
-def hf_sample(
-    model: Any, tokenizer: Any, prompts: list[str], n: int, temperature: float, max_new_tokens: int, batch: int = 64
-) -> tuple[list[list[str]], list[list[bool]]]:
-    """Sample ``n`` completions per prompt with ``model.generate`` (left padding, bf16 autocast on CPU)."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    texts: list[list[str]] = [[] for _ in prompts]
-    trunc: list[list[bool]] = [[] for _ in prompts]
-    flat = [i for i in range(len(prompts)) for _ in range(n)]
-    device = next(model.parameters()).device
-    try:
-        for s in range(0, len(flat), batch):
-            idx = flat[s : s + batch]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
-                out = model.generate(
-                    **enc,
-                    do_sample=temperature > 0,
-                    temperature=temperature if temperature > 0 else None,
-                    top_p=1.0,
-                    top_k=0,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            for i, row in zip(idx, out[:, enc.input_ids.shape[1] :], strict=True):
-                ids = row.tolist()
-                texts[i].append(tokenizer.decode(ids, skip_special_tokens=True))
-                trunc[i].append(tokenizer.eos_token_id not in ids)
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return texts, trunc
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:
@@ -106,9 +72,17 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     rows = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines() if x.strip()]
     by_step = {r["step"]: r for r in rows}
     first, last = by_step[min(by_step)], by_step[max(by_step)]
-    keys = ["success_rate", "format_rate", "false_accept_given_wrong", "false_reject_given_right",
-            "line_verdict_matches_truth", "line_false_accept", "line_false_reject", "lines_per_completion",
-            "truncation_rate"]
+    keys = [
+        "success_rate",
+        "format_rate",
+        "false_accept_given_wrong",
+        "false_reject_given_right",
+        "line_verdict_matches_truth",
+        "line_false_accept",
+        "line_false_reject",
+        "lines_per_completion",
+        "truncation_rate",
+    ]
     summary = {
         "first_step": first["step"],
         "final_step": last["step"],

@@ -11,11 +11,21 @@ from tasks.countdown.prompts import make_prompt
 from train.base import BaseConfig, build_base
 
 MICRO = BaseConfig(
-    vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
-    corpus_traces=300, steps=6, batch_size=4, warmup_steps=1, bf16=False,
+    vocab_size=300,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    num_kv_heads=1,
+    intermediate_size=64,
+    corpus_traces=300,
+    steps=6,
+    batch_size=4,
+    warmup_steps=1,
+    bf16=False,
 )
-PROBLEMS = generate_problems(ProblemSpec(num_operands=(3,), operand_max=20, target_max=None, operators=("+", "-")),
-                             100, seed=0)
+PROBLEMS = generate_problems(
+    ProblemSpec(num_operands=(3,), operand_max=20, target_max=None, operators=("+", "-")), 100, seed=0
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,118 @@
+"""End-to-end micro runs of `python -m train`: real TRL GRPOTrainer, real vLLM colocate (and the HF fallback),
+real checkpoints on disk, and a SIGKILL mid-run followed by a resume that loses and repeats nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from train.checkpoints import list_checkpoints
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def micro_overrides(tmp: Path, run: str, engine: str, steps: int = 4, save_every: int = 2) -> list[str]:
+    return [
+        f"output_root={tmp}",
+        f"run_name={run}",
+        f"base_dir={tmp}/micro-base",
+        f"data.out_dir={tmp}/data",
+        "data.train_size=200",
+        "data.test_size=8",
+        "eval.problems=8",
+        "base.vocab_size=300",
+        "base.hidden_size=64",
+        "base.num_layers=2",
+        "base.num_heads=2",
+        "base.num_kv_heads=1",
+        "base.intermediate_size=64",
+        "base.corpus_traces=300",
+        "base.steps=30",
+        "base.batch_size=8",
+        "base.warmup_steps=2",
+        "base.bf16=false",
+        f"grpo.steps={steps}",
+        f"save_every={save_every}",
+        "grpo.prompts_per_step=2",
+        "grpo.num_generations=4",
+        "grpo.max_completion_length=64",
+        "grpo.bf16=false",
+        f"rollout.engine={engine}",
+    ]
+
+
+def run_train(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "train", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_complete_run(run: Path, steps: int, save_every: int) -> None:
+    expected = list(range(0, steps + 1, save_every))
+    assert [s for s, _ in list_checkpoints(run)] == expected
+    logged = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, steps + 1)), logged  # every step once, none lost or repeated
+    evals = [json.loads(x)["step"] for x in (run / "eval.jsonl").read_text().splitlines()]
+    assert evals == expected
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_step"] == steps and summary["checkpoints"] == expected
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    last = run / f"step_{steps}"
+    assert AutoModelForCausalLM.from_pretrained(last).config.model_type == "qwen2"
+    assert AutoTokenizer.from_pretrained(last).eos_token == "<|endoftext|>"
+    assert (last / "trainer_state.json").is_file() and (last / "optimizer.pt").is_file()
+    assert not (run / ".trainer").exists() or not any((run / ".trainer").glob("checkpoint-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["vllm", "hf"])
+def test_micro_run_end_to_end(tmp_path: Path, engine: str) -> None:
+    proc = run_train(micro_overrides(tmp_path, f"micro-{engine}", engine))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "success" in proc.stdout and "run directory" in proc.stdout
+    run = tmp_path / f"micro-{engine}"
+    assert_complete_run(run, 4, 2)
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all("rewards/countdown_reward/mean" in m and "time/generation_s" in m for m in metrics)
+    if engine == "vllm":  # the checkpoint also loads in vLLM
+        from train.rollout import generate_vllm
+
+        outs = generate_vllm(
+            run / "step_4", ["Using the numbers [1, 2, 3]"], n=2, temperature=1.0, max_tokens=8, seed=0
+        )
+        assert len(outs) == 1 and len(outs[0]) == 2
+    # a second start of the same run is refused, not overwritten
+    again = run_train(micro_overrides(tmp_path, f"micro-{engine}", engine))
+    assert again.returncode == 2 and "RESUME=1" in again.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    args = micro_overrides(tmp_path, "killed", "hf", steps=6, save_every=2)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    run = tmp_path / "killed"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and not (run / "step_2" / "state.json").is_file():
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert [s for s, _ in list_checkpoints(run)][-1] < 6
+    resumed = run_train([*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    assert_complete_run(run, 6, 2)

@@ -1,0 +1,203 @@
+"""train.rollout: engine choice, GRPOConfig kwargs, real GRPO steps with vLLM colocate (CPU) and with HF.
+
+The model is a tiny random Qwen2 with a byte-level BPE tokenizer trained here, saved with ``save_pretrained``.
+The vLLM tests start real engines (a few seconds each for this model) and are marked slow.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from train import rollout
+
+PROMPTS = ["the quick brown", "count down to", "reach a target", "42 with + - * /"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny Qwen2ForCausalLM (2 layers, hidden 128: vLLM's CPU attention needs head_dim >= 32)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-qwen2")
+    texts = ["the quick brown fox jumps over the lazy dog", "count down to reach a target number 42 with + - * /"]
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(texts * 4, trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|pad|>", clean_up_tokenization_spaces=False
+    )
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def length_reward(completions: list[str], **_: Any) -> list[float]:
+    return [len(c) / 50 for c in completions]
+
+
+def grpo_trainer(model_dir: Path, out: Path, rollout_kwargs: dict[str, Any]) -> Any:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    args = GRPOConfig(
+        output_dir=str(out),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=16,
+        learning_rate=5e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        **rollout_kwargs,
+    )
+    return GRPOTrainer(
+        model=str(model_dir),
+        reward_funcs=length_reward,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": PROMPTS * 4}),
+    )
+
+
+def test_choose_rollout_explicit_and_invalid() -> None:
+    assert rollout.choose_rollout("hf") == "hf"
+    with pytest.raises(ValueError, match="auto, vllm or hf"):
+        rollout.choose_rollout("sglang")
+
+
+def test_choose_rollout_without_vllm(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(rollout, "vllm_available", lambda: False)
+    assert rollout.choose_rollout("auto") == "hf"
+    assert "make setup" in capsys.readouterr().out  # the fallback is announced, never silent
+    with pytest.raises(RuntimeError, match="make setup"):
+        rollout.choose_rollout("vllm")
+
+
+def test_grpo_vllm_kwargs_per_device() -> None:
+    gpu_server = SimpleNamespace(vllm_mode="server", server_host="10.0.0.2", server_port=8001, server_timeout_s=60.0)
+    kw = rollout.grpo_vllm_kwargs("cuda", gpu_server)
+    assert kw["vllm_mode"] == "server" and (kw["vllm_server_host"], kw["vllm_server_port"]) == ("10.0.0.2", 8001)
+    gpu_colocate = SimpleNamespace(vllm_mode="colocate", gpu_memory_utilization=0.4, tensor_parallel_size=2)
+    kw = rollout.grpo_vllm_kwargs("cuda", gpu_colocate)
+    assert kw["vllm_gpu_memory_utilization"] == 0.4 and kw["vllm_tensor_parallel_size"] == 2
+    with pytest.raises(ValueError, match="colocate on CPU"):
+        rollout.grpo_vllm_kwargs("cpu", gpu_server)
+
+
+def test_choose_rollout_auto_picks_vllm_here() -> None:
+    assert rollout.vllm_available()
+    assert rollout.choose_rollout("auto") == "vllm"
+    assert rollout.apply_cpu_colocate_patch()  # idempotent: a second application changes nothing
+    import trl.generation.vllm_generation as trl_vllm
+    import vllm.model_executor.layers.utils as vllm_utils
+
+    assert not hasattr(trl_vllm.LLM.__wrapped__, "__wrapped__")
+    assert not hasattr(vllm_utils.dispatch_cpu_unquantized_gemm.__wrapped__, "__wrapped__")
+
+
+def _vllm_logprobs(llm: Any, ids: list[int]) -> list[float]:
+    from vllm import SamplingParams
+
+    out = llm.generate([{"prompt_token_ids": ids}], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+    return [lp[tok].logprob for lp, tok in zip(out[0].prompt_logprobs[1:], ids[1:], strict=True)]
+
+
+def _hf_logprobs(model: Any, ids: list[int]) -> list[float]:
+    import torch
+
+    with torch.no_grad():
+        logp = model(torch.tensor([ids])).logits[0, :-1].float().log_softmax(-1)
+    return logp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
+
+
+@pytest.mark.slow
+def test_grpo_vllm_colocate_syncs_weights(model_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    if not rollout._on_cpu():
+        pytest.skip("vLLM here is a GPU build: the CPU colocate path does not apply")
+    kwargs = rollout.grpo_vllm_kwargs("cpu", max_model_length=64)
+    assert kwargs["use_vllm"] and kwargs["vllm_mode"] == "colocate"
+    t = time.perf_counter()
+    trainer = grpo_trainer(model_dir, tmp_path, kwargs)
+    print(f"trainer with vLLM colocate engine built in {time.perf_counter() - t:.1f}s")
+    llm = trainer.vllm_generation.llm
+    engine_model = llm.llm_engine.model_executor.driver_worker.model_runner.model
+    qkv = engine_model.model.layers[0].self_attn.qkv_proj
+    assert hasattr(qkv.weight, "weight_loader") and qkv.weight.numel() > 0  # plain weights, not repacked
+    qkv_before = qkv.weight.detach().clone()
+    ids = trainer.processing_class("the quick brown fox jumps over the lazy dog").input_ids
+    before = _vllm_logprobs(llm, ids)
+
+    t = time.perf_counter()
+    trainer.train()
+    print(f"2 GRPO steps with vLLM in {time.perf_counter() - t:.1f}s")
+    assert trainer.state.global_step == 2
+    assert all(r["sampling/sampling_logp_difference/mean"] < 0.05 for r in trainer.state.log_history if "loss" in r)
+
+    # The step-2 sync pushed the step-1 weights into the engine, in place.
+    assert (qkv.weight - qkv_before).abs().max() > 0
+    trainer.vllm_generation.sync_weights()  # and now the final ones
+    attn = trainer.model.model.layers[0].self_attn
+    trained = [a.detach().to(qkv.weight.dtype) for a in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight)]
+    assert (qkv.weight - torch.cat(trained)).abs().max() == 0
+    # Generation really uses them: vLLM's log-probs moved with training and match the trainer's (bf16 engine).
+    after, hf = _vllm_logprobs(llm, ids), _hf_logprobs(trainer.model, ids)
+    gap = max(abs(a - h) for a, h in zip(after, hf, strict=True))
+    moved = max(abs(a - b) for a, b in zip(after, before, strict=True))
+    print(f"vLLM vs trainer log-prob gap {gap:.4f}; moved by training {moved:.4f}")
+    assert gap < 0.05 < moved
+
+
+def test_grpo_hf_fallback(model_dir: Path, tmp_path: Path) -> None:
+    t = time.perf_counter()
+    trainer = grpo_trainer(model_dir, tmp_path, {"use_vllm": False})
+    trainer.train()
+    print(f"2 GRPO steps with HF generate in {time.perf_counter() - t:.1f}s")
+    assert trainer.state.global_step == 2
+    assert getattr(trainer, "vllm_generation", None) is None
+
+
+@pytest.mark.slow
+def test_generate_vllm(model_dir: Path) -> None:
+    out = rollout.generate_vllm(str(model_dir), PROMPTS[:3], n=2, temperature=1.0, max_tokens=8, seed=0)
+    assert [len(x) for x in out] == [2, 2, 2] and all(isinstance(s, str) for x in out for s in x)
+    assert out == rollout.generate_vllm(str(model_dir), PROMPTS[:3], n=2, temperature=1.0, max_tokens=8, seed=0)
+
+
+def test_generate_hf(model_dir: Path) -> None:
+    out = rollout.generate_hf(str(model_dir), PROMPTS[:3], n=2, temperature=1.0, max_tokens=8, seed=0)
+    assert [len(x) for x in out] == [2, 2, 2] and all(isinstance(s, str) for x in out for s in x)
+    greedy = rollout.generate_hf(str(model_dir), PROMPTS[:3], n=1, temperature=0.0, max_tokens=8, seed=0)
+    assert all(len(x) == 1 for x in greedy)

