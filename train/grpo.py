@@ -118,8 +118,7 @@ def grpo_args(cfg: TrainConfig, run_dir: Path, device: str, rollout_kwargs: dict
         logging_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_every,
-        report_to=["tensorboard"],
-        logging_dir=str(run_dir / "tb"),
+        report_to=[],  # TensorBoard is attached explicitly (see tensorboard_callback) to write into <run>/tb
         disable_tqdm=False,
         log_completions=False,
         **rollout_kwargs,
@@ -190,6 +189,14 @@ class RunCallback:
         ck.finalize(
             src, self.run_dir, step, self.tokenizer, ck.run_state(self.cfg, {"train": self.last_log, "eval": metrics})
         )
+
+
+def tensorboard_callback(run_dir: Path) -> Any:
+    """transformers' TensorBoard callback writing to ``<run>/tb`` (v5 dropped ``logging_dir``)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb")))
 
 
 def make_callback(*args: Any, **kwargs: Any) -> Any:

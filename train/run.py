@@ -101,7 +101,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
 
-    from train.grpo import grpo_args, make_callback, prompt_dataset, reward_functions
+    from train.grpo import grpo_args, make_callback, prompt_dataset, reward_functions, tensorboard_callback
     from train.rollout import choose_rollout, grpo_vllm_kwargs
 
     t0 = time.perf_counter()
@@ -129,7 +129,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         args=grpo_args(cfg, run_dir, device, rollout_kwargs),
         train_dataset=prompt_dataset(train_problems, cfg.template),
         processing_class=tokenizer,
-        callbacks=[callback],
+        callbacks=[callback, tensorboard_callback(run_dir)],
     )
     callback.trainer = trainer
     _time_generation(trainer)
