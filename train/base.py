@@ -20,7 +20,7 @@ import json
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,9 @@ class BaseConfig:
     intermediate_size: int = 512
     max_position_embeddings: int = 1024
     corpus_traces: int = 40_000
-    max_wrong: int = 4
-    slip_rate: float = 0.05
-    verdict_noise: float = 0.3
-    reject_noise: float = 0.1
-    chain_rate: float = 0.0
-    wrong_numbers_rate: float = 0.0
+    trace: TraceStyle = field(
+        default_factory=lambda: TraceStyle(max_wrong=4, slip_rate=0.05, verdict_noise=0.3, reject_noise=0.1)
+    )
     steps: int = 2500
     batch_size: int = 8
     learning_rate: float = 3e-3
@@ -58,28 +55,16 @@ class BaseConfig:
     bf16: bool = True
     seed: int = 0
 
-    def style(self, operators: tuple[str, ...]) -> TraceStyle:
-        return TraceStyle(
-            max_wrong=self.max_wrong,
-            slip_rate=self.slip_rate,
-            verdict_noise=self.verdict_noise,
-            reject_noise=self.reject_noise,
-            chain_rate=self.chain_rate,
-            wrong_numbers_rate=self.wrong_numbers_rate,
-            operators=operators,
-        )
-
 
 def corpus(problems: list[Problem], cfg: BaseConfig, operators: tuple[str, ...], template: str = "base") -> list[str]:
     """Prompt + synthetic completion + EOS for ``cfg.corpus_traces`` traces drawn over ``problems``."""
     from tasks.countdown.prompts import make_prompt
 
     rng = random.Random(cfg.seed)
-    style = cfg.style(operators)
     texts = []
     for _ in range(cfg.corpus_traces):
         p = rng.choice(problems)
-        tr = write_trace(p, rng, style)
+        tr = write_trace(p, rng, cfg.trace, operators)
         texts.append(make_prompt(p.numbers, p.target, template) + tr.completion + EOS)
     return texts
 

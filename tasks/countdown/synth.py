@@ -33,7 +33,6 @@ class TraceStyle:
     reject_noise: float = 0.0
     chain_rate: float = 0.0
     wrong_numbers_rate: float = 0.0
-    operators: tuple[str, ...] = ("+", "-", "*", "/")
 
 
 @dataclass(frozen=True)
@@ -92,13 +91,15 @@ def _chained_hit(
     return None
 
 
-def _attempt(problem: Problem, rng: random.Random, style: TraceStyle, right: bool) -> tuple[str, Expr] | None:
+def _attempt(
+    problem: Problem, rng: random.Random, style: TraceStyle, operators: tuple[str, ...], right: bool
+) -> tuple[str, Expr] | None:
     """(text before the last "= value", expression) for one attempt; right ones reach the target."""
     numbers = list(problem.numbers)
     chained = len(numbers) > 2 and rng.random() < style.chain_rate
     if right:
         if chained:
-            hit = _chained_hit(problem.numbers, problem.target, rng, style.operators)
+            hit = _chained_hit(problem.numbers, problem.target, rng, operators)
             if hit is not None:
                 return hit
         expr = _solution_expr(problem, rng)
@@ -108,9 +109,9 @@ def _attempt(problem: Problem, rng: random.Random, style: TraceStyle, right: boo
     for _ in range(20):
         rng.shuffle(numbers)
         if chained:
-            made = _chain(numbers, [rng.choice(style.operators) for _ in numbers[1:]])
+            made = _chain(numbers, [rng.choice(operators) for _ in numbers[1:]])
         else:
-            expr = random_expression(numbers, rng, style.operators)
+            expr = random_expression(numbers, rng, operators)
             made = None if expr is None else (expr.text, expr)
         if made is not None and made[1].value != problem.target:
             return made
@@ -122,8 +123,16 @@ def _solution_expr(problem: Problem, rng: random.Random) -> Expr:
     return Expr(problem.solution, arith.evaluate(problem.solution), 0, problem.numbers)
 
 
-def write_trace(problem: Problem, rng: random.Random, style: TraceStyle = TraceStyle()) -> SynthTrace:
-    """One trace for ``problem``: some wrong attempts, then the right one (unless noise intervenes)."""
+def write_trace(
+    problem: Problem,
+    rng: random.Random,
+    style: TraceStyle = TraceStyle(),
+    operators: tuple[str, ...] = ("+", "-", "*", "/"),
+) -> SynthTrace:
+    """One trace for ``problem``: some wrong attempts, then the right one (unless noise intervenes).
+
+    ``operators`` are those the attempts may use (the problems' own, so the traces match the task).
+    """
     if not problem.solution:
         raise ValueError("write_trace needs a problem with a reference solution (a generated problem)")
     t = problem.target
@@ -136,7 +145,7 @@ def write_trace(problem: Problem, rng: random.Random, style: TraceStyle = TraceS
     while k < len(plan):
         right = plan[k] == "right"
         k += 1
-        made = _attempt(problem, rng, style, right)
+        made = _attempt(problem, rng, style, operators, right)
         if made is None:
             continue
         head, expr = made
