@@ -50,9 +50,8 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
 
             gen = trainer.vllm_generation
             gen.sync_weights()
-            params = SamplingParams(
-                n=e.samples, temperature=e.temperature, max_tokens=cfg.eval_max_new_tokens, seed=cfg.seed
-            )
+            # no per-request seed: vLLM's CPU sampler cannot offset a seeded generator (RuntimeError)
+            params = SamplingParams(n=e.samples, temperature=e.temperature, max_tokens=cfg.eval_max_new_tokens)
             outs = gen.llm.generate(prompts, params, use_tqdm=False)
             texts = [[o.text for o in out.outputs] for out in outs]
             trunc = [[o.finish_reason == "length" for o in out.outputs] for out in outs]
