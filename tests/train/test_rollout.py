@@ -14,47 +14,22 @@ from typing import Any
 import pytest
 
 from train import rollout
+from train.base import BaseConfig, build_model, build_tokenizer
 
 PROMPTS = ["the quick brown", "count down to", "reach a target", "42 with + - * /"]
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved tiny Qwen2ForCausalLM (2 layers, hidden 128: vLLM's CPU attention needs head_dim >= 32)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
+    """A saved tiny random Qwen2 (2 layers, hidden 128: vLLM's CPU attention needs head_dim >= 32) with a
+    byte-level BPE tokenizer, both built by the same code as the tiny base."""
     out = tmp_path_factory.mktemp("tiny-qwen2")
     texts = ["the quick brown fox jumps over the lazy dog", "count down to reach a target number 42 with + - * /"]
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+    tok = build_tokenizer(texts * 4, 300)
+    cfg = BaseConfig(
+        hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4, num_kv_heads=2, max_position_embeddings=256
     )
-    tk.train_from_iterator(texts * 4, trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|pad|>", clean_up_tokenization_spaces=False
-    )
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=tok.eos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(out)
+    build_model(cfg, tok).save_pretrained(out)
     tok.save_pretrained(out)
     return out
 
