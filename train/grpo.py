@@ -81,14 +81,15 @@ def prompt_dataset(problems: list[Problem], template: str) -> Any:
     )
 
 
-def grpo_args(cfg: TrainConfig, run_dir: Path, device: str, rollout_kwargs: dict[str, Any]) -> Any:
+def grpo_args(
+    cfg: TrainConfig, run_dir: Path, device: str, rollout_kwargs: dict[str, Any], reward_weights: list[float]
+) -> Any:
     """``trl.GRPOConfig`` from our config (TinyZero's settings live in the presets)."""
     from trl import GRPOConfig
 
     g = cfg.grpo
     completions = g.prompts_per_step * g.num_generations
     per_device = completions // (cfg.launch.trainer_gpus * g.gradient_accumulation_steps)
-    _, weights = reward_functions(cfg)
     return GRPOConfig(
         output_dir=str(run_dir / ck.STAGING),
         max_steps=g.steps,
@@ -114,7 +115,7 @@ def grpo_args(cfg: TrainConfig, run_dir: Path, device: str, rollout_kwargs: dict
         bf16=g.bf16,
         use_cpu=device == "cpu",
         seed=cfg.seed,
-        reward_weights=weights,
+        reward_weights=reward_weights,
         logging_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_every,

@@ -66,7 +66,7 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
     return evaluate
 
 
-def summarize(run_dir: Path) -> dict[str, Any]:
+def summarize(run_dir: Path, **extra: Any) -> dict[str, Any]:
     """Step-0 vs final-checkpoint comparison from eval.jsonl, written to summary.json and returned."""
     rows = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines() if x.strip()]
     by_step = {r["step"]: r for r in rows}
@@ -90,6 +90,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         **{f"{k}/final": last[k] for k in keys},
         "success_gain_points": 100 * (last["success_rate"] - first["success_rate"]),
         "false_accept_change_points": 100 * (last["false_accept_given_wrong"] - first["false_accept_given_wrong"]),
+        **extra,
     }
     ck.write_json_atomic(run_dir / "summary.json", summary)
     return summary
@@ -120,12 +121,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_path)
     rollout_kwargs = grpo_vllm_kwargs(device, cfg.rollout) if engine == "vllm" else {"use_vllm": False}
-    funcs, _ = reward_functions(cfg, run_dir / "samples.jsonl")
+    funcs, weights = reward_functions(cfg, run_dir / "samples.jsonl")
     callback = make_callback(cfg, run_dir, tokenizer, make_evaluator(cfg, test_problems, engine, tokenizer))
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=funcs,
-        args=grpo_args(cfg, run_dir, device, rollout_kwargs),
+        args=grpo_args(cfg, run_dir, device, rollout_kwargs, weights),
         train_dataset=prompt_dataset(train_problems, cfg.template),
         processing_class=tokenizer,
         callbacks=[callback, tensorboard_callback(run_dir)],
@@ -134,10 +135,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     _time_generation(trainer)
     resume_from = str(last[1]) if last is not None and (last[1] / "trainer_state.json").is_file() else None
     trainer.train(resume_from_checkpoint=resume_from)
-    summary = summarize(run_dir)
-    summary["wall_s"] = time.perf_counter() - t0
-    ck.write_json_atomic(run_dir / "summary.json", summary)
-    return summary
+    return summarize(run_dir, wall_s=time.perf_counter() - t0)
 
 
 def _time_generation(trainer: Any) -> None:
