@@ -8,16 +8,19 @@ STAMP := $(VENV)/.setup-stamp
 EXTRA ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 DATA_PRESET ?= configs/data/default.yaml
 PRESET ?= tiny
+APRESET ?= tiny
+RUN ?=
 ARGS ?=
 PYTEST_ARGS ?=
 TRAIN_FLAGS := --preset $(PRESET) $(if $(filter 1,$(RESUME)),--resume) $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint data base train bench clean-venv
+.PHONY: help setup test lint data base train analyze bench clean-venv
 
 help:  ## List every target with what it does
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "Variables: PRESET=$(PRESET) RESUME=1 DRY_RUN=1 ARGS=\"key=value ...\" EXTRA=cpu|gpu (auto: $(EXTRA))"
+	@echo "           RUN=checkpoints/<run> (default: latest run) APRESET=$(APRESET) (configs/analysis/)"
 	@echo "           DATA_PRESET=$(DATA_PRESET) PYTEST_ARGS=..."
 
 setup: $(STAMP)  ## Create .venv from the repo's files alone (idempotent; cpu/gpu extra auto-detected)
@@ -49,6 +52,9 @@ base: setup  ## Build (or reuse) the offline tiny base model: tokenizer + small 
 
 train: setup  ## GRPO on Countdown (PRESET=tiny|qwen2.5-0.5b|qwen2.5-1.5b|qwen2.5-3b, RESUME=1, DRY_RUN=1, ARGS="k=v")
 	$(PY) -m train $(TRAIN_FLAGS) $(ARGS)
+
+analyze: setup  ## Probe, unembed and steer every checkpoint of a run; writes <run>/analysis/report.html (RUN=dir, APRESET=tiny, ARGS="k=v")
+	$(PY) -m analysis --preset $(APRESET) $(if $(RUN),run=$(RUN)) $(ARGS)
 
 bench: setup  ## Throughput of the reward and the chain-of-thought parser
 	$(PY) -m tasks.countdown.bench

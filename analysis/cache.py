@@ -1,0 +1,105 @@
+"""Per-checkpoint, per-stage artifact cache: atomic writes and keys that say when a stage must re-run.
+
+Each checkpoint's results live in ``<run>/analysis/step_<N>/``; ``keys.json`` there maps stage -> key, where a key
+hashes the stage's settings, the upstream stage's key and the checkpoint's fingerprint (file sizes, mtimes and
+``state.json``). A stage whose file exists with a matching key is loaded instead of recomputed, so a re-run with
+nothing changed only reads files, and a run killed mid-way resumes at the first missing artifact. Files are
+written to a temporary name and renamed, and ``keys.json`` is updated only after the artifact is in place, so a
+kill never leaves a half-written artifact marked valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.config import to_dict
+
+
+def fingerprint(model_dir: Path) -> str:
+    """Identity of a checkpoint directory's contents (cheap: names, sizes, mtimes, and state.json's text)."""
+    h = hashlib.sha256()
+    for p in sorted(model_dir.iterdir()):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    state = model_dir / "state.json"
+    if state.is_file():
+        h.update(state.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def stage_key(settings: Any, *upstream: str) -> str:
+    """Hash of a stage's settings (a dataclass or plain data) and its inputs' keys."""
+    data = to_dict(settings) if hasattr(settings, "__dataclass_fields__") else settings
+    blob = json.dumps([data, list(upstream)], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_plain))
+    os.replace(tmp, path)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+class StepCache:
+    """The artifacts of one checkpoint's analysis."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._keys_path = self.dir / "keys.json"
+        self.keys: dict[str, str] = json.loads(self._keys_path.read_text()) if self._keys_path.is_file() else {}
+        self.computed: list[str] = []
+
+    def _mark(self, stage: str, key: str) -> None:
+        self.keys[stage] = key
+        write_json(self._keys_path, self.keys)
+
+    def json(self, stage: str, key: str, compute: Callable[[], Any]) -> Any:
+        path = self.dir / f"{stage}.json"
+        if self.keys.get(stage) == key and path.is_file():
+            return json.loads(path.read_text())
+        data = compute()
+        write_json(path, data)
+        self._mark(stage, key)
+        self.computed.append(stage)
+        return json.loads(path.read_text())
+
+    def npz(self, stage: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        path = self.dir / f"{stage}.npz"
+        if self.keys.get(stage) == key and path.is_file():
+            return read_npz(path)
+        data = compute()
+        write_npz(path, data)
+        self._mark(stage, key)
+        self.computed.append(stage)
+        return data
+
+    def valid(self, stage: str, key: str, suffix: str = "json") -> bool:
+        return self.keys.get(stage) == key and (self.dir / f"{stage}.{suffix}").is_file()

@@ -1,0 +1,91 @@
+"""Stage 2: one teacher-forced forward pass per batch of rollouts, keeping the residual stream at the probed sites.
+
+For every rollout, prompt + completion is tokenized with offsets, :mod:`analysis.positions` maps the parser's
+spans to the "(", "=" and stated-value tokens, and :func:`analysis.hooks.record_residuals` keeps only those
+positions from the embeddings and every decoder layer during a single forward pass (right padding; causal
+attention makes the padding invisible to earlier positions). Memory is O(sites x layers x d_model), never
+O(tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from analysis.hooks import decoder_layers, record_residuals
+from analysis.positions import KINDS, LABELS, find_sites
+
+
+def capture(
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[dict[str, Any]],
+    batch_size: int = 32,
+    dtype: str = "float16",
+    progress: Any = None,
+) -> dict[str, np.ndarray]:
+    """Activations ``act_<kind>`` of shape (sites, layers + 1, d_model) and per-site metadata arrays.
+
+    Metadata: ``record`` (index into ``records``), ``problem``, ``greedy`` (1 for greedy rollouts), ``line``,
+    the labels ``verdict``/``truth``/``stated``, and ``paren_pos`` (token index of the "(").
+    """
+    device = next(model.parameters()).device
+    n_layers = len(decoder_layers(model))
+    d = model.config.hidden_size
+    acts: dict[str, list[np.ndarray]] = {k: [] for k in KINDS}
+    meta: dict[str, list[int]] = {k: [] for k in ("record", "problem", "greedy", "line", "paren_pos", *LABELS)}
+    store = np.float16 if dtype == "float16" else np.float32
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(records), batch_size):
+            batch = records[start : start + batch_size]
+            encs, sites = [], []
+            for r in batch:
+                enc = tokenizer(r["prompt"] + r["completion"], return_offsets_mapping=True, add_special_tokens=False)
+                encs.append(enc.input_ids)
+                sites.append(
+                    find_sites(r["completion"], r["numbers"], r["target"], enc.offset_mapping, len(r["prompt"]))
+                )
+            if progress is not None:
+                progress.update(len(batch))
+            if not any(sites):
+                continue
+            width = max(len(x) for x in encs)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for b, x in enumerate(encs):
+                ids[b, : len(x)] = torch.tensor(x)
+                mask[b, : len(x)] = 1
+            rows = [b for b, ss in enumerate(sites) for s in ss for _ in KINDS]
+            cols = [getattr(s, k) for ss in sites for s in ss for k in KINDS]
+            with (
+                torch.no_grad(),
+                record_residuals(model, torch.tensor(rows, device=device), torch.tensor(cols, device=device)) as out,
+            ):
+                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+            stacked = torch.stack([out[layer] for layer in range(n_layers + 1)], dim=1).float().cpu().numpy()
+            stacked = stacked.reshape(-1, len(KINDS), n_layers + 1, d)
+            for ki, k in enumerate(KINDS):
+                acts[k].append(stacked[:, ki].astype(store))
+            for b, ss in enumerate(sites):
+                r = batch[b]
+                for s in ss:
+                    meta["record"].append(start + b)
+                    meta["problem"].append(int(r["problem"]))
+                    meta["greedy"].append(int(r["kind"] == "greedy"))
+                    meta["line"].append(s.line)
+                    meta["paren_pos"].append(s.paren)
+                    for lab in LABELS:
+                        meta[lab].append(getattr(s, lab))
+    finally:
+        model.train(was_training)
+    result = {
+        f"act_{k}": np.concatenate(v) if v else np.zeros((0, n_layers + 1, d), dtype=store) for k, v in acts.items()
+    }
+    result.update({k: np.asarray(v, dtype=np.int64) for k, v in meta.items()})
+    return result

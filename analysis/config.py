@@ -1,0 +1,139 @@
+"""The analysis stage's config: one frozen dataclass (with sections) loaded from ``configs/analysis/<preset>.yaml``.
+
+Each section feeds one stage, and each stage's cache key is the hash of *its* section plus the checkpoint it
+reads, so changing, say, the steering scales re-runs steering and the report but not rollouts, capture or
+probes. Layer numbers everywhere use the residual-stream convention: 0 is the embedding output, ``l >= 1`` is
+the output of decoder layer ``l`` (1-based), before the final norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tasks.config import ConfigError, load_config
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "analysis"
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """Generations on a fixed held-out problem set, per checkpoint."""
+
+    problems: int = 200  # the first N problems of the run's held-out split
+    samples: int = 2  # sampled completions per problem (besides the greedy one)
+    temperature: float = 1.0
+    max_new_tokens: int = 256
+    engine: Literal["auto", "vllm", "hf"] = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """Teacher-forced residual capture at "(", the last "=" before it, and the stated value's first token."""
+
+    batch_size: int = 32
+    dtype: Literal["float32", "float16"] = "float16"  # storage dtype of the captured activations
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Per-layer logistic-regression probes (scikit-learn)."""
+
+    source: Literal["greedy", "sampled", "all"] = "all"  # which rollouts train and test the probes
+    test_fraction: float = 0.3  # share of *problems* held out (no problem in both splits)
+    C: float = 1.0
+    max_iter: int = 2000
+    min_per_class: int = 5  # below this many examples of a class a probe is reported as not fit
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SteeringSettings:
+    """Token-conditional steering with the verdict probe's class-1 direction."""
+
+    layers: tuple[int, ...] = (2, 3)  # residual layers to add to (decoder-layer outputs, 1-based)
+    direction_layer: int | None = None  # probe layer whose direction is used; None: each layer its own probe
+    scales: tuple[float, ...] = (0.0, 8.0, 16.0, 32.0, 64.0)  # absolute scales of the unit direction (the sweep)
+    scale: float | None = None  # the scale for free generation; None: smallest swept scale flipping >= target
+    flip_target: float = 0.5
+    every: int = 3  # steer at every k-th "(" of an attempt line ...
+    mode: Literal["every_kth", "from_kth"] = "every_kth"  # ... or at every "(" from the k-th on (original code)
+    problems: int = 100  # problems for free steered generation
+    max_flip_cases: int = 200  # wrong-rejected (and right-accepted) attempts used for the flip test
+    flip_new_tokens: int = 48  # tokens generated after the steered "(" in the flip test
+    max_new_tokens: int = 256
+    random_seed: int = 0
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the report shows."""
+
+    top_k_tokens: int = 10  # tokens listed per unembedded direction
+    text_samples: int = 6  # original vs steered completions shown side by side
+    reach: float = 0.95  # "earliest layer that reaches" this probe accuracy
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Everything ``make analyze`` does to a run's checkpoints."""
+
+    run: str | None = None  # run directory; None: the most recently modified run under output_root
+    output_root: str = "checkpoints"
+    steps: tuple[int, ...] = ()  # checkpoint steps to analyse; empty: all
+    device: str = "cpu"
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    steering: SteeringSettings = field(default_factory=SteeringSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+
+    def __post_init__(self) -> None:
+        r, p, s = self.rollout, self.probe, self.steering
+        if r.problems < 1 or r.samples < 0:
+            raise ConfigError(f"rollout.problems >= 1 and rollout.samples >= 0 expected, got {r.problems}, {r.samples}")
+        if r.max_new_tokens < 16:
+            raise ConfigError(f"rollout.max_new_tokens: expected >= 16, got {r.max_new_tokens}")
+        if not 0.05 <= p.test_fraction <= 0.95:
+            raise ConfigError(f"probe.test_fraction: expected a share in [0.05, 0.95], got {p.test_fraction}")
+        if not s.layers or any(layer < 0 for layer in s.layers):
+            raise ConfigError(f"steering.layers: expected residual layer numbers >= 0, got {list(s.layers)}")
+        if s.every < 1:
+            raise ConfigError(f"steering.every: expected >= 1, got {s.every}")
+        if not s.scales or any(x < 0 for x in s.scales):
+            raise ConfigError(f"steering.scales: expected non-negative scales, got {list(s.scales)}")
+        if s.problems > r.problems:
+            raise ConfigError(f"steering.problems ({s.problems}) exceeds rollout.problems ({r.problems})")
+        if not 0 < s.flip_target <= 1:
+            raise ConfigError(f"steering.flip_target: expected a share in (0, 1], got {s.flip_target}")
+
+    def check_layers(self, num_layers: int) -> None:
+        """Fail early, naming the field, when a configured layer does not exist in a model with ``num_layers``."""
+        bad = [x for x in self.steering.layers if x > num_layers]
+        if self.steering.direction_layer is not None and not 0 <= self.steering.direction_layer <= num_layers:
+            bad.append(self.steering.direction_layer)
+        if bad:
+            raise ConfigError(
+                f"steering.layers / steering.direction_layer: layers {bad} do not exist; this model has residual "
+                f"layers 0..{num_layers} (0 = embeddings, l = output of decoder layer l)"
+            )
+
+
+def preset_path(preset: str) -> Path:
+    """``configs/analysis/<preset>.yaml`` for a preset name, or the path itself when given a file."""
+    p = Path(preset)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    path = PRESET_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        names = sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))
+        raise ConfigError(f"analysis preset {preset!r} not found: expected one of {names} or a path to a YAML file")
+    return path
+
+
+def load_analysis_config(preset: str = "tiny", overrides: tuple[str, ...] | list[str] = ()) -> AnalysisConfig:
+    """The resolved analysis config for a preset name (or YAML path) plus ``key=value`` overrides."""
+    return load_config(AnalysisConfig, preset_path(preset), overrides)

@@ -1,0 +1,142 @@
+"""Stage 6: how the verification direction emerges across a run's checkpoints.
+
+Why by hand: no interpretability library tracks probes over training checkpoints. From the per-checkpoint results
+(and their cached activations and directions) this builds: probe accuracy as a step x layer grid per position kind
+and label, the earliest layer reaching a threshold per step, the cosine of each step's "(" verdict direction with
+the final step's (per layer), a transfer matrix (probe fit at step s scored on step s' held-out sites, at the
+final step's best layer), steering effect per step, and the training curves from ``metrics.jsonl``/``eval.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis import probes as pr
+from analysis.cache import read_npz
+from analysis.positions import KINDS, LABELS
+
+
+def accuracy_grid(steps: Sequence[dict[str, Any]], kind: str, label: str, field: str = "accuracy") -> list[list]:
+    """``grid[i][layer]``: the probe's ``field`` at step i (None where not fit)."""
+    grid = []
+    for st in steps:
+        rows = [r for r in st["probes"] if r["kind"] == kind and r["label"] == label]
+        rows.sort(key=lambda r: r["layer"])
+        grid.append([r[field] if r["fit"] else None for r in rows])
+    return grid
+
+
+def earliest_layer(row: Sequence[float | None], reach: float) -> int | None:
+    return next((i for i, a in enumerate(row) if a is not None and a >= reach), None)
+
+
+def best_layer(row: Sequence[float | None]) -> int | None:
+    vals = [(a, i) for i, a in enumerate(row) if a is not None]
+    return max(vals)[1] if vals else None
+
+
+def _load_dirs(step_dir: Path) -> dict[str, np.ndarray] | None:
+    p = step_dir / "directions.npz"
+    return read_npz(p) if p.is_file() else None
+
+
+def transfer_matrix(step_dirs: Sequence[Path], layer: int, kind: str = "paren", label: str = "verdict") -> list[list]:
+    """``m[i][j]``: accuracy of step i's probe on step j's held-out sites at ``layer``."""
+    probes, tests = [], []
+    for d in step_dirs:
+        dirs = _load_dirs(d)
+        cap_path = d / "capture.npz"
+        if dirs is None or not cap_path.is_file():
+            probes.append(None)
+            tests.append(None)
+            continue
+        w, b = dirs[f"w_{kind}_{label}"][layer], float(dirs[f"b_{kind}_{label}"][layer])
+        probes.append((w, b) if np.any(w) else None)
+        with np.load(cap_path) as z:
+            te = np.isin(z["problem"], dirs["test_problems"])
+            tests.append((z[f"act_{kind}"][te, layer].astype(np.float64), z[label][te]))
+    m = []
+    for p in probes:
+        row = []
+        for t in tests:
+            if p is None or t is None or len(t[1]) == 0:
+                row.append(None)
+            else:
+                row.append(float(((pr.predict(p[0], p[1], t[0]) > 0) == t[1]).mean()))
+        m.append(row)
+    return m
+
+
+def direction_cosines(step_dirs: Sequence[Path], kind: str = "paren", label: str = "verdict") -> list[list]:
+    """``c[i][layer]``: cosine of step i's direction with the final step's at the same layer."""
+    all_dirs = [_load_dirs(d) for d in step_dirs]
+    final = all_dirs[-1]
+    out = []
+    for dirs in all_dirs:
+        if dirs is None or final is None:
+            out.append([])
+            continue
+        w, wf = dirs[f"w_{kind}_{label}"], final[f"w_{kind}_{label}"]
+        out.append([pr.cosine(w[i], wf[i]) for i in range(w.shape[0])])
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+    return out
+
+
+def emergence(run_dir: Path, results: Sequence[dict[str, Any]], reach: float) -> dict[str, Any]:
+    """The across-checkpoint summary of every analysed (non-broken) step in ``results``."""
+    ok = [r for r in results if "error" not in r]
+    steps = [r["step"] for r in ok]
+    step_dirs = [run_dir / "analysis" / f"step_{s}" for s in steps]
+    grids = {f"{k}/{lab}": accuracy_grid(ok, k, lab) for k in KINDS for lab in LABELS}
+    shuffled = {f"{k}/{lab}": accuracy_grid(ok, k, lab, "shuffled") for k in KINDS for lab in LABELS}
+    final_row = grids["paren/verdict"][-1] if ok else []
+    layer = best_layer(final_row)
+    steer = []
+    for r in ok:
+        s = r["steering"]
+        at = s.get("at_chosen") or {}
+        free = s.get("free", {})
+        steer.append(
+            {
+                "step": r["step"],
+                "chosen_scale": s.get("chosen_scale"),
+                "flip_direction": at.get("flip_direction"),
+                "flip_random": at.get("flip_random"),
+                "flip_negative_on_right": at.get("flip_negative_on_right"),
+                "by_scale": {str(x["scale"]): x["flip_direction"] for x in s.get("sweep", [])},
+                "free_wrong_accepted": {k: v.get("wrong_accepted") for k, v in free.items()},
+                "free_success": {k: v.get("success") for k, v in free.items()},
+            }
+        )
+    return {
+        "steps": steps,
+        "accuracy": grids,
+        "shuffled": shuffled,
+        "earliest_layer": {
+            key: [earliest_layer(row, reach) for row in grid] for key, grid in grids.items() if key.endswith("verdict")
+        },
+        "best_layer_final": layer,
+        "cosine_with_final": direction_cosines(step_dirs) if ok else [],
+        "transfer_layer": layer,
+        "transfer": transfer_matrix(step_dirs, layer) if ok and layer is not None else [],
+        "steering": steer,
+        "training": read_jsonl(run_dir / "metrics.jsonl"),
+        "eval": read_jsonl(run_dir / "eval.jsonl"),
+        "broken": [{"step": r["step"], "error": r["error"]} for r in results if "error" in r],
+    }

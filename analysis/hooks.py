@@ -1,0 +1,111 @@
+"""Every PyTorch hook the analysis installs, as context managers that always remove them.
+
+Why by hand: TransformerLens does not load arbitrary HF Qwen2 checkpoints of any size without conversion, and
+``output_hidden_states`` returns the *normed* last layer and every position (gigabytes for a 3B model over a
+rollout set). Two primitives cover capture and steering for any decoder-only HF model with ``model.model.layers``:
+
+* :func:`record_residuals` keeps the residual stream at chosen ``(row, position)`` pairs only, after the
+  embeddings and after every decoder layer, in one forward pass;
+* :func:`add_to_residual` adds ``mask[b, t] * vector`` to the output of chosen layers, where ``mask`` is read
+  from a mutable holder at call time (so a KV-cached generation loop can change it every step).
+
+Layer numbers use the residual convention: 0 = embedding output, ``l >= 1`` = output of decoder layer ``l``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+
+def decoder_layers(model: Any) -> list[torch.nn.Module]:
+    """The decoder blocks of an HF causal LM (``model.model.layers``), with a clear error otherwise."""
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise TypeError(
+            f"{type(model).__name__}: expected an HF decoder-only causal LM with model.model.layers "
+            "(Qwen2, Llama, Mistral style)"
+        )
+    return list(layers)
+
+
+def residual_module(model: Any, layer: int) -> torch.nn.Module:
+    """The module whose output is residual layer ``layer`` (0: the token embedding)."""
+    layers = decoder_layers(model)
+    if not 0 <= layer <= len(layers):
+        raise ValueError(f"layer {layer} does not exist: residual layers are 0..{len(layers)}")
+    return model.model.embed_tokens if layer == 0 else layers[layer - 1]
+
+
+def _hidden(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace(output: Any, hidden: torch.Tensor) -> Any:
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+@contextmanager
+def hooked(handles_from: Sequence[tuple[torch.nn.Module, Any]]) -> Iterator[None]:
+    """Register ``(module, forward_hook)`` pairs; remove every one on exit, also when the body raises."""
+    handles = []
+    try:
+        for module, hook in handles_from:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def record_residuals(model: Any, rows: torch.Tensor, cols: torch.Tensor) -> Iterator[dict[int, torch.Tensor]]:
+    """Record the residual stream at positions ``(rows[i], cols[i])`` for every layer 0..L.
+
+    Yields a dict ``layer -> (len(rows), d_model)`` tensor that is filled in by the forward pass run in the body.
+    """
+    out: dict[int, torch.Tensor] = {}
+
+    def make(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            out[layer] = _hidden(output)[rows, cols].detach()
+
+        return hook
+
+    n = len(decoder_layers(model))
+    with hooked([(residual_module(model, layer), make(layer)) for layer in range(n + 1)]):
+        yield out
+
+
+class MaskHolder:
+    """A mutable (batch, seq) mask that steering hooks read at call time; ``None`` means add nothing."""
+
+    def __init__(self) -> None:
+        self.mask: torch.Tensor | None = None
+
+
+@contextmanager
+def add_to_residual(model: Any, vectors: dict[int, torch.Tensor], holder: MaskHolder) -> Iterator[MaskHolder]:
+    """Add ``holder.mask[b, t] * vectors[layer]`` to residual layer ``layer`` for each configured layer.
+
+    The mask is whatever ``holder.mask`` is when the layer runs, shape (batch, seq) matching the current input
+    (seq is 1 in a cached decoding step). Hooks are removed on exit, also when the body raises.
+    """
+
+    def make(vec: torch.Tensor) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+            mask = holder.mask
+            if mask is None:
+                return None
+            h = _hidden(output)
+            add = mask.to(h.dtype)[..., None] * vec.to(device=h.device, dtype=h.dtype)
+            return _replace(output, h + add)
+
+        return hook
+
+    with hooked([(residual_module(model, layer), make(v)) for layer, v in vectors.items()]):
+        yield holder

@@ -1,0 +1,202 @@
+"""Stages 1-5 for one checkpoint, each cached under ``<run>/analysis/step_<N>/`` and re-run only when its inputs change.
+
+The model is loaded lazily, only when a stage has to be computed, so a re-run over a fully cached run reads JSON
+and NumPy files and nothing else. Probe and steering maths live in :mod:`analysis.probes`,
+:mod:`analysis.unembed` and :mod:`analysis.steer_eval`; this module wires them to files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis import probes as pr
+from analysis.cache import StepCache, fingerprint, stage_key
+from analysis.config import AnalysisConfig
+from analysis.positions import KINDS, LABELS
+from tasks.countdown.generate import Problem
+
+OTHER = {"verdict": "truth", "truth": "verdict", "stated": "verdict"}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be analysed (missing or corrupt files); the message names the file."""
+
+
+def check_checkpoint(path: Path) -> None:
+    """Fail with the name of the missing or unreadable file before any heavy work starts on ``path``."""
+    for name in ("config.json", "tokenizer.json"):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path / name}: missing (the checkpoint directory is incomplete)")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        raise CheckpointError(f"{path}: no *.safetensors weights file")
+    try:
+        from safetensors import safe_open
+
+        for w in weights:
+            with safe_open(str(w), framework="pt") as f:
+                for k in f.keys():
+                    f.get_slice(k)
+    except Exception as e:  # truncated or corrupt header
+        raise CheckpointError(f"{weights[0]}: unreadable safetensors file ({type(e).__name__}: {e})") from None
+
+
+def load_model(path: Path, device: str) -> tuple[Any, Any]:
+    """Model and tokenizer of a checkpoint, with an error naming the file that is missing or broken."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_checkpoint(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path).to(device)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be loaded with from_pretrained ({type(e).__name__}: {e})") from None
+    model.eval()
+    return model, tok
+
+
+def _probe_all(cap: dict[str, np.ndarray], cfg: AnalysisConfig) -> tuple[list[dict], dict[str, np.ndarray]]:
+    p = cfg.probe
+    sel = np.ones(len(cap["problem"]), dtype=bool)
+    if p.source != "all":
+        sel = cap["greedy"] == (1 if p.source == "greedy" else 0)
+    test = pr.group_split(cap["problem"][sel], p.test_fraction, p.seed)
+    results, dirs = [], {}
+    for kind in KINDS:
+        x_all = cap[f"act_{kind}"][sel]
+        n_layers = x_all.shape[1]
+        for label in LABELS:
+            y, other = cap[label][sel], cap[OTHER[label]][sel]
+            w_stack = np.zeros((n_layers, x_all.shape[2]), dtype=np.float32)
+            b_stack = np.zeros(n_layers, dtype=np.float32)
+            md_stack = np.zeros_like(w_stack)
+            for layer in range(n_layers):
+                x = x_all[:, layer]
+                res, w, b = pr.fit_probe(
+                    x,
+                    y,
+                    test,
+                    other=other,
+                    c=p.C,
+                    max_iter=p.max_iter,
+                    min_per_class=p.min_per_class,
+                    seed=p.seed,
+                    kind=kind,
+                    label=label,
+                    layer=layer,
+                )
+                results.append(res.as_dict())
+                if w is not None:
+                    w_stack[layer], b_stack[layer] = w, b
+                md_stack[layer] = pr.mean_difference(x[~test], y[~test])
+            dirs[f"w_{kind}_{label}"], dirs[f"b_{kind}_{label}"] = w_stack, b_stack
+            dirs[f"meandiff_{kind}_{label}"] = md_stack
+    dirs["test_problems"] = np.unique(cap["problem"][sel][test])
+    return results, dirs
+
+
+def steering_units(dirs: dict[str, np.ndarray], cfg: AnalysisConfig) -> dict[int, np.ndarray]:
+    """Unit W[1] direction of the "(" verdict probe for each steered layer (its own, or ``direction_layer``'s)."""
+    w = dirs["w_paren_verdict"]
+    s = cfg.steering
+    return {layer: pr.unit(w[s.direction_layer if s.direction_layer is not None else layer]) for layer in s.layers}
+
+
+def analyse_checkpoint(
+    cfg: AnalysisConfig,
+    step: int,
+    path: Path,
+    out_dir: Path,
+    problems: Sequence[Problem],
+    template: str,
+    engine: str,
+    say: Any = print,
+) -> dict[str, Any]:
+    """Run (or load) every per-checkpoint stage; returns the step's results for the emergence stage and report."""
+    from analysis.capture import capture
+    from analysis.rollouts import generate_rollouts
+
+    cache = StepCache(out_dir)
+    fp = fingerprint(path)
+    problems_key = stage_key([(list(p.numbers), p.target) for p in problems[: cfg.rollout.problems]], template)
+    k_roll = stage_key(cfg.rollout, fp, problems_key, engine)
+    k_cap = stage_key(cfg.capture, k_roll)
+    k_probe = stage_key(cfg.probe, k_cap)
+    k_unembed = stage_key(cfg.report.top_k_tokens, k_probe)
+    k_steer = stage_key(cfg.steering, k_probe, k_roll)
+    loaded: dict[str, Any] = {}
+
+    def model() -> tuple[Any, Any]:
+        if "m" not in loaded:
+            loaded["m"] = load_model(path, cfg.device)
+            cfg.check_layers(loaded["m"][0].config.num_hidden_layers)
+        return loaded["m"]
+
+    if not cache.valid("rollouts", k_roll):
+        check_checkpoint(path)  # fail here, naming the file, before an engine starts on a broken checkpoint
+        say(f"step {step}: rollouts ({engine})")
+    records = cache.json(
+        "rollouts", k_roll, lambda: generate_rollouts(path, problems, cfg.rollout, template, engine, cfg.device)
+    )
+
+    def do_capture() -> dict[str, np.ndarray]:
+        say(f"step {step}: capture ({len(records)} rollouts)")
+        m, tok = model()
+        return capture(m, tok, records, cfg.capture.batch_size, cfg.capture.dtype)
+
+    cap = cache.npz("capture", k_cap, do_capture)
+    if cache.valid("probes", k_probe) and cache.valid("directions", k_probe, "npz"):
+        probe_rows = cache.json("probes", k_probe, lambda: None)
+        dirs = cache.npz("directions", k_probe, lambda: {})
+    else:
+        say(f"step {step}: probes ({len(cap['problem'])} sites)")
+        probe_rows, dirs = _probe_all(cap, cfg)
+        dirs = cache.npz("directions", k_probe, lambda: dirs)
+        probe_rows = cache.json("probes", k_probe, lambda: probe_rows)
+
+    def do_unembed() -> dict[str, Any]:
+        from analysis.unembed import describe, model_matrices
+
+        m, tok = model()
+        mats = model_matrices(m)
+        w = dirs["w_paren_verdict"]
+        return {str(layer): describe(w[layer], mats, tok, cfg.report.top_k_tokens) for layer in range(w.shape[0])}
+
+    unembed = cache.json("unembed", k_unembed, do_unembed)
+
+    def do_steer() -> dict[str, Any]:
+        from analysis.steer_run import run_steering
+
+        say(f"step {step}: steering sweep")
+        m, tok = model()
+        return run_steering(m, tok, records, problems, steering_units(dirs, cfg), cfg, template)
+
+    steering = cache.json("steering", k_steer, do_steer)
+    return {
+        "step": step,
+        "path": str(path),
+        "rollouts": _rollout_summary(records),
+        "sites": int(len(cap["problem"])),
+        "probes": probe_rows,
+        "unembed": unembed,
+        "steering": steering,
+        "computed": cache.computed,
+    }
+
+
+def _rollout_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for kind in ("greedy", "sampled"):
+        rs = [r for r in records if r["kind"] == kind]
+        if rs:
+            out[kind] = {
+                "n": len(rs),
+                "success": float(np.mean([r["success"] for r in rs])),
+                "format": float(np.mean([r["has_answer"] for r in rs])),
+                "truncated": float(np.mean([r["truncated"] for r in rs])),
+            }
+    return out

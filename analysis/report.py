@@ -1,0 +1,247 @@
+"""Stage 7: a self-contained HTML report (plots embedded as PNG data URIs, readable offline) and ``summary.json``.
+
+Plots are where a reader would rather look than read: the step x layer probe-accuracy heatmaps, direction cosines
+with the final step, the transfer matrix, the steering sweep and steering effect over steps, and training curves.
+Tables carry the exact numbers, the unembedded tokens and original vs steered text.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _grid(values: Sequence[Sequence[float | None]]) -> np.ndarray:
+    width = max((len(r) for r in values), default=0)
+    return np.array([[np.nan if v is None else v for v in r] + [np.nan] * (width - len(r)) for r in values], float)
+
+
+def heatmap(
+    values: Sequence[Sequence[float | None]],
+    rows: Sequence[Any],
+    title: str,
+    xlabel: str = "layer",
+    cols: Sequence[Any] | None = None,
+    vmin: float = 0.5,
+    vmax: float = 1.0,
+) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = _grid(values)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * max(g.shape[1], 1), 0.9 + 0.35 * max(g.shape[0], 1)))
+    im = ax.imshow(g, vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xticks(range(g.shape[1]), [str(c) for c in (cols if cols is not None else range(g.shape[1]))])
+    for (i, j), v in np.ndenumerate(g):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < (vmin + vmax) / 2 else "k")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("step")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    return _png(fig)
+
+
+def lines(x: Sequence[float], series: dict[str, Sequence[float | None]], title: str, xlabel: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for name, ys in series.items():
+        pts = [(a, b) for a, b in zip(x, ys, strict=False) if b is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return html.escape("" if v is None else str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
+pre{white-space:pre-wrap;font-size:11px;background:#f6f6f6;padding:4px}.broken{color:#b00}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:8px}img{margin:4px}"""
+
+
+def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """The whole report as one HTML string."""
+    steps = em["steps"]
+    ok = [r for r in results if "error" not in r]
+    parts = [f"<h1>Verification direction: {html.escape(run_dir.name)}</h1>"]
+    parts.append(f"<p>Checkpoints analysed: {steps}. Summary:</p><pre>{html.escape(_short(summary))}</pre>")
+    for b in em["broken"]:
+        parts.append(f'<p class="broken">step {b["step"]}: NOT analysed: {html.escape(b["error"])}</p>')
+    if ok:
+        parts.append("<h2>Probe accuracy (held-out problems), step x layer</h2>")
+        for key in ("paren/verdict", "paren/truth", "eq/verdict", "value/verdict", "paren/stated"):
+            parts.append(heatmap(em["accuracy"][key], steps, f"{key} probe accuracy"))
+        parts.append(heatmap(em["shuffled"]["paren/verdict"], steps, "paren/verdict shuffled-label control"))
+        final = [r for r in ok[-1]["probes"] if r["fit"]]
+        parts.append(f"<h3>Final step {steps[-1]}: every probe</h3>")
+        parts.append(
+            _table(
+                ["kind", "label", "layer", "acc", "AUROC", "majority", "shuffled", "acc where verdict!=truth", "n"],
+                [
+                    [
+                        r["kind"],
+                        r["label"],
+                        r["layer"],
+                        r["accuracy"],
+                        r["auroc"],
+                        r["majority"],
+                        r["shuffled"],
+                        r["disagree_accuracy"],
+                        r["disagree_n"],
+                    ]
+                    for r in final
+                ],
+            )
+        )
+        parts.append("<h2>Direction over training</h2>")
+        if em["cosine_with_final"]:
+            parts.append(
+                heatmap(
+                    em["cosine_with_final"], steps, "cosine of '(' verdict direction with final step", vmin=-1, vmax=1
+                )
+            )
+        if em["transfer"]:
+            parts.append(
+                heatmap(
+                    em["transfer"],
+                    steps,
+                    f"transfer: probe of step (row) on step (col), layer {em['transfer_layer']}",
+                    xlabel="tested on step",
+                    cols=steps,
+                )
+            )
+        parts.append("<h2>Steering</h2>")
+        st = em["steering"]
+        parts.append(
+            lines(
+                steps,
+                {
+                    "W flips wrong->accept": [s["flip_direction"] for s in st],
+                    "random flips": [s["flip_random"] for s in st],
+                    "-W flips right->reject": [s["flip_negative_on_right"] for s in st],
+                },
+                "flip rate at the chosen scale vs step",
+                "step",
+            )
+        )
+        last = ok[-1]["steering"]
+        if "sweep" in last:
+            sw = last["sweep"]
+            parts.append(
+                lines(
+                    [x["scale"] for x in sw],
+                    {
+                        "W": [x["flip_direction"] for x in sw],
+                        "random": [x["flip_random"] for x in sw],
+                        "-W on right": [x["flip_negative_on_right"] for x in sw],
+                    },
+                    f"final step: flip rate vs scale (layers {last['layers']}, residual norm {last['residual_norm']})",
+                    "scale",
+                )
+            )
+            parts.append(
+                _table(
+                    ["condition", "success", "format", "wrong accepted", "steered wrong accepted"],
+                    [
+                        [k, v["success"], v["format"], v["wrong_accepted"], v["steered_wrong_accepted"]]
+                        for k, v in last["free"].items()
+                    ],
+                )
+            )
+            for smp in last["samples"]:
+                parts.append(
+                    f"<p>{smp['numbers']} -> {smp['target']}</p><div class='pair'>"
+                    f"<pre>{html.escape(smp['original'])}</pre><pre>{html.escape(smp['steered'])}</pre></div>"
+                )
+        parts.append("<h2>Unembedding of the '(' verdict direction (final step)</h2>")
+        un = ok[-1]["unembed"]
+        parts.append(
+            _table(
+                ["layer", "space/side", "top tokens"],
+                [
+                    [layer, side, " | ".join(f"{t!r}" for t, _ in toks)]
+                    for layer, d in un.items()
+                    for side, toks in d.items()
+                ],
+            )
+        )
+    tr = em["training"]
+    if tr:
+        x = [r.get("step") for r in tr]
+        parts.append("<h2>Training</h2>")
+        keys = {
+            "reward": "rewards/countdown_reward/mean",
+            "success": "rewards/success/mean",
+            "format": "rewards/has_answer/mean",
+            "truncated": "completions/clipped_ratio",
+        }
+        parts.append(
+            lines(
+                x,
+                {n: [r.get(k) for r in tr] for n, k in keys.items() if any(k in r for r in tr)},
+                "training batch (per GRPO step)",
+                "step",
+            )
+        )
+    ev = em["eval"]
+    if ev:
+        parts.append(
+            lines(
+                [r["step"] for r in ev],
+                {
+                    k: [r.get(k) for r in ev]
+                    for k in (
+                        "success_rate",
+                        "false_accept_given_wrong",
+                        "line_verdict_matches_truth",
+                        "false_reject_given_right",
+                    )
+                },
+                "held-out evaluation during training",
+                "step",
+            )
+        )
+    head = f"<!doctype html><html><head><meta charset='utf-8'><style>{CSS}</style></head>"
+    return head + f"<body>{''.join(parts)}</body></html>"
+
+
+def _short(summary: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps({k: v for k, v in summary.items() if k != "per_step"}, indent=1)

@@ -1,0 +1,127 @@
+"""Stage 1: greedy and sampled generations of one checkpoint on a fixed held-out problem set.
+
+vLLM where it is installed (the same in-process CPU engine the trainer uses), transformers ``generate``
+otherwise, with a one-line notice. Records keep the completion text, its token ids and whether it was cut at the
+token limit; the capture stage re-tokenizes prompt + completion with offsets, so nothing downstream depends on
+which engine produced them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from analysis.config import RolloutSettings
+from tasks.countdown.generate import Problem
+from tasks.countdown.prompts import make_prompt
+from tasks.countdown.reward import breakdown
+
+
+def choose_engine(requested: str) -> str:
+    """``vllm`` or ``hf`` for ``rollout.engine``; ``auto`` picks vLLM when importable and says so when it cannot."""
+    from train.rollout import vllm_available
+
+    if requested == "hf":
+        return "hf"
+    if vllm_available():
+        return "vllm"
+    if requested == "vllm":
+        raise RuntimeError("rollout.engine=vllm but vLLM is not importable here; install the cpu/gpu extra or use hf")
+    print("analysis: vLLM not installed, rollouts use transformers generate (rollout.engine=hf)")
+    return "hf"
+
+
+def _vllm(model_dir: Path, prompts: list[str], s: RolloutSettings) -> tuple[list, list]:
+    from vllm import LLM, SamplingParams
+
+    from train.rollout import _on_cpu
+
+    kwargs: dict[str, Any] = {}
+    saved = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    if _on_cpu():
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        kwargs = {"gpu_memory_utilization": 0.1, "distributed_executor_backend": "uni"}
+    try:
+        llm = LLM(model=str(model_dir), seed=s.seed, enforce_eager=True, **kwargs)
+    finally:
+        if saved is None:
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        else:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = saved
+    try:
+        greedy = llm.generate(
+            prompts, SamplingParams(n=1, temperature=0.0, max_tokens=s.max_new_tokens), use_tqdm=False
+        )
+        sampled = (
+            llm.generate(
+                prompts,
+                SamplingParams(n=s.samples, temperature=s.temperature, max_tokens=s.max_new_tokens),
+                use_tqdm=False,
+            )
+            if s.samples
+            else []
+        )
+
+        def unpack(outs: Sequence[Any]) -> list[list[tuple[str, list[int], bool]]]:
+            return [[(o.text, list(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outs]
+
+        return unpack(greedy), unpack(sampled)
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+
+
+def _hf(model_dir: Path, prompts: list[str], s: RolloutSettings, device: str) -> tuple[list, list]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.rollout import hf_sample
+
+    torch.manual_seed(s.seed)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
+
+    def run(n: int, temperature: float) -> list[list[tuple[str, list[int], bool]]]:
+        texts, trunc = hf_sample(model, tok, prompts, n, temperature, s.max_new_tokens)
+        return [
+            [(t, tok(t, add_special_tokens=False).input_ids, c) for t, c in zip(ts, cs, strict=True)]
+            for ts, cs in zip(texts, trunc, strict=True)
+        ]
+
+    return run(1, 0.0), run(s.samples, s.temperature) if s.samples else []
+
+
+def generate_rollouts(
+    model_dir: str | Path, problems: Sequence[Problem], s: RolloutSettings, template: str, engine: str, device: str
+) -> list[dict[str, Any]]:
+    """One record per completion: problem index, kind (greedy/sampled), text, token ids, truncation, reward."""
+    problems = list(problems)[: s.problems]
+    prompts = [make_prompt(p.numbers, p.target, template) for p in problems]
+    if engine == "vllm":
+        greedy, sampled = _vllm(Path(model_dir), prompts, s)
+    else:
+        greedy, sampled = _hf(Path(model_dir), prompts, s, device)
+    records = []
+    for kind, outs in (("greedy", greedy), ("sampled", sampled)):
+        for i, samples in enumerate(outs):
+            p = problems[i]
+            for j, (text, ids, cut) in enumerate(samples):
+                b = breakdown(text, p.numbers, p.target)
+                records.append(
+                    {
+                        "problem": i,
+                        "numbers": list(p.numbers),
+                        "target": p.target,
+                        "kind": kind,
+                        "sample": j,
+                        "prompt": prompts[i],
+                        "completion": text,
+                        "token_ids": ids,
+                        "truncated": cut,
+                        "success": bool(b.correct),
+                        "has_answer": bool(b.has_answer),
+                    }
+                )
+    return records

@@ -1,0 +1,128 @@
+"""``make analyze`` end to end: pick the run, analyse every checkpoint (cached, resumable), then emergence + report.
+
+A checkpoint that cannot be loaded is reported with the file that is wrong and skipped; the others are still
+analysed and the report marks the broken one. The resolved config is written to ``<run>/analysis/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from analysis.cache import write_json
+from analysis.config import AnalysisConfig
+from analysis.pipeline import CheckpointError, analyse_checkpoint
+from tasks.config import ConfigError, dump_config, load_config
+
+
+def find_run(cfg: AnalysisConfig) -> Path:
+    """The configured run directory, or the most recently modified run (one with step_<N> checkpoints)."""
+    from train.checkpoints import list_checkpoints
+
+    if cfg.run is not None:
+        run = Path(cfg.run)
+        if not run.is_dir() and (Path(cfg.output_root) / cfg.run).is_dir():
+            run = Path(cfg.output_root) / cfg.run
+        if not list_checkpoints(run):
+            raise ConfigError(f"run: {str(run)!r} has no step_<N> checkpoints (train one with `make train`)")
+        return run
+    root = Path(cfg.output_root)
+    runs = [p for p in root.iterdir() if p.is_dir() and list_checkpoints(p)] if root.is_dir() else []
+    if not runs:
+        raise ConfigError(f"output_root: no run with checkpoints under {str(root)!r}; run `make train` first")
+    return max(runs, key=lambda p: max(c.stat().st_mtime for _, c in list_checkpoints(p)))
+
+
+def run_inputs(run: Path) -> tuple[Any, str]:
+    """The held-out problems and prompt template of a run, from its resolved training config."""
+    from tasks.countdown.dataset import load_problems, prepare
+    from train.config import TrainConfig
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing; the analysis reads the run's data split and template from it")
+    tcfg = load_config(TrainConfig, path)
+    out_dir, _ = prepare(tcfg.data, progress=False)
+    return load_problems(out_dir, "test"), tcfg.template
+
+
+def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
+    """Analyse every (selected) checkpoint of the run, then write emergence.json, summary.json and report.html."""
+    from tqdm.auto import tqdm
+
+    from analysis.emergence import emergence
+    from analysis.report import render
+    from analysis.rollouts import choose_engine
+    from train.checkpoints import list_checkpoints
+
+    t0 = time.time()
+    run = find_run(cfg)
+    out = run / "analysis"
+    out.mkdir(exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    ckpts = [(s, p) for s, p in list_checkpoints(run) if not cfg.steps or s in cfg.steps]
+    missing = sorted(set(cfg.steps) - {s for s, _ in ckpts})
+    if missing:
+        raise ConfigError(
+            f"steps: {missing} are not checkpoints of {run} (it has {[s for s, _ in list_checkpoints(run)]})"
+        )
+    problems, template = run_inputs(run)
+    engine = choose_engine(cfg.rollout.engine)
+    results = []
+    bar = tqdm(ckpts, desc=f"analyze {run.name}", unit="ckpt")
+    for step, path in bar:
+        bar.set_postfix(step=step)
+        try:
+            results.append(
+                analyse_checkpoint(cfg, step, path, out / f"step_{step}", problems, template, engine, say=bar.write)
+            )
+        except CheckpointError as e:
+            bar.write(f"step {step}: skipped: {e}")
+            results.append({"step": step, "error": str(e)})
+    em = emergence(run, results, cfg.report.reach)
+    write_json(out / "emergence.json", em)
+    summary = summarize(run, results, em, time.time() - t0)
+    write_json(out / "summary.json", summary)
+    tmp = out / "report.html.tmp"
+    tmp.write_text(render(run, em, results, summary))
+    tmp.replace(out / "report.html")
+    return summary
+
+
+def summarize(run: Path, results: list[dict[str, Any]], em: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The headline numbers: final-step best verdict probe vs its control, steering at the chosen scale."""
+    ok = [r for r in results if "error" not in r]
+    out: dict[str, Any] = {
+        "run": str(run),
+        "steps": em["steps"],
+        "broken_steps": [b["step"] for b in em["broken"]],
+        "seconds": round(seconds, 1),
+        "computed": {r["step"]: r["computed"] for r in ok},
+        "report": str(run / "analysis" / "report.html"),
+    }
+    if not ok:
+        return out
+    last = ok[-1]
+    fit = [r for r in last["probes"] if r["fit"] and r["kind"] == "paren" and r["label"] == "verdict"]
+    if fit:
+        best = max(fit, key=lambda r: r["accuracy"])
+        out["final_verdict_probe"] = {
+            k: best[k] for k in ("layer", "accuracy", "auroc", "majority", "shuffled", "disagree_accuracy")
+        }
+        out["final_verdict_probe"]["margin_over_shuffled"] = best["accuracy"] - best["shuffled"]
+    s = last["steering"]
+    if "at_chosen" in s and s["at_chosen"]:
+        out["final_steering"] = {
+            "scale": s["chosen_scale"],
+            "layers": s["layers"],
+            "flip_direction": s["at_chosen"]["flip_direction"],
+            "flip_random": s["at_chosen"]["flip_random"],
+            "flip_negative_on_right": s["at_chosen"]["flip_negative_on_right"],
+            "n_wrong": s["at_chosen"]["n_wrong"],
+            "free": s["free"],
+        }
+    out["earliest_layer_paren_verdict"] = dict(
+        zip(em["steps"], em["earliest_layer"].get("paren/verdict", []), strict=False)
+    )
+    return out

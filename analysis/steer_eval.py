@@ -1,0 +1,231 @@
+"""Stage 5: does adding the verdict direction change behaviour? A controlled flip test and free generation.
+
+* **Flip test** (the clean number): take attempt lines the model itself rejected although wrong ("= 52 (not 46)"),
+  cut the text right after that "(", and let the model continue with the direction added at that "(" only. A flip is
+  a continuation that now says "this". Unsteered greedy says "not" on all of them by construction, so the rate is
+  the effect. Controls at the same scale: a random unit direction, and the negative direction on right attempts
+  the model accepted (a flip there is "not"). Swept over the configured scales.
+* **Free generation**: generate from the prompts with the steering rule (every k-th "(" or from the k-th on) at the
+  chosen scale, against unsteered and random-direction generation: answer success, format, the share of wrong
+  attempts accepted overall and at the steered "(" (accepted = "(this" or the final answer is that attempt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from analysis.steering import ParenCounter, SteerRule, TriggerVocab, steered_generate
+from tasks.countdown.generate import Problem
+from tasks.countdown.prompts import extract_answer, make_prompt
+from tasks.countdown.reward import breakdown
+from tasks.countdown.trace import parse_attempts
+
+
+def flip_cases(records: Sequence[dict[str, Any]], limit: int) -> dict[str, list[str]]:
+    """Prefixes ending at the "(" of wrong-rejected (``wrong``) and right-accepted (``right``) attempt lines."""
+    out: dict[str, list[str]] = {"wrong": [], "right": []}
+    seen: set[str] = set()
+    for r in records:
+        for a in parse_attempts(r["completion"], r["numbers"], r["target"]):
+            if not a.parsed or a.paren_span is None or a.verdict not in ("not", "this"):
+                continue
+            key = (
+                "wrong"
+                if (not a.correct and a.verdict == "not")
+                else "right"
+                if (a.correct and a.verdict == "this")
+                else None
+            )
+            if key is None or len(out[key]) >= limit:
+                continue
+            prefix = r["prompt"] + r["completion"][: a.paren_span[0] + 1]
+            if prefix not in seen:
+                seen.add(prefix)
+                out[key].append(prefix)
+    return out
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def continue_prefixes(
+    model: Any,
+    tok: Any,
+    prefixes: Sequence[str],
+    vectors: dict[int, torch.Tensor],
+    vocab: TriggerVocab,
+    new_tokens: int,
+    batch_size: int,
+) -> list[str]:
+    """Greedy continuations of ``prefixes`` with ``vectors`` added at each prefix's last token only."""
+    device = next(model.parameters()).device
+    side = tok.padding_side
+    tok.padding_side = "left"
+    texts: list[str] = []
+    try:
+        for sl in _batches(len(prefixes), batch_size):
+            enc = tok(list(prefixes[sl]), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            last = torch.zeros_like(enc.input_ids, dtype=torch.bool)
+            last[:, -1] = True
+            out, _ = steered_generate(
+                model,
+                enc.input_ids,
+                enc.attention_mask,
+                vectors,
+                vocab,
+                SteerRule(in_prompt=False, in_generation=False),
+                new_tokens,
+                tok.eos_token_id,
+                tok.pad_token_id,
+                prompt_mask=last,
+            )
+            texts += tok.batch_decode(out, skip_special_tokens=True)
+    finally:
+        tok.padding_side = side
+    return texts
+
+
+def _rate(texts: Sequence[str], word: str) -> float | None:
+    return float(np.mean([t.lstrip().startswith(word) for t in texts])) if texts else None
+
+
+def scaled(units: dict[int, np.ndarray], scale: float, sign: float = 1.0) -> dict[int, torch.Tensor]:
+    return {layer: torch.tensor(sign * scale * u, dtype=torch.float32) for layer, u in units.items()}
+
+
+def random_units(units: dict[int, np.ndarray], seed: int) -> dict[int, np.ndarray]:
+    """One random unit vector per layer (same dimension as the probe directions), seeded."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for layer, u in units.items():
+        v = rng.standard_normal(u.shape[0])
+        out[layer] = v / np.linalg.norm(v)
+    return out
+
+
+def flip_sweep(
+    model: Any,
+    tok: Any,
+    cases: dict[str, list[str]],
+    units: dict[int, np.ndarray],
+    rand: dict[int, np.ndarray],
+    scales: Sequence[float],
+    vocab: TriggerVocab,
+    new_tokens: int,
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """Per scale: flip rates of W on wrong-rejected lines, of a random direction there, and of -W on right ones."""
+    rows = []
+    for s in scales:
+        w = continue_prefixes(model, tok, cases["wrong"], scaled(units, s), vocab, new_tokens, batch_size)
+        r = continue_prefixes(model, tok, cases["wrong"], scaled(rand, s), vocab, new_tokens, batch_size)
+        n = continue_prefixes(model, tok, cases["right"], scaled(units, s, -1.0), vocab, new_tokens, batch_size)
+        rows.append(
+            {
+                "scale": float(s),
+                "n_wrong": len(cases["wrong"]),
+                "n_right": len(cases["right"]),
+                "flip_direction": _rate(w, "this"),
+                "flip_random": _rate(r, "this"),
+                "flip_negative_on_right": _rate(n, "not"),
+                "example": (cases["wrong"][0][-120:], w[0][:60]) if w else None,
+            }
+        )
+    return rows
+
+
+def choose_scale(rows: Sequence[dict[str, Any]], target: float) -> float:
+    """The smallest swept scale whose direction flip rate reaches ``target``; else the best-flipping scale."""
+    hit = [r["scale"] for r in rows if (r["flip_direction"] or 0) >= target and r["scale"] > 0]
+    if hit:
+        return min(hit)
+    return max(rows, key=lambda r: (r["flip_direction"] or 0, -r["scale"]))["scale"]
+
+
+def _accepted_wrong(text: str, p: Problem, steered_ordinals: set[int]) -> tuple[int, int, int, int]:
+    """(wrong lines, accepted among them, steered wrong lines, accepted among those) of one completion."""
+    answer = extract_answer(text)
+    wrong = acc = s_wrong = s_acc = 0
+    ordinal = 0
+    for a in parse_attempts(text, p.numbers, p.target):
+        if not a.parsed or a.paren_span is None:
+            continue
+        ordinal += 1
+        if a.correct or a.verdict is None:
+            continue
+        ok = a.verdict == "this" or (
+            answer is not None and a.expression is not None and answer.replace(" ", "") == a.expression.replace(" ", "")
+        )
+        wrong += 1
+        acc += ok
+        if ordinal in steered_ordinals:
+            s_wrong += 1
+            s_acc += ok
+    return wrong, acc, s_wrong, s_acc
+
+
+def free_generation(
+    model: Any,
+    tok: Any,
+    problems: Sequence[Problem],
+    vectors: dict[int, torch.Tensor],
+    vocab: TriggerVocab,
+    rule: SteerRule,
+    max_new_tokens: int,
+    batch_size: int,
+    template: str = "base",
+) -> tuple[dict[str, Any], list[str]]:
+    """Greedy generation on ``problems`` with the steering rule; metrics and the completions."""
+    device = next(model.parameters()).device
+    side = tok.padding_side
+    tok.padding_side = "left"
+    texts: list[str] = []
+    steered_sets: list[set[int]] = []
+    try:
+        for sl in _batches(len(problems), batch_size):
+            prompts = [make_prompt(p.numbers, p.target, template) for p in problems[sl]]
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            out, steered = steered_generate(
+                model,
+                enc.input_ids,
+                enc.attention_mask,
+                vectors,
+                vocab,
+                rule,
+                max_new_tokens,
+                tok.eos_token_id,
+                tok.pad_token_id,
+            )
+            texts += tok.batch_decode(out, skip_special_tokens=True)
+            # replay the rule's counter over the new tokens: the ordinal of each qualifying "(" = attempt line
+            counter = ParenCounter(out.shape[0], vocab, rule, out.device)
+            live = torch.ones(out.shape[0], dtype=torch.bool, device=out.device)
+            ordinals = torch.zeros_like(out)
+            for j in range(out.shape[1]):
+                counter.step(out[:, j], live, True)
+                ordinals[:, j] = counter.count
+            steered_sets += [set(ordinals[b][steered[b]].tolist()) for b in range(out.shape[0])]
+    finally:
+        tok.padding_side = side
+    tot = np.zeros(4, dtype=np.int64)
+    ok = fmt = 0
+    for p, t, ss in zip(problems, texts, steered_sets, strict=True):
+        b = breakdown(t, p.numbers, p.target)
+        ok += b.correct
+        fmt += b.has_answer
+        tot += np.array(_accepted_wrong(t, p, ss))
+    n = max(len(texts), 1)
+    metrics = {
+        "success": ok / n,
+        "format": fmt / n,
+        "wrong_lines": int(tot[0]),
+        "wrong_accepted": float(tot[1] / tot[0]) if tot[0] else None,
+        "steered_wrong_lines": int(tot[2]),
+        "steered_wrong_accepted": float(tot[3] / tot[2]) if tot[2] else None,
+    }
+    return metrics, texts

@@ -1,0 +1,96 @@
+"""The steering stage for one checkpoint: the scale sweep, the chosen scale, free generation and text samples.
+
+Kept apart from :mod:`analysis.steer_eval` (the measurements) so that the choices made here (which cases, which
+scale, which samples to show) are easy to read in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from analysis.config import AnalysisConfig
+from analysis.hooks import residual_module
+from analysis.steer_eval import choose_scale, flip_cases, flip_sweep, free_generation, random_units, scaled
+from analysis.steering import SteerRule, trigger_vocab
+from tasks.countdown.generate import Problem
+
+
+def residual_norms(model: Any, tok: Any, texts: Sequence[str], layers: Sequence[int]) -> dict[int, float]:
+    """Mean L2 norm of the residual stream at each layer over ``texts`` (to put absolute scales in context)."""
+    norms: dict[int, list[float]] = {layer: [] for layer in layers}
+    device = next(model.parameters()).device
+
+    def make(layer: int) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            h = output[0] if isinstance(output, tuple) else output
+            norms[layer].append(float(h.float().norm(dim=-1).mean()))
+
+        return hook
+
+    handles = [residual_module(model, layer).register_forward_hook(make(layer)) for layer in layers]
+    try:
+        with torch.no_grad():
+            for t in texts:
+                model(**tok(t, return_tensors="pt", add_special_tokens=False).to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    return {layer: float(np.mean(v)) if v else 0.0 for layer, v in norms.items()}
+
+
+def run_steering(
+    model: Any,
+    tok: Any,
+    records: Sequence[dict[str, Any]],
+    problems: Sequence[Problem],
+    units: dict[int, np.ndarray],
+    cfg: AnalysisConfig,
+    template: str,
+) -> dict[str, Any]:
+    """Flip sweep over ``steering.scales``, then free generation at the chosen scale against the controls."""
+    s = cfg.steering
+    torch.manual_seed(s.random_seed)
+    vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
+    rand = random_units(units, s.random_seed)
+    if any(not np.any(u) for u in units.values()):
+        return {"error": "no verdict probe direction at a steered layer (too few 'not'/'this' examples)"}
+    cases = flip_cases(records, s.max_flip_cases)
+    sweep = flip_sweep(model, tok, cases, units, rand, s.scales, vocab, s.flip_new_tokens, s.batch_size)
+    chosen = s.scale if s.scale is not None else choose_scale(sweep, s.flip_target)
+    rule = SteerRule(every=s.every, mode=s.mode)
+    probs = list(problems)[: s.problems]
+    runs = {}
+    texts = {}
+    for name, vecs in (
+        ("unsteered", scaled(units, 0.0)),
+        ("direction", scaled(units, chosen)),
+        ("random", scaled(rand, chosen)),
+    ):
+        runs[name], texts[name] = free_generation(
+            model, tok, probs, vecs, vocab, rule, s.max_new_tokens, s.batch_size, template
+        )
+    differ = [i for i in range(len(probs)) if texts["unsteered"][i] != texts["direction"][i]]
+    samples = [
+        {
+            "numbers": list(probs[i].numbers),
+            "target": probs[i].target,
+            "original": texts["unsteered"][i],
+            "steered": texts["direction"][i],
+        }
+        for i in differ[: cfg.report.text_samples]
+    ]
+    norms = residual_norms(model, tok, [r["prompt"] + r["completion"] for r in records[:16]], list(units))
+    return {
+        "layers": list(units),
+        "rule": {"every": s.every, "mode": s.mode},
+        "residual_norm": {str(k): v for k, v in norms.items()},
+        "sweep": sweep,
+        "chosen_scale": chosen,
+        "at_chosen": next((r for r in sweep if r["scale"] == chosen), None),
+        "free": runs,
+        "samples": samples,
+    }

@@ -1,0 +1,120 @@
+"""`python -m analysis` end to end on a real micro training run: report, cache, kill + resume, a corrupt checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.train.test_e2e import ROOT, micro_overrides, run_train
+
+
+def analyze(run: Path, *extra: str, engine: str = "hf") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *micro_analysis(run, engine), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def micro_analysis(run: Path, engine: str) -> list[str]:
+    return [
+        f"run={run}",
+        f"rollout.engine={engine}",
+        "rollout.problems=8",
+        "rollout.samples=2",
+        "rollout.max_new_tokens=64",
+        "steering.layers=[1,2]",
+        "steering.scales=[0.0,40.0]",
+        "steering.problems=4",
+        "steering.max_flip_cases=8",
+        "steering.flip_new_tokens=4",
+        "steering.max_new_tokens=48",
+        "probe.source=all",
+        "probe.min_per_class=2",
+    ]
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("analyze")
+    proc = run_train(micro_overrides(tmp, "micro", "hf", steps=2, save_every=1))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp / "micro"
+
+
+@pytest.mark.slow
+def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
+    first = analyze(micro_run, engine="auto")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = micro_run / "analysis"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == [0, 1, 2] and summary["broken_steps"] == []
+    assert all("rollouts" in c and "capture" in c for c in summary["computed"].values())
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!doctype html>") and "data:image/png;base64" in html and "http" not in html.lower()
+    em = json.loads((out / "emergence.json").read_text())
+    assert len(em["accuracy"]["paren/verdict"]) == 3 and len(em["eval"]) == 3
+    rollouts = json.loads((out / "step_2" / "rollouts.json").read_text())
+    assert len(rollouts) == 8 * 3 and {r["kind"] for r in rollouts} == {"greedy", "sampled"}
+    assert all(isinstance(r["token_ids"], list) for r in rollouts)
+    assert (out / "config.yaml").is_file()
+    again = analyze(micro_run, engine="auto")
+    assert again.returncode == 0
+    assert all(c == [] for c in json.loads((out / "summary.json").read_text())["computed"].values())
+    # a changed steering setting re-runs steering only
+    third = analyze(micro_run, "steering.scales=[0.0,20.0]", engine="auto")
+    assert third.returncode == 0
+    assert all(c == ["steering"] for c in json.loads((out / "summary.json").read_text())["computed"].values())
+
+
+@pytest.mark.slow
+def test_analyze_killed_midway_resumes_without_loss(micro_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(micro_run, run, ignore=shutil.ignore_patterns("analysis"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "analysis", *micro_analysis(run, "hf")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    keys = run / "analysis" / "step_1" / "keys.json"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not (keys.is_file() and "capture" in keys.read_text()):
+        assert proc.poll() is None, "analysis ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "analysis" / "summary.json").exists()
+    done = analyze(run)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    computed = json.loads((run / "analysis" / "summary.json").read_text())["computed"]
+    assert "rollouts" not in computed["0"] and "rollouts" not in computed["1"]  # nothing done before the kill redone
+    assert "rollouts" in computed["2"]
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_is_named_and_skipped(micro_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "broken"
+    shutil.copytree(micro_run, run, ignore=shutil.ignore_patterns("analysis"))
+    weights = run / "step_1" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    (run / "step_2" / "tokenizer.json").unlink()
+    proc = analyze(run)
+    assert proc.returncode == 1
+    assert "step_1/model.safetensors" in proc.stdout + proc.stderr
+    assert "step_2/tokenizer.json: missing" in proc.stdout + proc.stderr
+    summary = json.loads((run / "analysis" / "summary.json").read_text())
+    assert summary["steps"] == [0] and summary["broken_steps"] == [1, 2]
+    html = (run / "analysis" / "report.html").read_text()
+    assert html.count("NOT analysed") == 2
