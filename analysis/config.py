@@ -55,16 +55,26 @@ class SteeringSettings:
 
     layers: tuple[int, ...] = (2, 3)  # residual layers to add to (decoder-layer outputs, 1-based)
     direction_layer: int | None = None  # probe layer whose direction is used; None: each layer its own probe
-    scales: tuple[float, ...] = (0.0, 8.0, 16.0, 32.0, 64.0)  # absolute scales of the unit direction (the sweep)
+    scales: tuple[float, ...] = (
+        0.0,
+        2.0,
+        4.0,
+        6.0,
+        8.0,
+        12.0,
+        16.0,
+        32.0,
+    )  # absolute scales of the unit direction (the sweep)
     scale: float | None = None  # the scale for free generation; None: smallest swept scale flipping >= target
     flip_target: float = 0.5
     every: int = 3  # steer at every k-th "(" of an attempt line ...
     mode: Literal["every_kth", "from_kth"] = "every_kth"  # ... or at every "(" from the k-th on (original code)
     problems: int = 100  # problems for free steered generation
     max_flip_cases: int = 200  # wrong-rejected (and right-accepted) attempts used for the flip test
-    flip_new_tokens: int = 48  # tokens generated after the steered "(" in the flip test
+    flip_new_tokens: int = 4  # tokens generated after the steered "(" (the verdict word decides a flip)
     max_new_tokens: int = 256
     random_seed: int = 0
+    random_draws: int = 3  # random directions per scale in the flip test (mean and max reported)
     batch_size: int = 64
 
 

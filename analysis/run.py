@@ -34,6 +34,15 @@ def find_run(cfg: AnalysisConfig) -> Path:
     return max(runs, key=lambda p: max(c.stat().st_mtime for _, c in list_checkpoints(p)))
 
 
+def _num_layers(path: Path | None) -> int | None:
+    import json
+
+    try:
+        return int(json.loads((path / "config.json").read_text())["num_hidden_layers"]) if path else None
+    except (OSError, ValueError, KeyError):
+        return None  # a broken checkpoint is reported by its own stage
+
+
 def run_inputs(run: Path) -> tuple[Any, str]:
     """The held-out problems and prompt template of a run, from its resolved training config."""
     from tasks.countdown.dataset import load_problems, prepare
@@ -67,6 +76,9 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
         raise ConfigError(
             f"steps: {missing} are not checkpoints of {run} (it has {[s for s, _ in list_checkpoints(run)]})"
         )
+    layers = _num_layers(ckpts[-1][1] if ckpts else None)
+    if layers is not None:
+        cfg.check_layers(layers)  # before any rollout starts
     problems, template = run_inputs(run)
     engine = choose_engine(cfg.rollout.engine)
     results = []

@@ -12,12 +12,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from analysis.hooks import MaskHolder, add_to_residual
 from analysis.steering import ParenCounter, SteerRule, TriggerVocab, steered_generate
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import extract_answer, make_prompt
@@ -57,34 +59,50 @@ def continue_prefixes(
     model: Any,
     tok: Any,
     prefixes: Sequence[str],
-    vectors: dict[int, torch.Tensor],
-    vocab: TriggerVocab,
+    conditions: Sequence[dict[int, torch.Tensor]],
     new_tokens: int,
     batch_size: int,
-) -> list[str]:
-    """Greedy continuations of ``prefixes`` with ``vectors`` added at each prefix's last token only."""
+) -> list[list[str]]:
+    """Greedy continuations of ``prefixes`` under each condition (vectors added at the prefix's last token only).
+
+    The prefix minus its last token is the same under every condition, so it is prefilled once per batch and its
+    KV cache copied for each condition: a sweep costs one prefill plus ``new_tokens`` cached steps per condition.
+    Returns ``texts[condition][prefix]``.
+    """
     device = next(model.parameters()).device
     side = tok.padding_side
     tok.padding_side = "left"
-    texts: list[str] = []
+    texts: list[list[str]] = [[] for _ in conditions]
+    holder = MaskHolder()
     try:
         for sl in _batches(len(prefixes), batch_size):
             enc = tok(list(prefixes[sl]), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            last = torch.zeros_like(enc.input_ids, dtype=torch.bool)
-            last[:, -1] = True
-            out, _ = steered_generate(
-                model,
-                enc.input_ids,
-                enc.attention_mask,
-                vectors,
-                vocab,
-                SteerRule(in_prompt=False, in_generation=False),
-                new_tokens,
-                tok.eos_token_id,
-                tok.pad_token_id,
-                prompt_mask=last,
-            )
-            texts += tok.batch_decode(out, skip_special_tokens=True)
+            ids, mask = enc.input_ids, enc.attention_mask.long()
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.no_grad():
+                pre = model(
+                    input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True
+                ).past_key_values
+            for c, vectors in enumerate(conditions):
+                cache = copy.deepcopy(pre)
+                feed, feed_pos, m = ids[:, -1:], pos[:, -1:], mask
+                out = []
+                with torch.no_grad(), add_to_residual(model, vectors, holder):
+                    for i in range(new_tokens):
+                        holder.mask = torch.ones_like(feed, dtype=torch.float32) if i == 0 else None
+                        res = model(
+                            input_ids=feed,
+                            attention_mask=m,
+                            position_ids=feed_pos,
+                            past_key_values=cache,
+                            use_cache=True,
+                        )
+                        cache = res.past_key_values
+                        feed = res.logits[:, -1].argmax(-1, keepdim=True)
+                        out.append(feed)
+                        feed_pos = feed_pos + 1
+                        m = torch.cat([m, torch.ones_like(feed)], 1)
+                texts[c] += tok.batch_decode(torch.cat(out, 1), skip_special_tokens=True)
     finally:
         tok.padding_side = side
     return texts
@@ -98,13 +116,16 @@ def scaled(units: dict[int, np.ndarray], scale: float, sign: float = 1.0) -> dic
     return {layer: torch.tensor(sign * scale * u, dtype=torch.float32) for layer, u in units.items()}
 
 
-def random_units(units: dict[int, np.ndarray], seed: int) -> dict[int, np.ndarray]:
-    """One random unit vector per layer (same dimension as the probe directions), seeded."""
+def random_units(units: dict[int, np.ndarray], seed: int, draws: int = 1) -> list[dict[int, np.ndarray]]:
+    """``draws`` sets of random unit vectors, one per layer (same dimension as the probe directions), seeded."""
     rng = np.random.default_rng(seed)
-    out = {}
-    for layer, u in units.items():
-        v = rng.standard_normal(u.shape[0])
-        out[layer] = v / np.linalg.norm(v)
+    out = []
+    for _ in range(draws):
+        d = {}
+        for layer, u in units.items():
+            v = rng.standard_normal(u.shape[0])
+            d[layer] = v / np.linalg.norm(v)
+        out.append(d)
     return out
 
 
@@ -113,27 +134,40 @@ def flip_sweep(
     tok: Any,
     cases: dict[str, list[str]],
     units: dict[int, np.ndarray],
-    rand: dict[int, np.ndarray],
+    rands: Sequence[dict[int, np.ndarray]],
     scales: Sequence[float],
-    vocab: TriggerVocab,
     new_tokens: int,
     batch_size: int,
 ) -> list[dict[str, Any]]:
-    """Per scale: flip rates of W on wrong-rejected lines, of a random direction there, and of -W on right ones."""
+    """Per scale: flip rates of W on wrong-rejected lines, of random directions there (mean and spread over the
+    draws in ``rands``), and of -W on right ones.
+
+    Only cases whose *unsteered greedy* continuation keeps the original verdict count (a sampled rollout may have
+    said "not" where greedy says "this"), so every rate is a change caused by the vector and is 0 at scale 0.
+    """
+    per = 1 + len(rands)
+    conds = [scaled(d, s) for s in scales for d in (units, *rands)]
+    wrong = continue_prefixes(model, tok, cases["wrong"], [{}, *conds], new_tokens, batch_size)
+    right = continue_prefixes(
+        model, tok, cases["right"], [{}] + [scaled(units, s, -1.0) for s in scales], new_tokens, batch_size
+    )
+    keep_w = [i for i, t in enumerate(wrong[0]) if t.lstrip().startswith("not")]
+    keep_r = [i for i, t in enumerate(right[0]) if t.lstrip().startswith("this")]
     rows = []
-    for s in scales:
-        w = continue_prefixes(model, tok, cases["wrong"], scaled(units, s), vocab, new_tokens, batch_size)
-        r = continue_prefixes(model, tok, cases["wrong"], scaled(rand, s), vocab, new_tokens, batch_size)
-        n = continue_prefixes(model, tok, cases["right"], scaled(units, s, -1.0), vocab, new_tokens, batch_size)
+    for k, s in enumerate(scales):
+        w, n = wrong[1 + per * k], right[1 + k]
+        rand_rates = [_rate([wrong[2 + per * k + j][i] for i in keep_w], "this") for j in range(len(rands))]
+        rand_rates = [x for x in rand_rates if x is not None]
         rows.append(
             {
                 "scale": float(s),
-                "n_wrong": len(cases["wrong"]),
-                "n_right": len(cases["right"]),
-                "flip_direction": _rate(w, "this"),
-                "flip_random": _rate(r, "this"),
-                "flip_negative_on_right": _rate(n, "not"),
-                "example": (cases["wrong"][0][-120:], w[0][:60]) if w else None,
+                "n_wrong": len(keep_w),
+                "n_right": len(keep_r),
+                "flip_direction": _rate([w[i] for i in keep_w], "this"),
+                "flip_random": float(np.mean(rand_rates)) if rand_rates else None,
+                "flip_random_max": float(np.max(rand_rates)) if rand_rates else None,
+                "flip_negative_on_right": _rate([n[i] for i in keep_r], "not"),
+                "example": (cases["wrong"][keep_w[0]][-120:], w[keep_w[0]][:60]) if keep_w else None,
             }
         )
     return rows

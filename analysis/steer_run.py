@@ -55,11 +55,11 @@ def run_steering(
     s = cfg.steering
     torch.manual_seed(s.random_seed)
     vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
-    rand = random_units(units, s.random_seed)
+    rands = random_units(units, s.random_seed, s.random_draws)
     if any(not np.any(u) for u in units.values()):
         return {"error": "no verdict probe direction at a steered layer (too few 'not'/'this' examples)"}
     cases = flip_cases(records, s.max_flip_cases)
-    sweep = flip_sweep(model, tok, cases, units, rand, s.scales, vocab, s.flip_new_tokens, s.batch_size)
+    sweep = flip_sweep(model, tok, cases, units, rands, s.scales, s.flip_new_tokens, s.batch_size)
     chosen = s.scale if s.scale is not None else choose_scale(sweep, s.flip_target)
     rule = SteerRule(every=s.every, mode=s.mode)
     probs = list(problems)[: s.problems]
@@ -68,7 +68,7 @@ def run_steering(
     for name, vecs in (
         ("unsteered", scaled(units, 0.0)),
         ("direction", scaled(units, chosen)),
-        ("random", scaled(rand, chosen)),
+        ("random", scaled(rands[0], chosen)),
     ):
         runs[name], texts[name] = free_generation(
             model, tok, probs, vecs, vocab, rule, s.max_new_tokens, s.batch_size, template

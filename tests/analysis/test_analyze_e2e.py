@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,7 @@ def micro_analysis(run: Path, engine: str) -> list[str]:
         "rollout.samples=2",
         "rollout.max_new_tokens=64",
         "steering.layers=[1,2]",
+        "steering.direction_layer=null",
         "steering.scales=[0.0,40.0]",
         "steering.problems=4",
         "steering.max_flip_cases=8",
@@ -61,7 +63,8 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     assert summary["steps"] == [0, 1, 2] and summary["broken_steps"] == []
     assert all("rollouts" in c and "capture" in c for c in summary["computed"].values())
     html = (out / "report.html").read_text()
-    assert html.startswith("<!doctype html>") and "data:image/png;base64" in html and "http" not in html.lower()
+    assert html.startswith("<!doctype html>") and "data:image/png;base64" in html
+    assert not re.search(r"(src|href)=[\"']?(https?:|//)", html)  # self-contained: nothing fetched when opened
     em = json.loads((out / "emergence.json").read_text())
     assert len(em["accuracy"]["paren/verdict"]) == 3 and len(em["eval"]) == 3
     rollouts = json.loads((out / "step_2" / "rollouts.json").read_text())

@@ -90,3 +90,33 @@ def test_qwen_tokenizer_trigger_is_space_paren(qwen_dir: Path) -> None:
     voc = trigger_vocab(tok)
     names = {tok.decode([i]) for i in torch.nonzero(voc.paren).flatten().tolist()}
     assert " (" in names and all("(" in n for n in names)
+
+
+@pytest.mark.parametrize("which", ["digit_dir", "qwen_dir"])
+def test_flip_continuations_reuse_prefix_cache_exactly(which: str, request: pytest.FixtureRequest) -> None:
+    """The sweep's shared-prefix KV reuse gives the same tokens as a fresh steered generation per condition."""
+    from analysis.steer_eval import continue_prefixes
+
+    model, tok = load(request.getfixturevalue(which))
+    prefixes = [PROMPTS[0], PROMPTS[1]]
+    torch.manual_seed(2)
+    vec = {2: 12 * torch.randn(model.config.hidden_size)}
+    got = continue_prefixes(model, tok, prefixes, [{}, vec], new_tokens=6, batch_size=8)
+    enc = _enc(tok, prefixes)
+    last = torch.zeros_like(enc.input_ids, dtype=torch.bool)
+    last[:, -1] = True
+    for cond, texts in zip([{}, vec], got, strict=True):
+        ref, _ = steered_generate(
+            model,
+            enc.input_ids,
+            enc.attention_mask,
+            cond,
+            trigger_vocab(tok),
+            SteerRule(in_prompt=False, in_generation=False),
+            6,
+            -1,
+            tok.pad_token_id,
+            prompt_mask=last,
+        )
+        assert texts == tok.batch_decode(ref, skip_special_tokens=True)
+    assert got[0] != got[1]
