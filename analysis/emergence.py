@@ -45,8 +45,11 @@ def _load_dirs(step_dir: Path) -> dict[str, np.ndarray] | None:
     return read_npz(p) if p.is_file() else None
 
 
-def transfer_matrix(step_dirs: Sequence[Path], layer: int, kind: str = "paren", label: str = "verdict") -> list[list]:
-    """``m[i][j]``: accuracy of step i's probe on step j's held-out sites at ``layer``."""
+def transfer_matrix(
+    step_dirs: Sequence[Path], layer: int, source: str = "all", kind: str = "paren", label: str = "verdict"
+) -> list[list]:
+    """``m[i][j]``: accuracy of step i's probe on step j's held-out sites at ``layer`` (the probes' ``source``
+    rollouts only, so the diagonal equals each step's own probe accuracy)."""
     probes, tests = [], []
     for d in step_dirs:
         dirs = _load_dirs(d)
@@ -59,6 +62,8 @@ def transfer_matrix(step_dirs: Sequence[Path], layer: int, kind: str = "paren", 
         probes.append((w, b) if np.any(w) else None)
         with np.load(cap_path) as z:
             te = np.isin(z["problem"], dirs["test_problems"])
+            if source != "all":
+                te &= z["greedy"] == (1 if source == "greedy" else 0)
             tests.append((z[f"act_{kind}"][te, layer].astype(np.float64), z[label][te]))
     m = []
     for p in probes:
@@ -98,7 +103,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def emergence(run_dir: Path, results: Sequence[dict[str, Any]], reach: float) -> dict[str, Any]:
+def emergence(run_dir: Path, results: Sequence[dict[str, Any]], reach: float, source: str = "all") -> dict[str, Any]:
     """The across-checkpoint summary of every analysed (non-broken) step in ``results``."""
     ok = [r for r in results if "error" not in r]
     steps = [r["step"] for r in ok]
@@ -134,7 +139,7 @@ def emergence(run_dir: Path, results: Sequence[dict[str, Any]], reach: float) ->
         "best_layer_final": layer,
         "cosine_with_final": direction_cosines(step_dirs) if ok else [],
         "transfer_layer": layer,
-        "transfer": transfer_matrix(step_dirs, layer) if ok and layer is not None else [],
+        "transfer": transfer_matrix(step_dirs, layer, source) if ok and layer is not None else [],
         "steering": steer,
         "training": read_jsonl(run_dir / "metrics.jsonl"),
         "eval": read_jsonl(run_dir / "eval.jsonl"),

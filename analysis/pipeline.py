@@ -7,7 +7,7 @@ and NumPy files and nothing else. Probe and steering maths live in :mod:`analysi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +113,21 @@ def analyse_checkpoint(
     out_dir: Path,
     problems: Sequence[Problem],
     template: str,
-    engine: str,
+    engine: Callable[[], str],
     say: Any = print,
 ) -> dict[str, Any]:
-    """Run (or load) every per-checkpoint stage; returns the step's results for the emergence stage and report."""
+    """Run (or load) every per-checkpoint stage; returns the step's results for the emergence stage and report.
+
+    ``engine()`` resolves the rollout engine; it is called only when rollouts must be generated (importing vLLM
+    takes seconds, and a fully cached re-run should not pay for it). The cache key uses the *requested* engine.
+    """
     from analysis.capture import capture
     from analysis.rollouts import generate_rollouts
 
     cache = StepCache(out_dir)
     fp = fingerprint(path)
     problems_key = stage_key([(list(p.numbers), p.target) for p in problems[: cfg.rollout.problems]], template)
-    k_roll = stage_key(cfg.rollout, fp, problems_key, engine)
+    k_roll = stage_key(cfg.rollout, fp, problems_key)
     k_cap = stage_key(cfg.capture, k_roll)
     k_probe = stage_key(cfg.probe, k_cap)
     k_unembed = stage_key(cfg.report.top_k_tokens, k_probe)
@@ -138,9 +142,9 @@ def analyse_checkpoint(
 
     if not cache.valid("rollouts", k_roll):
         check_checkpoint(path)  # fail here, naming the file, before an engine starts on a broken checkpoint
-        say(f"step {step}: rollouts ({engine})")
+        say(f"step {step}: rollouts ({engine()})")
     records = cache.json(
-        "rollouts", k_roll, lambda: generate_rollouts(path, problems, cfg.rollout, template, engine, cfg.device)
+        "rollouts", k_roll, lambda: generate_rollouts(path, problems, cfg.rollout, template, engine(), cfg.device)
     )
 
     def do_capture() -> dict[str, np.ndarray]:

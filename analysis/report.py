@@ -171,7 +171,9 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
                         "random": [x["flip_random"] for x in sw],
                         "-W on right": [x["flip_negative_on_right"] for x in sw],
                     },
-                    f"final step: flip rate vs scale (layers {last['layers']}, residual norm {last['residual_norm']})",
+                    f"final step: flip rate vs scale (layers {last['layers']}, mean residual norm "
+                    + ", ".join(f"L{k} {v:.0f}" for k, v in last["residual_norm"].items())
+                    + ")",
                     "scale",
                 )
             )

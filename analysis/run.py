@@ -80,7 +80,13 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     if layers is not None:
         cfg.check_layers(layers)  # before any rollout starts
     problems, template = run_inputs(run)
-    engine = choose_engine(cfg.rollout.engine)
+    chosen: list[str] = []
+
+    def engine() -> str:
+        if not chosen:
+            chosen.append(choose_engine(cfg.rollout.engine))
+        return chosen[0]
+
     results = []
     bar = tqdm(ckpts, desc=f"analyze {run.name}", unit="ckpt")
     for step, path in bar:
@@ -92,7 +98,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
         except CheckpointError as e:
             bar.write(f"step {step}: skipped: {e}")
             results.append({"step": step, "error": str(e)})
-    em = emergence(run, results, cfg.report.reach)
+    em = emergence(run, results, cfg.report.reach, cfg.probe.source)
     write_json(out / "emergence.json", em)
     summary = summarize(run, results, em, time.time() - t0)
     write_json(out / "summary.json", summary)

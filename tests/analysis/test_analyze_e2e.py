@@ -67,6 +67,10 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     assert not re.search(r"(src|href)=[\"']?(https?:|//)", html)  # self-contained: nothing fetched when opened
     em = json.loads((out / "emergence.json").read_text())
     assert len(em["accuracy"]["paren/verdict"]) == 3 and len(em["eval"]) == 3
+    layer = em["transfer_layer"]
+    for i, row in enumerate(em["accuracy"]["paren/verdict"]):  # the transfer diagonal is each step's own probe
+        if layer is not None and row[layer] is not None and em["transfer"][i][i] is not None:
+            assert abs(em["transfer"][i][i] - row[layer]) < 1e-9
     rollouts = json.loads((out / "step_2" / "rollouts.json").read_text())
     assert len(rollouts) == 8 * 3 and {r["kind"] for r in rollouts} == {"greedy", "sampled"}
     assert all(isinstance(r["token_ids"], list) for r in rollouts)
