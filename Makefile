@@ -56,8 +56,10 @@ train: setup  ## GRPO on Countdown (PRESET=tiny|qwen2.5-0.5b|qwen2.5-1.5b|qwen2.
 analyze: setup  ## Probe, unembed and steer every checkpoint of a run; writes <run>/analysis/report.html (RUN=dir, APRESET=tiny, ARGS="k=v")
 	$(PY) -m analysis --preset $(APRESET) $(if $(RUN),run=$(RUN)) $(ARGS)
 
-bench: setup  ## Throughput of the reward and the chain-of-thought parser
+bench: setup  ## Speed/memory ratios vs their baselines (reward, parser, rollouts, GRPO step, steering, capture, RSS) -> bench/results.json
 	$(PY) -m tasks.countdown.bench
+	$(PY) -m train.bench
+	$(PY) -m analysis.bench
 
 clean-venv:  ## Remove .venv (the next target that needs it rebuilds it)
 	rm -rf $(VENV)

@@ -133,6 +133,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     )
     callback.trainer = trainer
     _time_generation(trainer)
+    _time_weight_sync(trainer)
     resume_from = str(last[1]) if last is not None and (last[1] / "trainer_state.json").is_file() else None
     trainer.train(resume_from_checkpoint=resume_from)
     return summarize(run_dir, wall_s=time.perf_counter() - t0)
@@ -149,3 +150,19 @@ def _time_generation(trainer: Any) -> None:
         return out
 
     trainer._generate_single_turn = timed
+
+
+def _time_weight_sync(trainer: Any) -> None:
+    """Log the vLLM weight sync per step (it runs inside generation; ``make bench`` reports it as its own share)."""
+    gen = getattr(trainer, "vllm_generation", None)
+    if gen is None:
+        return
+    original = gen.sync_weights
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        out = original(*args, **kwargs)
+        trainer._log_metric("time/weight_sync_s", time.perf_counter() - t)
+        return out
+
+    gen.sync_weights = timed

@@ -1,0 +1,53 @@
+"""The analysis config: presets load, every bad field is named before any model is touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analysis.config import load_analysis_config
+from tasks.config import ConfigError
+
+
+@pytest.mark.parametrize("preset", ["tiny", "qwen2.5-3b"])
+def test_presets_load(preset: str) -> None:
+    cfg = load_analysis_config(preset)
+    assert cfg.steering.layers and cfg.rollout.problems >= cfg.steering.problems
+
+
+def test_qwen_preset_is_the_original_protocol() -> None:
+    s = load_analysis_config("qwen2.5-3b").steering
+    assert s.layers == tuple(range(24, 37)) and s.scale == 20.0 and s.every == 3 and s.mode == "every_kth"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["steering.scale_s=[1]"], "Did you mean 'steering.scales'"),
+        (["steering.layers=[-1]"], "steering.layers"),
+        (["steering.every=0"], "steering.every"),
+        (["steering.problems=500"], "steering.problems"),
+        (["probe.test_fraction=1.5"], "probe.test_fraction"),
+        (["rollout.samples=two"], "rollout.samples: expected an integer"),
+        (["steering.mode=sometimes"], "steering.mode"),
+    ],
+)
+def test_bad_fields_are_named(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_analysis_config("tiny", overrides)
+
+
+def test_layers_checked_against_the_model() -> None:
+    cfg = load_analysis_config("tiny", ["steering.layers=[2,9]"])
+    with pytest.raises(ConfigError, match=r"layers \[9\] do not exist; this model has residual layers 0..4"):
+        cfg.check_layers(4)
+
+
+def test_missing_run_is_a_clear_error(tmp_path: Path) -> None:
+    from analysis.run import find_run
+
+    with pytest.raises(ConfigError, match="no run with checkpoints"):
+        find_run(load_analysis_config("tiny", [f"output_root={tmp_path}"]))
+    with pytest.raises(ConfigError, match="has no step_<N> checkpoints"):
+        find_run(load_analysis_config("tiny", [f"run={tmp_path}"]))

@@ -1,0 +1,159 @@
+"""Training speed (``make bench``): vLLM vs transformers rollouts, and where a GRPO step's time goes.
+
+* rollouts: tokens/s of vLLM (the in-process CPU engine the trainer uses) vs ``model.generate`` at the tiny
+  preset's GRPO batch shape (prompts_per_step x num_generations completions, its max completion length, T=1);
+  target >= 5x. Median of ``repeats`` after a warm-up; engine start-up is excluded and printed separately.
+* GRPO step breakdown: a short real ``python -m train`` run (TRL GRPOTrainer, vLLM colocate) on the tiny base,
+  its per-step ``metrics.jsonl`` split into generation, weight sync, reward and the rest (forward, backward,
+  optimizer), as shares of the step (median over steps after the first two).
+
+The model is ``checkpoints/tiny-base`` when it exists (``make base``); otherwise a micro base is built in a
+scratch directory (a few seconds), which the output says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from train.config import load_train_config
+
+TARGET_VLLM_VS_HF = 5.0
+MICRO_BASE = [
+    "base.vocab_size=300", "base.hidden_size=128", "base.num_layers=4", "base.num_heads=4", "base.num_kv_heads=4",
+    "base.corpus_traces=400", "base.steps=20", "base.bf16=false",
+]  # fmt: skip
+
+
+def _median_s(fn: Any, repeats: int) -> tuple[float, Any]:
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def rollouts(model_dir: Path, prompts: list[str], n: int, max_tokens: int, repeats: int) -> dict[str, float]:
+    import os
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from train.rollout import apply_cpu_colocate_patch, hf_sample
+
+    apply_cpu_colocate_patch()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    t0 = time.perf_counter()
+    llm = LLM(
+        model=str(model_dir), seed=0, enforce_eager=True, gpu_memory_utilization=0.1, distributed_executor_backend="uni"
+    )
+    start_s = time.perf_counter() - t0
+    params = SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens)
+    v_s, outs = _median_s(lambda: llm.generate(prompts, params, use_tqdm=False), repeats)
+    v_tokens = sum(len(o.token_ids) for out in outs for o in out.outputs)
+    llm.llm_engine.engine_core.shutdown()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    h_s, (texts, _) = _median_s(lambda: hf_sample(model, tok, prompts, n, 1.0, max_tokens), repeats)
+    h_tokens = sum(len(tok(t, add_special_tokens=False).input_ids) + 1 for ts in texts for t in ts)
+    return {
+        "vllm_tokens_per_s": v_tokens / v_s,
+        "hf_tokens_per_s": h_tokens / h_s,
+        "vllm_vs_hf": (v_tokens / v_s) / (h_tokens / h_s),
+        "vllm_engine_start_s": start_s,
+    }
+
+
+def grpo_breakdown(base_args: list[str], steps: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [
+            *base_args, f"output_root={tmp}", "run_name=bench", f"grpo.steps={steps}", f"save_every={steps}",
+            "eval.problems=8", "rollout.engine=vllm",
+        ]  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "train", *args], capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"GRPO bench run failed:\n{proc.stderr[-3000:]}")
+        rows = [json.loads(x) for x in (Path(tmp) / "bench" / "metrics.jsonl").read_text().splitlines()][2:]
+
+    def med(key: str) -> float:
+        vals = [r.get(key, 0.0) for r in rows]
+        return statistics.median(vals) if vals else 0.0
+
+    step, gen, sync, reward = (
+        med("time/step_s"),
+        med("time/generation_s"),
+        med("time/weight_sync_s"),
+        med("time/reward_s"),
+    )
+    parts = {"generation": gen - sync, "weight_sync": sync, "reward": reward}
+    parts["forward_backward_optimizer"] = max(step - sum(parts.values()), 0.0)
+    out = {"grpo_step_s": step}
+    out.update({f"share_{k}": v / step for k, v in parts.items()})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--grpo-steps", type=int, default=8)
+    parser.add_argument("--out", default="bench/results.json")
+    args = parser.parse_args(argv)
+    cfg = load_train_config("tiny")
+    with tempfile.TemporaryDirectory() as scratch:
+        base_args: list[str] = []
+        if (Path(cfg.base_dir) / "config.json").is_file():
+            origin = cfg.base_dir
+        else:
+            base_args = [*MICRO_BASE, f"base_dir={scratch}/base"]
+            subprocess.run([sys.executable, "-m", "train", "--base-only", *base_args], check=True, capture_output=True)
+            origin = f"micro base built for the bench ({scratch}/base)"
+        model_dir = Path(cfg.base_dir) if not base_args else Path(scratch) / "base"
+        print(f"training bench model: {origin}")
+        from tasks.countdown.dataset import load_problems, prepare
+        from tasks.countdown.prompts import make_prompt
+
+        out_dir, _ = prepare(cfg.data, progress=False)
+        prompts = [make_prompt(p.numbers, p.target, cfg.template) for p in load_problems(out_dir, "test")]
+        g = cfg.grpo
+        fig: dict[str, Any] = {"model": origin}
+        fig.update(
+            rollouts(model_dir, prompts[: g.prompts_per_step], g.num_generations, g.max_completion_length, args.repeats)
+        )
+        fig.update(grpo_breakdown(base_args, args.grpo_steps))
+    ok = "ok" if fig["vllm_vs_hf"] >= TARGET_VLLM_VS_HF else "MISSED"
+    print(
+        f"{'rollouts: vLLM / transformers tokens/s':<42}{fig['vllm_vs_hf']:>9.2f}x  "
+        f"target >= {TARGET_VLLM_VS_HF}x  {ok}"
+    )
+    print(
+        f"(absolute: vLLM {fig['vllm_tokens_per_s']:,.0f} tok/s, transformers {fig['hf_tokens_per_s']:,.0f} tok/s, "
+        f"engine start {fig['vllm_engine_start_s']:.1f} s)"
+    )
+    print(f"GRPO step {fig['grpo_step_s']:.2f} s: " + ", ".join(
+        f"{k[6:]} {v:.0%}" for k, v in fig.items() if k.startswith("share_")
+    ))  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    merged = json.loads(out.read_text()) if out.is_file() else {}
+    merged["train"] = {**fig, "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
+    tmp.replace(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
