@@ -79,6 +79,25 @@ class SteeringSettings:
 
 
 @dataclass(frozen=True)
+class ComponentSettings:
+    """Which heads / MLP blocks write the verdict direction (attribution, ablation, patching, controls)."""
+
+    enabled: bool = True
+    mode: Literal["mean", "zero"] = "mean"  # ablation: substitute the dataset mean, or zero
+    max_sequences: int = 100  # greedy rollouts used (teacher-forced; each has 1+ "(" sites)
+    k_max: int = 5  # ablate the top-1..k_max heads
+    random_draws: int = 3  # random head sets per k
+    mlp_top: int = 2
+    free_problems: int = 50  # problems for free generation with top-3 / random-3 heads ablated
+    free_max_new_tokens: int = 192
+    batch_size: int = 32
+    control_tokens: tuple[str, ...] = ("this", "works")
+    neighbours: int = 5  # top unembedding neighbours of W added to the token span
+    prompt_words: tuple[str, ...] = ("this works", "exactly")
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class ReportSettings:
     """What the report shows."""
 
@@ -99,6 +118,7 @@ class AnalysisConfig:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     steering: SteeringSettings = field(default_factory=SteeringSettings)
+    components: ComponentSettings = field(default_factory=ComponentSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
 
     def __post_init__(self) -> None:

@@ -144,4 +144,46 @@ def emergence(run_dir: Path, results: Sequence[dict[str, Any]], reach: float, so
         "training": read_jsonl(run_dir / "metrics.jsonl"),
         "eval": read_jsonl(run_dir / "eval.jsonl"),
         "broken": [{"step": r["step"], "error": r["error"]} for r in results if "error" in r],
+        "components": component_emergence(ok),
+    }
+
+
+def component_emergence(ok: Sequence[dict[str, Any]], top: int = 5) -> dict[str, Any] | None:
+    """When the final step's top components first appear in a step's top set, how stable the top set is, their
+    ranks in the base, the component x step score grid, and ablation change vs k per step."""
+    runs = [(r["step"], r.get("components")) for r in ok]
+    runs = [(s, c) for s, c in runs if c and "ranking" in c]
+    if not runs:
+        return None
+    tops = {s: [x["component"] for x in c["ranking"][:top]] for s, c in runs}
+    final_step, final = runs[-1]
+    final_top = tops[final_step]
+    names = list(dict.fromkeys(n for s, _ in runs for n in tops[s]))
+    scores = {s: {x["component"]: x["score_final"] for x in c["ranking"]} for s, c in runs}
+    base_rank = {x["component"]: i + 1 for i, x in enumerate(runs[0][1]["ranking"])}
+    steps = [s for s, _ in runs]
+    jacc = [
+        len(set(tops[a]) & set(tops[b])) / len(set(tops[a]) | set(tops[b]))
+        for a, b in zip(steps, steps[1:], strict=False)
+    ]
+    return {
+        "steps": steps,
+        "top": tops,
+        "final_top": final_top,
+        "first_in_top": {n: next((s for s in steps if n in tops[s]), None) for n in final_top},
+        "rank_in_first_step": {n: base_rank.get(n) for n in final_top},
+        "jaccard_consecutive": jacc,
+        "names": names,
+        "score_grid": [[scores[s].get(n) for n in names] for s in steps],
+        "ablation": [
+            {
+                "step": s,
+                "by_k": c["ablate_heads"],
+                "baseline_error": c["baseline_error"],
+                "patching": c["patching_flips"],
+                "free": c["free_generation_verdict_error"],
+            }
+            for s, c in runs
+        ],
+        "controls": [{"step": s, **c.get("controls", {})} for s, c in runs],
     }

@@ -109,3 +109,133 @@ def add_to_residual(model: Any, vectors: dict[int, torch.Tensor], holder: MaskHo
 
     with hooked([(residual_module(model, layer), make(v)) for layer, v in vectors.items()]):
         yield holder
+
+
+def attention_out_proj(model: Any, layer: int) -> torch.nn.Module:
+    """The output projection of decoder layer ``layer``'s attention (1-based), whose input is the heads' concat."""
+    block = residual_module(model, layer)
+    proj = getattr(getattr(block, "self_attn", None), "o_proj", None)
+    if proj is None:
+        raise TypeError(f"decoder layer {layer} has no self_attn.o_proj (expected a Qwen2/Llama-style block)")
+    return proj
+
+
+def mlp_module(model: Any, layer: int) -> torch.nn.Module:
+    return residual_module(model, layer).mlp
+
+
+@contextmanager
+def record_components(
+    model: Any, rows: torch.Tensor, cols: torch.Tensor
+) -> Iterator[dict[str, dict[int, torch.Tensor]]]:
+    """Record, at ``(rows, cols)``, each layer's attention heads' concatenated output (the input of ``o_proj``,
+    shape (N, heads * head_dim)) and each MLP block's output (N, d_model). Layers are 1-based."""
+    out: dict[str, dict[int, torch.Tensor]] = {"heads": {}, "mlp": {}}
+
+    def pre(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any) -> None:
+            out["heads"][layer] = args[0][rows, cols].detach()
+
+        return hook
+
+    def post(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            out["mlp"][layer] = _hidden(output)[rows, cols].detach()
+
+        return hook
+
+    n = len(decoder_layers(model))
+    handles = []
+    try:
+        for layer in range(1, n + 1):
+            handles.append(attention_out_proj(model, layer).register_forward_pre_hook(pre(layer)))
+            handles.append(mlp_module(model, layer).register_forward_hook(post(layer)))
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def ablate(
+    model: Any,
+    heads: dict[int, list[int]],
+    mlps: list[int],
+    head_dim: int,
+    head_means: dict[int, torch.Tensor] | None = None,
+    mlp_means: dict[int, torch.Tensor] | None = None,
+    patch: dict[int, torch.Tensor] | None = None,
+    positions: torch.Tensor | None = None,
+) -> Iterator[None]:
+    """Zero- or mean-ablate heads (``heads[layer]`` = head indices) and MLP blocks at every position.
+
+    ``head_means[layer]`` (heads * head_dim,) / ``mlp_means[layer]`` (d_model,) switch to mean ablation. With
+    ``patch[layer]`` (batch, heads * head_dim) and ``positions`` (batch,), the listed heads' outputs at those
+    positions are *replaced* by the patch instead (activation patching). Hooks are removed on exit.
+    """
+
+    def pre(layer: int, idx: list[int]) -> Any:
+        cols = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in idx])
+
+        def hook(module: torch.nn.Module, args: Any) -> Any:
+            x = args[0].clone()
+            if patch is not None and positions is not None:
+                b = torch.arange(x.shape[0])
+                x[b[:, None], positions[:, None], cols[None, :]] = patch[layer][:, cols].to(x.dtype)
+            elif head_means is not None:
+                x[..., cols] = head_means[layer][cols].to(x.dtype)
+            else:
+                x[..., cols] = 0
+            return (x, *args[1:])
+
+        return hook
+
+    def post(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+            h = _hidden(output)
+            repl = mlp_means[layer].to(h.dtype).expand_as(h) if mlp_means is not None else torch.zeros_like(h)
+            return _replace(output, repl)
+
+        return hook
+
+    handles = []
+    try:
+        for layer, idx in heads.items():
+            if idx:
+                handles.append(attention_out_proj(model, layer).register_forward_pre_hook(pre(layer, idx)))
+        for layer in mlps:
+            handles.append(mlp_module(model, layer).register_forward_hook(post(layer)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def record_component_means(model: Any, holder: MaskHolder) -> Iterator[dict[str, dict[int, list]]]:
+    """Accumulate the sum and count of each layer's heads' concat (``o_proj`` input) and MLP output over the
+    positions where ``holder.mask`` (batch, seq) is 1: the dataset means that mean ablation substitutes."""
+    acc: dict[str, dict[int, list]] = {"heads": {}, "mlp": {}}
+
+    def add(kind: str, layer: int, x: torch.Tensor) -> None:
+        m = holder.mask.to(x.dtype)[..., None]
+        s, n = (x * m).sum((0, 1)).detach(), float(m.sum())
+        prev = acc[kind].get(layer)
+        acc[kind][layer] = [s, n] if prev is None else [prev[0] + s, prev[1] + n]
+
+    def pre(layer: int) -> Any:
+        return lambda module, args: add("heads", layer, args[0])
+
+    def post(layer: int) -> Any:
+        return lambda module, args, output: add("mlp", layer, _hidden(output))
+
+    n = len(decoder_layers(model))
+    handles = []
+    try:
+        for layer in range(1, n + 1):
+            handles.append(attention_out_proj(model, layer).register_forward_pre_hook(pre(layer)))
+            handles.append(mlp_module(model, layer).register_forward_hook(post(layer)))
+        yield acc
+    finally:
+        for h in handles:
+            h.remove()

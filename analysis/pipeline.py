@@ -180,6 +180,18 @@ def analyse_checkpoint(
         return run_steering(m, tok, records, problems, steering_units(dirs, cfg), cfg, template)
 
     steering = cache.json("steering", k_steer, do_steer)
+    components = None
+    if cfg.components.enabled:
+        k_comp = stage_key(cfg.components, k_steer)
+
+        def do_components() -> dict[str, Any]:
+            from analysis.components_run import run_components
+
+            say(f"step {step}: components")
+            m, tok = model()
+            return run_components(m, tok, records, problems, dirs, steering, cfg, template)
+
+        components = cache.json("components", k_comp, do_components)
     return {
         "step": step,
         "path": str(path),
@@ -188,6 +200,7 @@ def analyse_checkpoint(
         "probes": probe_rows,
         "unembed": unembed,
         "steering": steering,
+        "components": components,
         "computed": cache.computed,
     }
 

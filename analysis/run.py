@@ -140,6 +140,17 @@ def summarize(run: Path, results: list[dict[str, Any]], em: dict[str, Any], seco
             "n_wrong": s["at_chosen"]["n_wrong"],
             "free": s["free"],
         }
+    ce = em.get("components")
+    if ce:
+        k3 = next((r for r in ce["ablation"][-1]["by_k"] if r["k"] == 3), None)
+        out["final_components"] = {
+            "top": ce["final_top"],
+            "first_in_top": ce["first_in_top"],
+            "top3_change": k3 and k3["top_change"],
+            "random3_change": k3 and k3["random_change_mean"],
+            "ratio": k3 and (k3["top_change"] / k3["random_change_mean"] if k3["random_change_mean"] else None),
+            "patching": ce["ablation"][-1]["patching"],
+        }
     out["earliest_layer_paren_verdict"] = dict(
         zip(em["steps"], em["earliest_layer"].get("paren/verdict", []), strict=False)
     )

@@ -1,0 +1,174 @@
+"""The component stage for one checkpoint: attribution ranking, ablation vs random heads, patching, and the study's
+open questions with controls (is W just the verdict tokens' unembedding? could a prompt do the same?).
+
+The measurements live in :mod:`analysis.components` and :mod:`analysis.steer_eval`; this module picks the
+conditions and collects the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from analysis import components as cm
+from analysis.config import AnalysisConfig
+from analysis.hooks import ablate
+from analysis.steer_eval import continue_prefixes, flip_cases, free_generation, scaled
+from analysis.steering import SteerRule, trigger_vocab
+from analysis.unembed import model_matrices, token_scores, top_k
+from tasks.countdown.generate import Problem
+from tasks.countdown.trace import parse_attempts
+
+
+def _verdict_errors(texts: Sequence[str], problems: Sequence[Problem]) -> float | None:
+    bad = n = 0
+    for t, p in zip(texts, problems, strict=True):
+        for a in parse_attempts(t, p.numbers, p.target):
+            if a.parsed and a.verdict in ("not", "this"):
+                n += 1
+                bad += (a.verdict == "this") != a.correct
+    return bad / n if n else None
+
+
+def span_cosine(w: np.ndarray, vectors: Sequence[np.ndarray]) -> float:
+    """Norm of unit(w)'s projection onto span(vectors): 1 = w lies in their span, ~0 = orthogonal to it."""
+    q, _ = np.linalg.qr(np.stack(vectors, 1))
+    u = w / (np.linalg.norm(w) or 1.0)
+    return float(np.linalg.norm(q.T @ u))
+
+
+def run_components(
+    model: Any,
+    tok: Any,
+    records: Sequence[dict[str, Any]],
+    problems: Sequence[Problem],
+    dirs: dict[str, np.ndarray],
+    steering: dict[str, Any],
+    cfg: AnalysisConfig,
+    template: str,
+) -> dict[str, Any]:
+    c = cfg.components
+    conf = model.config
+    n_heads = conf.num_attention_heads
+    head_dim = conf.hidden_size // n_heads
+    ids_not, ids_this = cm.verdict_token_ids(tok)
+    sites = cm.Sites(tok, list(records), c.max_sequences)
+    if not ids_not or not ids_this or len(set(sites.verdict)) < 2:
+        return {"error": "too few 'not' / 'this' verdicts (or tokens) at this checkpoint for attribution"}
+    comp = cm.collect(model, sites, c.batch_size)
+    w = dirs["w_paren_verdict"]
+    ranking = cm.attribution(model, comp, np.asarray(sites.verdict), w, n_heads)
+    heads = [r for r in ranking if r["head"] is not None]
+    mlps = [r["layer"] for r in ranking if r["head"] is None]
+    truth = np.asarray(sites.truth)
+    means = (comp["head_means"], comp["mlp_means"]) if c.mode == "mean" else (None, None)
+
+    def run(hs: list[dict[str, Any]], ml: list[int]) -> tuple[float, float]:
+        sel: dict[int, list[int]] = {}
+        for r in hs:
+            sel.setdefault(r["layer"], []).append(r["head"])
+        ctx = ablate(model, sel, ml, head_dim, head_means=means[0], mlp_means=means[1])
+        dec = cm.decisions(model, sites, c.batch_size, ids_not, ids_this, ctx)
+        return cm.error_rate(dec, truth), float((dec != base_dec).mean())
+
+    base_dec = cm.decisions(model, sites, c.batch_size, ids_not, ids_this)
+    base_err = cm.error_rate(base_dec, truth)
+    rng = np.random.default_rng(c.seed)
+    by_k = []
+    for k in range(1, min(c.k_max, len(heads) // 2) + 1):
+        top_err, top_flip = run(heads[:k], [])
+        rest = heads[k:]
+        rand = [run([rest[i] for i in rng.choice(len(rest), k, replace=False)], []) for _ in range(c.random_draws)]
+        by_k.append(
+            {"k": k, "top_error": top_err, "top_change": abs(top_err - base_err), "top_flipped": top_flip,
+             "random_change_mean": float(np.mean([abs(e - base_err) for e, _ in rand])),
+             "random_change_std": float(np.std([abs(e - base_err) for e, _ in rand])),
+             "random_flipped_mean": float(np.mean([f for _, f in rand]))}
+        )  # fmt: skip
+    mlp_rows = [
+        {"k": k, **dict(zip(("error", "flipped"), run([], mlps[:k]), strict=True))}
+        for k in range(1, min(c.mlp_top, len(mlps)) + 1)
+    ]
+
+    def head_sel(rows: list[dict[str, Any]]) -> dict[int, list[int]]:
+        sel: dict[int, list[int]] = {}
+        for r in rows:
+            sel.setdefault(r["layer"], []).append(r["head"])
+        return sel
+
+    k3 = min(3, len(heads))
+    rand3 = [heads[k3:][i] for i in rng.choice(len(heads) - k3, k3, replace=False)]
+    patch = {
+        "top": cm.patch_flips(model, sites, comp, head_sel(heads[:k3]), head_dim, ids_not, ids_this, c.seed),
+        "random": cm.patch_flips(model, sites, comp, head_sel(rand3), head_dim, ids_not, ids_this, c.seed),
+    }
+    free = {}
+    probs = list(problems)[: c.free_problems]
+    vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
+    for name, sel in (("none", {}), ("top3", head_sel(heads[:k3])), ("random3", head_sel(rand3))):
+        with ablate(model, sel, [], head_dim, head_means=means[0]):
+            _, texts = free_generation(
+                model, tok, probs, {}, vocab, SteerRule(every=1), c.free_max_new_tokens, 64, template
+            )
+        free[name] = _verdict_errors(texts, probs)
+    return {
+        "mode": c.mode,
+        "n_sites": len(sites.verdict),
+        "ranking": ranking,
+        "baseline_error": base_err,
+        "ablate_heads": by_k,
+        "ablate_mlp": mlp_rows,
+        "patching_flips": patch,
+        "free_generation_verdict_error": free,
+        "controls": controls(model, tok, records, w, steering, cfg),
+    }
+
+
+def controls(
+    model: Any,
+    tok: Any,
+    records: Sequence[dict[str, Any]],
+    w: np.ndarray,
+    steering: dict[str, Any],
+    cfg: AnalysisConfig,
+) -> dict[str, Any]:
+    """Is W a mix of verdict-token directions? Steering with the tokens' own vectors at equal norm, cosine of W with
+    their span per layer, and a prompting baseline (the accepting words inserted before the "(")."""
+    c = cfg.components
+    mats = model_matrices(model)
+    vocab_ids = {t: tok(" " + t, add_special_tokens=False).input_ids[-1:] for t in c.control_tokens}
+    vecs = {f"unembed '{t}'": mats["unembed"][ids[0]] for t, ids in vocab_ids.items() if ids}
+    if mats["embed"] is not None:
+        vecs.update({f"embed '{t}'": mats["embed"][ids[0]] for t, ids in vocab_ids.items() if ids})
+    nb = [i for i, _ in top_k(token_scores(w[-1], mats["unembed"], mats["gain"]), c.neighbours)]
+    span = list(vecs.values()) + [mats["unembed"][i] for i in nb]
+    out: dict[str, Any] = {
+        "neighbours": [tok.decode([i]) for i in nb],
+        "span_cosine_by_layer": [span_cosine(w[layer], span) if np.any(w[layer]) else None for layer in range(len(w))],
+    }
+    scale, layers = steering.get("chosen_scale"), steering.get("layers")
+    cases = flip_cases(records, cfg.steering.max_flip_cases)["wrong"]
+    if scale is None or not layers or not cases:
+        return out
+    s = cfg.steering
+    own = {layer: w[s.direction_layer if s.direction_layer is not None else layer] for layer in layers}
+    conds = {"W": {k: v / (np.linalg.norm(v) or 1.0) for k, v in own.items()}}
+    conds.update({name: {layer: v / np.linalg.norm(v) for layer in layers} for name, v in vecs.items()})
+    texts = continue_prefixes(
+        model, tok, cases, [{}] + [scaled(u, scale) for u in conds.values()], s.flip_new_tokens, s.batch_size
+    )
+    keep = [i for i, t in enumerate(texts[0]) if t.lstrip().startswith("not")]
+
+    def rate(ts: list[str]) -> float | None:
+        return float(np.mean([ts[i].lstrip().startswith("this") for i in keep])) if keep else None
+
+    out["steer_flip_at_scale"] = {"scale": scale, **{n: rate(t) for n, t in zip(conds, texts[1:], strict=True)}}
+    prompted = {}
+    for words in c.prompt_words:
+        alt = [p[:-1].rstrip() + f" {words} (" for p in cases]
+        got = continue_prefixes(model, tok, alt, [{}], s.flip_new_tokens, s.batch_size)[0]
+        prompted[words] = rate(got)
+    out["prompt_flip"] = prompted
+    return out
