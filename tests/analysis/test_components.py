@@ -24,6 +24,7 @@ def test_head_outputs_sum_to_the_attention_output(which: str, request: pytest.Fi
     sites = cm.Sites(tok, [RECORD], 10)
     ids, mask, rows, cols = next(sites.batches(4))
     outs = {}
+
     def keep(module, args, output) -> None:  # noqa: ANN001
         outs["attn"] = output[rows, cols]
 
