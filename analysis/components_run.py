@@ -98,7 +98,7 @@ def run_components(
             sel.setdefault(r["layer"], []).append(r["head"])
         return sel
 
-    k3 = min(3, len(heads))
+    k3 = min(3, len(heads) // 2)
     rand3 = [heads[k3:][i] for i in rng.choice(len(heads) - k3, k3, replace=False)]
     patch = {
         "top": cm.patch_flips(model, sites, comp, head_sel(heads[:k3]), head_dim, ids_not, ids_this, c.seed),
