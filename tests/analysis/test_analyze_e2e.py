@@ -78,10 +78,11 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     again = analyze(micro_run, engine="auto")
     assert again.returncode == 0
     assert all(c == [] for c in json.loads((out / "summary.json").read_text())["computed"].values())
-    # a changed steering setting re-runs steering only
+    # a changed steering setting re-runs steering and what reads it (components), nothing upstream
     third = analyze(micro_run, "steering.scales=[0.0,20.0]", engine="auto")
     assert third.returncode == 0
-    assert all(c == ["steering"] for c in json.loads((out / "summary.json").read_text())["computed"].values())
+    computed = json.loads((out / "summary.json").read_text())["computed"].values()
+    assert all(c == ["steering", "components"] for c in computed), list(computed)
 
 
 @pytest.mark.slow
