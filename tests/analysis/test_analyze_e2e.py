@@ -43,6 +43,7 @@ def micro_analysis(run: Path, engine: str) -> list[str]:
         "steering.max_new_tokens=48",
         "probe.source=all",
         "probe.min_per_class=2",
+        "components.enabled=true",
     ]
 
 
