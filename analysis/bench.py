@@ -15,8 +15,6 @@ full length either way). Each timing is the median of ``repeats`` runs after a w
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from tasks.bench_results import record_bench
 
 TARGETS = {"steer_vs_naive": 20.0, "steer_vs_unsteered": 1.15, "capture_vs_plain": 1.1, "rss_8_vs_2": 1.1}
 
@@ -186,13 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.batch} x {args.new_tokens} tokens"
         + (f"; peak RSS {fig['rss_2_ckpt_mb']:.0f} / {fig['rss_8_ckpt_mb']:.0f} MB)" if "rss_2_ckpt_mb" in fig else ")")
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    merged = json.loads(out.read_text()) if out.is_file() else {}
-    merged["analysis"] = {**fig, "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    tmp.replace(out)
+    out = record_bench(args.out, "analysis", fig)
+    print(f"wrote {out}")
     return 0
 
 

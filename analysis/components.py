@@ -158,24 +158,33 @@ def patch_flips(
     ids_not: list[int],
     ids_this: list[int],
     seed: int,
+    batch: int = 32,
 ) -> float | None:
-    """Share of "not" sites that say "this" once ``heads``' outputs there are replaced by a "this" site's."""
+    """Share of "not" sites that say "this" once ``heads``' outputs there are replaced by a "this" site's.
+
+    Every "not" site is its own row (its sequence cut right after the "(", right-padded), with its own donor drawn
+    from the "this" sites, so one batched forward pass patches many sites at once.
+    """
     v = np.asarray(sites.verdict)
-    this_idx, not_idx = np.flatnonzero(v == 1), np.flatnonzero(v == 0)
-    if not len(this_idx) or not len(not_idx):
+    this_idx = np.flatnonzero(v == 1)
+    rows = [(seq, c) for seq, cols in enumerate(sites.pos) for c in cols]  # site order = sites.verdict order
+    targets = [rows[i] for i in np.flatnonzero(v == 0)]
+    if not len(this_idx) or not targets:
         return None
-    rng = np.random.default_rng(seed)
-    flips = total = 0
-    site = 0
+    donors = np.random.default_rng(seed).choice(this_idx, len(targets))
+    flips = 0
     with torch.no_grad():
-        for ids, mask, _, cols in sites.batches(1):  # one sequence at a time: each site gets its own donor
-            for c in cols.tolist():
-                if sites.verdict[site] == 0:
-                    donor = int(rng.choice(this_idx))
-                    patch = {layer: comp["heads"][layer][donor : donor + 1] for layer in heads}
-                    with ablate(model, heads, [], head_dim, patch=patch, positions=torch.tensor([c])):
-                        logits = model(input_ids=ids[:, : c + 1], attention_mask=mask[:, : c + 1]).logits[0, c]
-                    flips += int(logits[ids_this].max() > logits[ids_not].max())
-                    total += 1
-                site += 1
-    return flips / total if total else None
+        for s in range(0, len(targets), batch):
+            chunk, don = targets[s : s + batch], torch.as_tensor(donors[s : s + batch])
+            width = max(c for _, c in chunk) + 1
+            ids = torch.full((len(chunk), width), sites.pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for b, (seq, c) in enumerate(chunk):
+                ids[b, : c + 1], mask[b, : c + 1] = torch.tensor(sites.seqs[seq][: c + 1]), 1
+            pos = torch.tensor([c for _, c in chunk])
+            patch = {layer: comp["heads"][layer][don] for layer in heads}
+            with ablate(model, heads, [], head_dim, patch=patch, positions=pos):
+                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            at = logits[torch.arange(len(chunk)), pos].float()
+            flips += int((at[:, ids_this].max(-1).values > at[:, ids_not].max(-1).values).sum())
+    return flips / len(targets)

@@ -32,6 +32,14 @@ def _verdict_errors(texts: Sequence[str], problems: Sequence[Problem]) -> float 
     return bad / n if n else None
 
 
+def head_sel(rows: Sequence[dict[str, Any]]) -> dict[int, list[int]]:
+    """Ranking rows of heads -> ``{layer: [head, ...]}`` as :func:`analysis.hooks.ablate` takes them."""
+    sel: dict[int, list[int]] = {}
+    for r in rows:
+        sel.setdefault(r["layer"], []).append(r["head"])
+    return sel
+
+
 def span_cosine(w: np.ndarray, vectors: Sequence[np.ndarray]) -> float:
     """Norm of unit(w)'s projection onto span(vectors): 1 = w lies in their span, ~0 = orthogonal to it."""
     q, _ = np.linalg.qr(np.stack(vectors, 1))
@@ -48,7 +56,10 @@ def run_components(
     steering: dict[str, Any],
     cfg: AnalysisConfig,
     template: str,
+    extras: bool = True,
 ) -> dict[str, Any]:
+    """Attribution ranking, head/MLP ablation vs random heads and patching; with ``extras`` also free generation
+    with the top-3 / random-3 heads ablated and the token-vector and prompting controls."""
     c = cfg.components
     conf = model.config
     n_heads = conf.num_attention_heads
@@ -66,10 +77,7 @@ def run_components(
     means = (comp["head_means"], comp["mlp_means"]) if c.mode == "mean" else (None, None)
 
     def run(hs: list[dict[str, Any]], ml: list[int]) -> tuple[float, float]:
-        sel: dict[int, list[int]] = {}
-        for r in hs:
-            sel.setdefault(r["layer"], []).append(r["head"])
-        ctx = ablate(model, sel, ml, head_dim, head_means=means[0], mlp_means=means[1])
+        ctx = ablate(model, head_sel(hs), ml, head_dim, head_means=means[0], mlp_means=means[1])
         dec = cm.decisions(model, sites, c.batch_size, ids_not, ids_this, ctx)
         return cm.error_rate(dec, truth), float((dec != base_dec).mean())
 
@@ -92,27 +100,23 @@ def run_components(
         for k in range(1, min(c.mlp_top, len(mlps)) + 1)
     ]
 
-    def head_sel(rows: list[dict[str, Any]]) -> dict[int, list[int]]:
-        sel: dict[int, list[int]] = {}
-        for r in rows:
-            sel.setdefault(r["layer"], []).append(r["head"])
-        return sel
-
     k3 = min(3, len(heads) // 2)
     rand3 = [heads[k3:][i] for i in rng.choice(len(heads) - k3, k3, replace=False)]
     patch = {
         "top": cm.patch_flips(model, sites, comp, head_sel(heads[:k3]), head_dim, ids_not, ids_this, c.seed),
         "random": cm.patch_flips(model, sites, comp, head_sel(rand3), head_dim, ids_not, ids_this, c.seed),
     }
-    free = {}
-    probs = list(problems)[: c.free_problems]
-    vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
-    for name, sel in (("none", {}), ("top3", head_sel(heads[:k3])), ("random3", head_sel(rand3))):
-        with ablate(model, sel, [], head_dim, head_means=means[0]):
-            _, texts = free_generation(
-                model, tok, probs, {}, vocab, SteerRule(every=1), c.free_max_new_tokens, 64, template
-            )
-        free[name] = _verdict_errors(texts, probs)
+    free = None
+    if extras:
+        free = {}
+        probs = list(problems)[: c.free_problems]
+        vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
+        for name, sel in (("none", {}), ("top3", head_sel(heads[:k3])), ("random3", head_sel(rand3))):
+            with ablate(model, sel, [], head_dim, head_means=means[0]):
+                _, texts = free_generation(
+                    model, tok, probs, {}, vocab, SteerRule(every=1), c.free_max_new_tokens, 64, template
+                )
+            free[name] = _verdict_errors(texts, probs)
     return {
         "mode": c.mode,
         "n_sites": len(sites.verdict),
@@ -122,7 +126,7 @@ def run_components(
         "ablate_mlp": mlp_rows,
         "patching_flips": patch,
         "free_generation_verdict_error": free,
-        "controls": controls(model, tok, records, w, steering, cfg),
+        "controls": controls(model, tok, records, w, steering, cfg) if extras else None,
     }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tasks.config import ConfigError, load_config
+from tasks.config import ConfigError, find_preset, load_config
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "analysis"
 
@@ -88,6 +88,9 @@ class ComponentSettings:
     k_max: int = 5  # ablate the top-1..k_max heads
     random_draws: int = 3  # random head sets per k
     mlp_top: int = 2
+    # Free generation with ablated heads and the token-vector / prompting controls are the slow part: run them on
+    # the last analysed checkpoint only ("last") or on every one ("every").
+    extras: Literal["last", "every"] = "last"
     free_problems: int = 50  # problems for free generation with top-3 / random-3 heads ablated
     free_max_new_tokens: int = 192
     batch_size: int = 32
@@ -154,14 +157,7 @@ class AnalysisConfig:
 
 def preset_path(preset: str) -> Path:
     """``configs/analysis/<preset>.yaml`` for a preset name, or the path itself when given a file."""
-    p = Path(preset)
-    if p.suffix in (".yaml", ".yml"):
-        return p
-    path = PRESET_DIR / f"{preset}.yaml"
-    if not path.is_file():
-        names = sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))
-        raise ConfigError(f"analysis preset {preset!r} not found: expected one of {names} or a path to a YAML file")
-    return path
+    return find_preset(preset, PRESET_DIR, "analysis preset")
 
 
 def load_analysis_config(preset: str = "tiny", overrides: tuple[str, ...] | list[str] = ()) -> AnalysisConfig:

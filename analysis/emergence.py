@@ -168,6 +168,7 @@ def component_emergence(ok: Sequence[dict[str, Any]], top: int = 5) -> dict[str,
     ]
     return {
         "steps": steps,
+        "finding": head_finding(final_step, final),
         "top": tops,
         "final_top": final_top,
         "first_in_top": {n: next((s for s in steps if n in tops[s]), None) for n in final_top},
@@ -181,9 +182,27 @@ def component_emergence(ok: Sequence[dict[str, Any]], top: int = 5) -> dict[str,
                 "by_k": c["ablate_heads"],
                 "baseline_error": c["baseline_error"],
                 "patching": c["patching_flips"],
-                "free": c["free_generation_verdict_error"],
+                "free": c.get("free_generation_verdict_error"),
             }
             for s, c in runs
         ],
-        "controls": [{"step": s, **c.get("controls", {})} for s, c in runs],
+        "controls": [{"step": s, **(c.get("controls") or {})} for s, c in runs],
     }
+
+
+def head_finding(step: int, comp: dict[str, Any], k: int = 3, factor: float = 3.0) -> str | None:
+    """One sentence on whether a small set of heads carries the verdict: top-k ablation vs k random heads."""
+    row = next((r for r in comp.get("ablate_heads", []) if r["k"] == k), None)
+    if row is None:
+        return None
+    top, rand = row["top_change"], row["random_change_mean"]
+    ratio = top / rand if rand else float("inf")
+    verdict = (
+        f"a small set of heads carries the verdict at this scale (>= {factor:g}x)"
+        if ratio >= factor
+        else f"no set of {k} heads does it at this scale (< {factor:g}x random)"
+    )
+    return (
+        f"step {step}: ablating the top-{k} heads changes the verdict-error rate by {top:.3f}, {k} random heads by "
+        f"{rand:.3f} +- {row['random_change_std']:.3f} ({ratio:.1f}x): {verdict}"
+    )

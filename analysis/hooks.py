@@ -50,10 +50,15 @@ def _replace(output: Any, hidden: torch.Tensor) -> Any:
 
 
 @contextmanager
-def hooked(handles_from: Sequence[tuple[torch.nn.Module, Any]]) -> Iterator[None]:
-    """Register ``(module, forward_hook)`` pairs; remove every one on exit, also when the body raises."""
+def hooked(
+    handles_from: Sequence[tuple[torch.nn.Module, Any]], pre: Sequence[tuple[torch.nn.Module, Any]] = ()
+) -> Iterator[None]:
+    """Register ``(module, forward_hook)`` pairs and ``pre`` ``(module, forward_pre_hook)`` pairs; remove every
+    one on exit, also when the body raises."""
     handles = []
     try:
+        for module, hook in pre:
+            handles.append(module.register_forward_pre_hook(hook))
         for module, hook in handles_from:
             handles.append(module.register_forward_hook(hook))
         yield
@@ -144,16 +149,12 @@ def record_components(
 
         return hook
 
-    n = len(decoder_layers(model))
-    handles = []
-    try:
-        for layer in range(1, n + 1):
-            handles.append(attention_out_proj(model, layer).register_forward_pre_hook(pre(layer)))
-            handles.append(mlp_module(model, layer).register_forward_hook(post(layer)))
+    layers = range(1, len(decoder_layers(model)) + 1)
+    with hooked(
+        [(mlp_module(model, layer), post(layer)) for layer in layers],
+        pre=[(attention_out_proj(model, layer), pre(layer)) for layer in layers],
+    ):
         yield out
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
@@ -198,17 +199,11 @@ def ablate(
 
         return hook
 
-    handles = []
-    try:
-        for layer, idx in heads.items():
-            if idx:
-                handles.append(attention_out_proj(model, layer).register_forward_pre_hook(pre(layer, idx)))
-        for layer in mlps:
-            handles.append(mlp_module(model, layer).register_forward_hook(post(layer)))
+    with hooked(
+        [(mlp_module(model, layer), post(layer)) for layer in mlps],
+        pre=[(attention_out_proj(model, layer), pre(layer, idx)) for layer, idx in heads.items() if idx],
+    ):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
@@ -229,13 +224,9 @@ def record_component_means(model: Any, holder: MaskHolder) -> Iterator[dict[str,
     def post(layer: int) -> Any:
         return lambda module, args, output: add("mlp", layer, _hidden(output))
 
-    n = len(decoder_layers(model))
-    handles = []
-    try:
-        for layer in range(1, n + 1):
-            handles.append(attention_out_proj(model, layer).register_forward_pre_hook(pre(layer)))
-            handles.append(mlp_module(model, layer).register_forward_hook(post(layer)))
+    layers = range(1, len(decoder_layers(model)) + 1)
+    with hooked(
+        [(mlp_module(model, layer), post(layer)) for layer in layers],
+        pre=[(attention_out_proj(model, layer), pre(layer)) for layer in layers],
+    ):
         yield acc
-    finally:
-        for h in handles:
-            h.remove()

@@ -115,9 +115,11 @@ def analyse_checkpoint(
     template: str,
     engine: Callable[[], str],
     say: Any = print,
+    last: bool = True,
 ) -> dict[str, Any]:
     """Run (or load) every per-checkpoint stage; returns the step's results for the emergence stage and report.
 
+    ``last`` marks the last checkpoint analysed (the component stage's extras run there by default).
     ``engine()`` resolves the rollout engine; it is called only when rollouts must be generated (importing vLLM
     takes seconds, and a fully cached re-run should not pay for it). The cache key uses the *requested* engine.
     """
@@ -182,14 +184,15 @@ def analyse_checkpoint(
     steering = cache.json("steering", k_steer, do_steer)
     components = None
     if cfg.components.enabled:
-        k_comp = stage_key(cfg.components, k_steer)
+        extras = cfg.components.extras == "every" or last
+        k_comp = stage_key(cfg.components, k_steer, extras)
 
         def do_components() -> dict[str, Any]:
             from analysis.components_run import run_components
 
-            say(f"step {step}: components")
+            say(f"step {step}: components" + (" (+ free generation and controls)" if extras else ""))
             m, tok = model()
-            return run_components(m, tok, records, problems, dirs, steering, cfg, template)
+            return run_components(m, tok, records, problems, dirs, steering, cfg, template, extras)
 
         components = cache.json("components", k_comp, do_components)
     return {

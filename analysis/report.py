@@ -262,6 +262,8 @@ def component_section(ce: dict[str, Any] | None) -> list[str]:
             vmax=lim,
         )
     )
+    if ce.get("finding"):
+        parts.append(f"<p><b>{html.escape(ce['finding'])}</b></p>")
     last = ce["ablation"][-1]
     ks = [r["k"] for r in last["by_k"]]
     parts.append(
@@ -307,7 +309,7 @@ def component_section(ce: dict[str, Any] | None) -> list[str]:
                     a["step"],
                     " ".join(ce["top"][a["step"]]),
                     f"{_f(a['patching'].get('top'))} / {_f(a['patching'].get('random'))}",
-                    " ".join(f"{k} {_f(v)}" for k, v in a["free"].items()),
+                    " ".join(f"{k} {_f(v)}" for k, v in (a["free"] or {}).items()) or "-",
                 ]
                 for a in ce["ablation"]
             ],

@@ -8,7 +8,6 @@ which engine produced them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,43 +33,21 @@ def choose_engine(requested: str) -> str:
 
 
 def _vllm(model_dir: Path, prompts: list[str], s: RolloutSettings) -> tuple[list, list]:
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
-    from train.rollout import _on_cpu
+    from train.rollout import offline_llm
 
-    kwargs: dict[str, Any] = {}
-    saved = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-    if _on_cpu():
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        kwargs = {"gpu_memory_utilization": 0.1, "distributed_executor_backend": "uni"}
-    try:
-        llm = LLM(model=str(model_dir), seed=s.seed, enforce_eager=True, **kwargs)
-    finally:
-        if saved is None:
-            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-        else:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = saved
-    try:
+    def unpack(outs: Sequence[Any]) -> list[list[tuple[str, list[int], bool]]]:
+        return [[(o.text, list(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outs]
+
+    with offline_llm(model_dir, s.seed) as llm:
         greedy = llm.generate(
             prompts, SamplingParams(n=1, temperature=0.0, max_tokens=s.max_new_tokens), use_tqdm=False
         )
-        sampled = (
-            llm.generate(
-                prompts,
-                SamplingParams(n=s.samples, temperature=s.temperature, max_tokens=s.max_new_tokens),
-                use_tqdm=False,
-            )
-            if s.samples
-            else []
-        )
-
-        def unpack(outs: Sequence[Any]) -> list[list[tuple[str, list[int], bool]]]:
-            return [[(o.text, list(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outs]
-
-        return unpack(greedy), unpack(sampled)
-    finally:
-        llm.llm_engine.engine_core.shutdown()
+        if not s.samples:
+            return unpack(greedy), []
+        params = SamplingParams(n=s.samples, temperature=s.temperature, max_tokens=s.max_new_tokens)
+        return unpack(greedy), unpack(llm.generate(prompts, params, use_tqdm=False))
 
 
 def _hf(model_dir: Path, prompts: list[str], s: RolloutSettings, device: str) -> tuple[list, list]:

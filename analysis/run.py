@@ -93,7 +93,9 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
         bar.set_postfix(step=step)
         try:
             results.append(
-                analyse_checkpoint(cfg, step, path, out / f"step_{step}", problems, template, engine, say=bar.write)
+                analyse_checkpoint(
+                    cfg, step, path, out / f"step_{step}", problems, template, engine, bar.write, step == ckpts[-1][0]
+                )
             )
         except CheckpointError as e:
             bar.write(f"step {step}: skipped: {e}")
@@ -150,6 +152,7 @@ def summarize(run: Path, results: list[dict[str, Any]], em: dict[str, Any], seco
             "random3_change": k3 and k3["random_change_mean"],
             "ratio": k3 and (k3["top_change"] / k3["random_change_mean"] if k3["random_change_mean"] else None),
             "patching": ce["ablation"][-1]["patching"],
+            "finding": ce.get("finding"),
         }
     out["earliest_layer_paren_verdict"] = dict(
         zip(em["steps"], em["earliest_layer"].get("paren/verdict", []), strict=False)

@@ -171,3 +171,16 @@ def dump_config(cfg: Any, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     tmp.replace(path)
+
+
+def find_preset(preset: str, directory: Path, what: str = "preset") -> Path:
+    """``<directory>/<preset>.yaml`` for a preset name, or the path itself when given a YAML file; a clear error
+    listing the presets that exist otherwise."""
+    p = Path(preset)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    path = directory / f"{preset}.yaml"
+    if not path.is_file():
+        names = sorted(x.stem for x in directory.glob("*.yaml"))
+        raise ConfigError(f"{what} {preset!r} not found: expected one of {names} or a path to a YAML file")
+    return path

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.bench_results import record_bench
 from train.config import load_train_config
 
 TARGET_VLLM_VS_HF = 5.0
@@ -145,13 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GRPO step {fig['grpo_step_s']:.2f} s: " + ", ".join(
         f"{k[6:]} {v:.0%}" for k, v in fig.items() if k.startswith("share_")
     ))  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    merged = json.loads(out.read_text()) if out.is_file() else {}
-    merged["train"] = {**fig, "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    tmp.replace(out)
+    out = record_bench(args.out, "train", fig)
+    print(f"wrote {out}")
     return 0
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tasks.config import ConfigError, load_config
+from tasks.config import ConfigError, find_preset, load_config
 from tasks.countdown.dataset import DataConfig
 from train.base import BaseConfig
 
@@ -146,14 +146,7 @@ class TrainConfig:
 
 def preset_path(preset: str) -> Path:
     """``configs/<preset>.yaml`` for a preset name, or the path itself when given a file."""
-    p = Path(preset)
-    if p.suffix in (".yaml", ".yml"):
-        return p
-    path = PRESET_DIR / f"{preset}.yaml"
-    if not path.is_file():
-        names = sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))
-        raise ConfigError(f"preset {preset!r} not found: expected one of {names} or a path to a YAML file")
-    return path
+    return find_preset(preset, PRESET_DIR, "preset")
 
 
 def load_train_config(preset: str = "tiny", overrides: tuple[str, ...] | list[str] = ()) -> TrainConfig:

@@ -27,7 +27,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +150,34 @@ def grpo_vllm_kwargs(
     return kwargs
 
 
+@contextmanager
+def offline_llm(model_dir: str | Path, seed: int = 0) -> Iterator[Any]:
+    """A plain ``vllm.LLM`` on a checkpoint directory, shut down on exit (also when the body raises).
+
+    On CPU the engine runs in-process (no engine-core / worker subprocesses to spawn: ~3 s instead of ~25 s on
+    2 cores), which also reuses the process group of a TRL colocate engine already living in this process.
+    """
+    from vllm import LLM
+
+    kwargs: dict[str, Any] = {}
+    saved = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    if _on_cpu():
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        kwargs = {"gpu_memory_utilization": 0.1, "distributed_executor_backend": "uni"}
+    try:
+        llm = LLM(model=str(model_dir), seed=seed, enforce_eager=True, **kwargs)
+    finally:
+        if saved is None:
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        else:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = saved
+    try:
+        yield llm
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+
+
 def generate_vllm(
     model_dir: str | Path,
     prompts: Sequence[str],
@@ -158,31 +187,12 @@ def generate_vllm(
     seed: int = 0,
 ) -> list[list[str]]:
     """``n`` completions (text only) per prompt from a checkpoint directory with a plain ``vllm.LLM``."""
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
-    cpu = _on_cpu()
-    kwargs: dict[str, Any] = {}
-    if cpu:
-        # In-process engine (no engine-core / worker subprocesses to spawn: ~3 s instead of ~25 s on 2 cores);
-        # it also reuses the process group of a TRL colocate engine already living in this process.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        kwargs = {"gpu_memory_utilization": 0.1, "distributed_executor_backend": "uni"}
-    saved = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-    if cpu:
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    try:
-        llm = LLM(model=str(model_dir), seed=seed, enforce_eager=True, **kwargs)
-    finally:
-        if saved is None:
-            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-        else:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = saved
-    try:
+    with offline_llm(model_dir, seed) as llm:
         params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens)
         outs = llm.generate(list(prompts), params, use_tqdm=False)
         return [[o.text for o in out.outputs] for out in outs]
-    finally:
-        llm.llm_engine.engine_core.shutdown()
 
 
 def hf_sample(

@@ -132,37 +132,24 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         callbacks=[callback, tensorboard_callback(run_dir)],
     )
     callback.trainer = trainer
-    _time_generation(trainer)
-    _time_weight_sync(trainer)
+    # TRL profiles these only for wandb; the weight sync runs inside generation, `make bench` reports its share
+    _timed(trainer, trainer, "_generate_single_turn", "time/generation_s")
+    _timed(trainer, getattr(trainer, "vllm_generation", None), "sync_weights", "time/weight_sync_s")
     resume_from = str(last[1]) if last is not None and (last[1] / "trainer_state.json").is_file() else None
     trainer.train(resume_from_checkpoint=resume_from)
     return summarize(run_dir, wall_s=time.perf_counter() - t0)
 
 
-def _time_generation(trainer: Any) -> None:
-    """Log rollout generation time per step through TRL's own metric hook (TRL profiles it only for wandb)."""
-    original = trainer._generate_single_turn
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        t = time.perf_counter()
-        out = original(*args, **kwargs)
-        trainer._log_metric("time/generation_s", time.perf_counter() - t)
-        return out
-
-    trainer._generate_single_turn = timed
-
-
-def _time_weight_sync(trainer: Any) -> None:
-    """Log the vLLM weight sync per step (it runs inside generation; ``make bench`` reports it as its own share)."""
-    gen = getattr(trainer, "vllm_generation", None)
-    if gen is None:
+def _timed(trainer: Any, owner: Any, method: str, metric: str) -> None:
+    """Wrap ``owner.method`` so each call logs its wall time as ``metric`` through TRL's own metric hook."""
+    if owner is None:
         return
-    original = gen.sync_weights
+    original = getattr(owner, method)
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
         out = original(*args, **kwargs)
-        trainer._log_metric("time/weight_sync_s", time.perf_counter() - t)
+        trainer._log_metric(metric, time.perf_counter() - t)
         return out
 
-    gen.sync_weights = timed
+    setattr(owner, method, timed)

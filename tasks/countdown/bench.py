@@ -9,14 +9,12 @@ of the reward over adversarial megabyte inputs is reported too.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import random
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+from tasks.bench_results import record_bench
 from tasks.countdown.generate import ProblemSpec, generate_problems
 from tasks.countdown.reward import score
 from tasks.countdown.synth import TraceStyle, write_trace
@@ -88,13 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'parser, traces/s':<34}{figures['parser_traces_per_s']:>14,.0f}  >= {PARSER_TARGET:,} ({ok})")
     print(f"{'attempt lines per trace':<34}{figures['attempt_lines_per_trace']:>14.2f}")
     print(f"{'reward worst case, 1 MB input, ms':<34}{figures['reward_worst_case_ms_1mb']:>14.1f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    merged = json.loads(out.read_text()) if out.is_file() else {}
-    merged["tasks"] = {**figures, "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    tmp.replace(out)
+    out = record_bench(args.out, "tasks", figures)
     print(f"wrote {out}")
     return 0
 

@@ -78,3 +78,31 @@ def test_attribution_ranks_by_separation(digit_dir) -> None:  # noqa: ANN001
     assert set(comp["head_means"]) == set(range(1, model.config.num_hidden_layers + 1))
     dec = cm.decisions(model, sites, 8, *cm.verdict_token_ids(tok))
     assert dec.shape == (len(sites.verdict),) and set(dec.tolist()) <= {0, 1}
+
+
+def test_batched_patching_equals_one_site_at_a_time(digit_dir) -> None:  # noqa: ANN001
+    """Every "not" site is patched in its own row of a padded batch: same flips as one forward pass per site."""
+    model, tok = load(digit_dir)
+    longer = {**RECORD, "completion": RECORD["completion"].replace("</think>", "- 7 - 5 + 3 = 5 (not 22)\n</think>")}
+    sites = cm.Sites(tok, [RECORD, longer, RECORD], 10)
+    comp = cm.collect(model, sites, 2)
+    heads = {2: [0, 1], 3: [1]}
+    v = np.asarray(sites.verdict)
+    sites_at = [(seq, c) for seq, cols in enumerate(sites.pos) for c in cols]
+    nots = np.flatnonzero(v == 0)
+    donors = np.random.default_rng(5).choice(np.flatnonzero(v == 1), len(nots))
+    ref = []  # patched next-token logits, one forward pass per site
+    with torch.no_grad():
+        for i, donor in zip(nots, donors, strict=True):
+            seq, c = sites_at[i]
+            ids = torch.tensor([sites.seqs[seq][: c + 1]])
+            patch = {layer: comp["heads"][layer][donor : donor + 1] for layer in heads}
+            with ablate(model, heads, [], 16, patch=patch, positions=torch.tensor([c])):
+                ref.append(model(input_ids=ids).logits[0, c])
+    ref_t = torch.stack(ref)
+    # a random model has no verdict: pick two tokens whose comparison differs across sites, so flips are mixed
+    a, b = next((a, b) for a in range(40) for b in range(40) if 0 < (ref_t[:, a] > ref_t[:, b]).float().mean() < 1)
+    expected = float((ref_t[:, a] > ref_t[:, b]).float().mean())
+    for batch in (1, 3, 64):
+        assert cm.patch_flips(model, sites, comp, heads, 16, [b], [a], seed=5, batch=batch) == pytest.approx(expected)
+    assert len(nots) >= 4 and _hooks(model) == 0
