@@ -22,14 +22,16 @@ from tasks.countdown.generate import Problem
 from tasks.countdown.trace import parse_attempts
 
 
-def _verdict_errors(texts: Sequence[str], problems: Sequence[Problem]) -> float | None:
+def _verdict_errors(texts: Sequence[str], problems: Sequence[Problem]) -> dict[str, Any]:
+    """Share of generated attempt lines whose verdict is wrong, and how many lines there were (an ablation can
+    break the format so that no line is left to judge: error None, lines 0)."""
     bad = n = 0
     for t, p in zip(texts, problems, strict=True):
         for a in parse_attempts(t, p.numbers, p.target):
             if a.parsed and a.verdict in ("not", "this"):
                 n += 1
                 bad += (a.verdict == "this") != a.correct
-    return bad / n if n else None
+    return {"error": bad / n if n else None, "lines": n}
 
 
 def head_sel(rows: Sequence[dict[str, Any]]) -> dict[int, list[int]]:

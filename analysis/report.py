@@ -309,7 +309,7 @@ def component_section(ce: dict[str, Any] | None) -> list[str]:
                     a["step"],
                     " ".join(ce["top"][a["step"]]),
                     f"{_f(a['patching'].get('top'))} / {_f(a['patching'].get('random'))}",
-                    " ".join(f"{k} {_f(v)}" for k, v in (a["free"] or {}).items()) or "-",
+                    " ".join(f"{k} {_f(v['error'])} ({v['lines']} lines)" for k, v in (a["free"] or {}).items()) or "-",
                 ]
                 for a in ce["ablation"]
             ],
