@@ -32,8 +32,8 @@ from tasks.bench_results import record_bench
 TARGETS = {"steer_vs_naive": 20.0, "steer_vs_unsteered": 1.15, "capture_vs_plain": 1.1, "rss_8_vs_2": 1.1}
 
 
-def _median_s(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
+def _median_s(fn: Callable[[], Any], repeats: int, warmup: Callable[[], Any] | None = None) -> float:
+    (warmup or fn)()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -89,7 +89,12 @@ def steering(model: Any, tok: Any, batch: int, new_tokens: int, repeats: int) ->
 
     steered_s = _median_s(cached(vec), repeats)
     plain_s = _median_s(cached({}), repeats)
-    naive_s = _median_s(lambda: naive_steered_generate(model, *args, vec, vocab, rule, new_tokens), repeats)
+    # the naive loop is quadratic in length (~1 min per run here): warm it up on 8 tokens, not 256
+    naive_s = _median_s(
+        lambda: naive_steered_generate(model, *args, vec, vocab, rule, new_tokens),
+        repeats,
+        warmup=lambda: naive_steered_generate(model, *args, vec, vocab, rule, 8),
+    )
     return {
         "steer_cached_s": steered_s,
         "unsteered_cached_s": plain_s,
@@ -147,7 +152,8 @@ def memory(source: Path) -> dict[str, float]:
             shutil.copytree(last, run / f"step_{i}", ignore=shutil.ignore_patterns("optimizer.pt", "*.pth"))
         shutil.copy(source / "config.yaml", run / "config.yaml")
         common = [f"run={run}", "rollout.problems=24", "rollout.samples=1", "steering.problems=8"]
-        common += ["steering.max_flip_cases=24", "steering.scales=[0.0,8.0]"]
+        common += ["steering.max_flip_cases=24", "steering.scales=[0.0,8.0]", "rollout.max_new_tokens=160"]
+        common += ["components.k_max=2", "components.random_draws=1", "components.free_problems=8"]
         two = _peak_rss_mb([*common, "steps=[0,1]"])
         shutil.rmtree(run / "analysis")
         eight = _peak_rss_mb(common)
@@ -166,10 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     model, tok, origin = bench_model(Path(args.root))
     print(f"analysis bench model: {origin}")
     fig: dict[str, Any] = {"model": origin}
+    t0 = time.perf_counter()
     fig.update(steering(model, tok, args.batch, args.new_tokens, args.repeats))
     fig.update(capture_overhead(model, tok, args.batch, args.repeats))
+    print(f"(steering and capture timed in {time.perf_counter() - t0:.0f} s)")
     if origin.startswith(str(args.root)) or Path(origin).exists():
+        t0 = time.perf_counter()
         fig.update(memory(Path(origin).parent))
+        print(f"(peak-RSS runs over 2 and 8 checkpoints took {time.perf_counter() - t0:.0f} s)")
     rows = [
         ("steering: naive / KV-cached", "steer_vs_naive", ">="),
         ("steering: steered / unsteered (cached)", "steer_vs_unsteered", "<="),

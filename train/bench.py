@@ -14,6 +14,7 @@ scratch directory (a few seconds), which the output says.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -55,15 +56,22 @@ def rollouts(model_dir: Path, prompts: list[str], n: int, max_tokens: int, repea
     apply_cpu_colocate_patch()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    t0 = time.perf_counter()
-    llm = LLM(
-        model=str(model_dir), seed=0, enforce_eager=True, gpu_memory_utilization=0.1, distributed_executor_backend="uni"
-    )
-    start_s = time.perf_counter() - t0
     params = SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens)
-    v_s, outs = _median_s(lambda: llm.generate(prompts, params, use_tqdm=False), repeats)
-    v_tokens = sum(len(o.token_ids) for out in outs for o in out.outputs)
-    llm.llm_engine.engine_core.shutdown()
+    timed: dict[str, tuple[float, int]] = {}
+    start_s = 0.0
+    # "auto" = the checkpoint's dtype (fp32 for the tiny base), which is what TRL's colocate engine runs in
+    # training; bf16 is measured beside it for reference (transformers generation runs under bf16 autocast)
+    for dtype in ("auto", "bfloat16"):
+        t0 = time.perf_counter()
+        llm = LLM(
+            model=str(model_dir), seed=0, enforce_eager=True, gpu_memory_utilization=0.1,
+            distributed_executor_backend="uni", dtype=dtype,
+        )  # fmt: skip
+        start_s = start_s or time.perf_counter() - t0
+        secs, outs = _median_s(functools.partial(llm.generate, prompts, params, use_tqdm=False), repeats)
+        timed[dtype] = (secs, sum(len(o.token_ids) for out in outs for o in out.outputs))
+        llm.llm_engine.engine_core.shutdown()
+    v_s, v_tokens = timed["auto"]
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     torch.manual_seed(0)
@@ -73,6 +81,8 @@ def rollouts(model_dir: Path, prompts: list[str], n: int, max_tokens: int, repea
         "vllm_tokens_per_s": v_tokens / v_s,
         "hf_tokens_per_s": h_tokens / h_s,
         "vllm_vs_hf": (v_tokens / v_s) / (h_tokens / h_s),
+        "vllm_bf16_tokens_per_s": timed["bfloat16"][1] / timed["bfloat16"][0],
+        "vllm_bf16_vs_hf": (timed["bfloat16"][1] / timed["bfloat16"][0]) / (h_tokens / h_s),
         "vllm_engine_start_s": start_s,
     }
 
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"(absolute: vLLM {fig['vllm_tokens_per_s']:,.0f} tok/s, transformers {fig['hf_tokens_per_s']:,.0f} tok/s, "
-        f"engine start {fig['vllm_engine_start_s']:.1f} s)"
+        f"engine start {fig['vllm_engine_start_s']:.1f} s; vLLM in bf16: {fig['vllm_bf16_vs_hf']:.2f}x)"
     )
     print(f"GRPO step {fig['grpo_step_s']:.2f} s: " + ", ".join(
         f"{k[6:]} {v:.0%}" for k, v in fig.items() if k.startswith("share_")
