@@ -151,9 +151,11 @@ def memory(source: Path) -> dict[str, float]:
         for i in range(8):
             shutil.copytree(last, run / f"step_{i}", ignore=shutil.ignore_patterns("optimizer.pt", "*.pth"))
         shutil.copy(source / "config.yaml", run / "config.yaml")
-        common = [f"run={run}", "rollout.problems=24", "rollout.samples=1", "steering.problems=8"]
-        common += ["steering.max_flip_cases=24", "steering.scales=[0.0,8.0]", "rollout.max_new_tokens=160"]
-        common += ["components.k_max=2", "components.random_draws=1", "components.free_problems=8"]
+        # every stage runs, on little data: what is measured is whether memory grows with the checkpoint count
+        common = [f"run={run}", "rollout.problems=12", "rollout.samples=1", "rollout.max_new_tokens=128"]
+        common += ["steering.problems=4", "steering.max_flip_cases=12", "steering.scales=[0.0,8.0]"]
+        common += ["steering.max_new_tokens=96", "components.k_max=2", "components.random_draws=1"]
+        common += ["components.free_problems=4", "components.free_max_new_tokens=64"]
         two = _peak_rss_mb([*common, "steps=[0,1]"])
         shutil.rmtree(run / "analysis")
         eight = _peak_rss_mb(common)

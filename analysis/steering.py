@@ -165,7 +165,8 @@ def naive_steered_generate(
             full = torch.stack([counter.step(seq[:, j], mask[:, j].bool(), True) for j in range(seq.shape[1])], 1)
             holder.mask = full.float()
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=seq, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -1]
+            out = model(input_ids=seq, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=1)
+            logits = out.logits[:, -1]
             nxt = logits.float().argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], 1)
             mask = torch.cat([mask, torch.ones_like(nxt)], 1)
