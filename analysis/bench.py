@@ -32,14 +32,40 @@ from tasks.bench_results import record_bench
 TARGETS = {"steer_vs_naive": 20.0, "steer_vs_unsteered": 1.15, "capture_vs_plain": 1.1, "rss_8_vs_2": 1.1}
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _median_s(fn: Callable[[], Any], repeats: int, warmup: Callable[[], Any] | None = None) -> float:
     (warmup or fn)()
+    _sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+# Qwen2.5-0.5B's architecture (its config.json), built locally with random weights: speed does not need weights.
+QWEN25_05B = dict(
+    hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+    vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+)  # fmt: skip
+
+
+def sized_model(tok: Any, arch: str, device: str) -> Any:
+    """A random-weight Qwen2 of a hub model's size (bf16 on GPU); prompts still come from ``tok``."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    if arch != "qwen2.5-0.5b":
+        raise ValueError(f"--arch: expected 'trained' or 'qwen2.5-0.5b', got {arch!r}")
+    cfg = Qwen2Config(**QWEN25_05B, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype).eval()
 
 
 def bench_model(root: Path) -> tuple[Any, Any, str]:
@@ -79,9 +105,12 @@ def _prompts(tok: Any, batch: int) -> Any:
 def steering(model: Any, tok: Any, batch: int, new_tokens: int, repeats: int) -> dict[str, float]:
     from analysis.steering import SteerRule, naive_steered_generate, steered_generate, trigger_vocab
 
-    enc = _prompts(tok, batch)
+    enc = _prompts(tok, batch).to(model.device)
     vocab, rule = trigger_vocab(tok), SteerRule(every=1)
-    vec = {layer: torch.randn(model.config.hidden_size) for layer in (2, 3)}
+    extra = model.config.vocab_size - len(vocab.paren)  # a hub-sized vocabulary: ids the tokenizer lacks never steer
+    if extra > 0:
+        vocab = type(vocab)(*(torch.cat([t, torch.zeros(extra, dtype=torch.bool)]) for t in vars(vocab).values()))
+    vec = {layer: torch.randn(model.config.hidden_size, device=model.device) for layer in (2, 3)}
     args = (enc.input_ids, enc.attention_mask)
 
     def cached(v: dict) -> Callable[[], Any]:
@@ -107,11 +136,11 @@ def steering(model: Any, tok: Any, batch: int, new_tokens: int, repeats: int) ->
 def capture_overhead(model: Any, tok: Any, batch: int, repeats: int) -> dict[str, float]:
     from analysis.hooks import record_residuals
 
-    enc = _prompts(tok, batch)
+    enc = _prompts(tok, batch).to(model.device)
     ids = torch.cat([enc.input_ids, enc.input_ids, enc.input_ids, enc.input_ids], 1)  # ~250 tokens per row
     mask = torch.cat([enc.attention_mask] * 4, 1)
-    rows = torch.arange(batch).repeat_interleave(12)
-    cols = torch.randint(0, ids.shape[1], (batch * 12,))
+    rows = torch.arange(batch, device=ids.device).repeat_interleave(12)
+    cols = torch.randint(0, ids.shape[1], (batch * 12,), device=ids.device)
 
     def plain() -> None:
         with torch.no_grad():
@@ -169,16 +198,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--root", default="checkpoints", help="where trained runs are looked for")
     parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--arch", default="trained", help="trained (the tiny run) or qwen2.5-0.5b (random weights)")
+    parser.add_argument("--section", default="analysis", help="results.json section to write")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the peak-RSS runs (they need vLLM or time)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model, tok, origin = bench_model(Path(args.root))
-    print(f"analysis bench model: {origin}")
-    fig: dict[str, Any] = {"model": origin}
+    if args.arch != "trained":
+        model, origin = sized_model(tok, args.arch, args.device), f"random-weight {args.arch}-sized Qwen2"
+    model = model.to(args.device)
+    print(f"analysis bench model: {origin} on {args.device}")
+    fig: dict[str, Any] = {"model": origin, "device": args.device}
     t0 = time.perf_counter()
     fig.update(steering(model, tok, args.batch, args.new_tokens, args.repeats))
     fig.update(capture_overhead(model, tok, args.batch, args.repeats))
     print(f"(steering and capture timed in {time.perf_counter() - t0:.0f} s)")
-    if origin.startswith(str(args.root)) or Path(origin).exists():
+    if not args.skip_memory and (origin.startswith(str(args.root)) or Path(origin).exists()):
         t0 = time.perf_counter()
         fig.update(memory(Path(origin).parent))
         print(f"(peak-RSS runs over 2 and 8 checkpoints took {time.perf_counter() - t0:.0f} s)")
@@ -198,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.batch} x {args.new_tokens} tokens"
         + (f"; peak RSS {fig['rss_2_ckpt_mb']:.0f} / {fig['rss_8_ckpt_mb']:.0f} MB)" if "rss_2_ckpt_mb" in fig else ")")
     )
-    out = record_bench(args.out, "analysis", fig)
+    out = record_bench(args.out, args.section, fig)
     print(f"wrote {out}")
     return 0
 
