@@ -198,9 +198,9 @@ def head_finding(step: int, comp: dict[str, Any], k: int = 3, factor: float = 3.
     top, rand = row["top_change"], row["random_change_mean"]
     ratio = top / rand if rand else float("inf")
     verdict = (
-        f"a small set of heads carries the verdict at this scale (>= {factor:g}x)"
+        f"a small set of heads carries the verdict at this scale (>= {factor:g}x random)"
         if ratio >= factor
-        else f"no set of {k} heads does it at this scale (< {factor:g}x random)"
+        else f"the top-{k} heads by attribution do not stand out from random ones at this scale (< {factor:g}x)"
     )
     return (
         f"step {step}: ablating the top-{k} heads changes the verdict-error rate by {top:.3f}, {k} random heads by "
