@@ -106,10 +106,7 @@ def steering(model: Any, tok: Any, batch: int, new_tokens: int, repeats: int) ->
     from analysis.steering import SteerRule, naive_steered_generate, steered_generate, trigger_vocab
 
     enc = _prompts(tok, batch).to(model.device)
-    vocab, rule = trigger_vocab(tok), SteerRule(every=1)
-    extra = model.config.vocab_size - len(vocab.paren)  # a hub-sized vocabulary: ids the tokenizer lacks never steer
-    if extra > 0:
-        vocab = type(vocab)(*(torch.cat([t, torch.zeros(extra, dtype=torch.bool)]) for t in vars(vocab).values()))
+    vocab, rule = trigger_vocab(tok, model.config.vocab_size), SteerRule(every=1)
     vec = {layer: torch.randn(model.config.hidden_size, device=model.device) for layer in (2, 3)}
     args = (enc.input_ids, enc.attention_mask)
 

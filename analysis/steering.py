@@ -32,9 +32,11 @@ class TriggerVocab:
 
 
 def trigger_vocab(tokenizer: Any, size: int | None = None) -> TriggerVocab:
-    """Build the lookup tables by decoding every token id once."""
+    """Build the lookup tables by decoding every token id once. ``size`` is the model's vocabulary (embedding
+    rows); ids the tokenizer does not have (padding rows of hub models) never trigger."""
     n = size or len(tokenizer)
-    texts = [tokenizer.decode([i]) for i in range(n)]
+    texts = [tokenizer.decode([i]) for i in range(min(n, len(tokenizer)))]
+    texts += [""] * (n - len(texts))
     return TriggerVocab(
         paren=torch.tensor(["(" in t for t in texts]),
         eq=torch.tensor(["=" in t for t in texts]),

@@ -45,17 +45,13 @@ def _median_s(fn: Any, repeats: int) -> tuple[float, Any]:
 
 
 def rollouts(model_dir: Path, prompts: list[str], n: int, max_tokens: int, repeats: int) -> dict[str, float]:
-    import os
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
-    from train.rollout import apply_cpu_colocate_patch, hf_sample
+    from train.rollout import apply_cpu_colocate_patch, hf_sample, offline_llm
 
     apply_cpu_colocate_patch()
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     params = SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens)
     timed: dict[str, tuple[float, int]] = {}
     start_s = 0.0
@@ -63,14 +59,10 @@ def rollouts(model_dir: Path, prompts: list[str], n: int, max_tokens: int, repea
     # training; bf16 is measured beside it for reference (transformers generation runs under bf16 autocast)
     for dtype in ("auto", "bfloat16"):
         t0 = time.perf_counter()
-        llm = LLM(
-            model=str(model_dir), seed=0, enforce_eager=True, gpu_memory_utilization=0.1,
-            distributed_executor_backend="uni", dtype=dtype,
-        )  # fmt: skip
-        start_s = start_s or time.perf_counter() - t0
-        secs, outs = _median_s(functools.partial(llm.generate, prompts, params, use_tqdm=False), repeats)
-        timed[dtype] = (secs, sum(len(o.token_ids) for out in outs for o in out.outputs))
-        llm.llm_engine.engine_core.shutdown()
+        with offline_llm(model_dir, seed=0, dtype=dtype) as llm:
+            start_s = start_s or time.perf_counter() - t0
+            secs, outs = _median_s(functools.partial(llm.generate, prompts, params, use_tqdm=False), repeats)
+            timed[dtype] = (secs, sum(len(o.token_ids) for out in outs for o in out.outputs))
     v_s, v_tokens = timed["auto"]
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -151,7 +151,7 @@ def grpo_vllm_kwargs(
 
 
 @contextmanager
-def offline_llm(model_dir: str | Path, seed: int = 0) -> Iterator[Any]:
+def offline_llm(model_dir: str | Path, seed: int = 0, dtype: str = "auto") -> Iterator[Any]:
     """A plain ``vllm.LLM`` on a checkpoint directory, shut down on exit (also when the body raises).
 
     On CPU the engine runs in-process (no engine-core / worker subprocesses to spawn: ~3 s instead of ~25 s on
@@ -166,7 +166,7 @@ def offline_llm(model_dir: str | Path, seed: int = 0) -> Iterator[Any]:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         kwargs = {"gpu_memory_utilization": 0.1, "distributed_executor_backend": "uni"}
     try:
-        llm = LLM(model=str(model_dir), seed=seed, enforce_eager=True, **kwargs)
+        llm = LLM(model=str(model_dir), seed=seed, enforce_eager=True, dtype=dtype, **kwargs)
     finally:
         if saved is None:
             os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)

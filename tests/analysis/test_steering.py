@@ -92,6 +92,16 @@ def test_qwen_tokenizer_trigger_is_space_paren(qwen_dir: Path) -> None:
     assert " (" in names and all("(" in n for n in names)
 
 
+def test_trigger_vocab_covers_padding_rows_of_the_embedding(qwen_dir: Path) -> None:
+    """A model's embedding can have more rows than its tokenizer has tokens (hub Qwen models do): those ids exist
+    in the tables and never trigger, and the tokenizer's own ids are unchanged."""
+    _, tok = load(qwen_dir)
+    own, padded = trigger_vocab(tok), trigger_vocab(tok, len(tok) + 7)
+    for a, b in ((own.paren, padded.paren), (own.eq, padded.eq), (own.newline, padded.newline)):
+        assert len(b) == len(a) + 7 and torch.equal(b[: len(a)], a) and not b[len(a) :].any()
+    assert own.paren.any() and own.eq.any()
+
+
 @pytest.mark.parametrize("which", ["digit_dir", "qwen_dir"])
 def test_flip_continuations_reuse_prefix_cache_exactly(which: str, request: pytest.FixtureRequest) -> None:
     """The sweep's shared-prefix KV reuse gives the same tokens as a fresh steered generation per condition."""
