@@ -160,8 +160,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def config_hash(cfg: Any) -> str:
-    """Short stable hash of a config's resolved values (identifies a run's or artifact's inputs)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    """Short stable hash of a config's resolved values, or of a JSON-able dict (identifies an artifact's inputs)."""
+    blob = json.dumps(cfg if isinstance(cfg, dict) else to_dict(cfg), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

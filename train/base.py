@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.config import config_hash, dump_config
+from tasks.config import config_hash, dump_config, to_dict
 from tasks.countdown.generate import Problem
 from tasks.countdown.synth import TraceStyle, write_trace
 
@@ -156,23 +156,30 @@ def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work
     return {"train_loss": float(result.training_loss), "steps": float(result.global_step)}
 
 
-def build_base(out_dir: str | Path, problems: list[Problem], operators: tuple[str, ...], cfg: BaseConfig) -> Path:
-    """Build the tiny base into ``out_dir`` (cached: a complete directory with the same config is reused).
+def build_base(
+    out_dir: str | Path, problems: list[Problem], operators: tuple[str, ...], cfg: BaseConfig, template: str = "base"
+) -> Path:
+    """Build the tiny base into ``out_dir`` (cached: a complete directory with the same inputs is reused).
 
-    Interrupted builds resume from the Trainer's last checkpoint in ``out_dir``.work; the final directory is
-    renamed into place only when complete.
+    The cache key covers the base config, the prompt ``template`` its corpus is written in and the operators:
+    a base pre-trained on one template has never seen another and answers it with end-of-text. Interrupted
+    builds resume from the Trainer's last checkpoint in ``out_dir``.work; the final directory is renamed into
+    place only when complete.
     """
     out = Path(out_dir)
-    key = config_hash(cfg)
+    key = config_hash({"base": to_dict(cfg), "template": template, "operators": list(operators)})
     info = out / "base.json"
     if info.is_file() and json.loads(info.read_text()).get("config_hash") == key:
         return out
     if out.exists():
-        raise FileExistsError(f"{out} holds a base built from another config; delete it or choose another path")
+        raise FileExistsError(
+            f"{out} holds a base built from another config (base.*, template or data.operators differ); "
+            "delete it or set base_dir to another path"
+        )
     t0 = time.perf_counter()
     work = out.with_name(out.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
-    texts = corpus(problems, cfg, operators)
+    texts = corpus(problems, cfg, operators, template)
     tokenizer = build_tokenizer(texts, cfg.vocab_size)
     model = build_model(cfg, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
@@ -183,7 +190,7 @@ def build_base(out_dir: str | Path, problems: list[Problem], operators: tuple[st
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     dump_config(cfg, staging / "base_config.yaml")
-    meta = {"config_hash": key, "parameters": n_params, "seconds": time.perf_counter() - t0, **stats}
+    meta = {"config_hash": key, "template": template, "operators": list(operators), "parameters": n_params, "seconds": time.perf_counter() - t0, **stats}
     (staging / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
     staging.rename(out)
     shutil.rmtree(work, ignore_errors=True)

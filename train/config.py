@@ -87,7 +87,7 @@ class TrainConfig:
     output_root: str = "checkpoints"
     model: str = "tiny"  # "tiny" builds the offline base; else a hub id or a local HF model directory
     base_dir: str = "checkpoints/tiny-base"  # where the tiny base is built and cached
-    template: Literal["base", "qwen-instruct"] = "base"
+    template: Literal["base", "qwen-instruct", "compact"] = "base"
     save_every: int = 20
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

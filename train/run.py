@@ -36,7 +36,7 @@ def ensure_base(cfg: TrainConfig, problems: list[Problem]) -> str:
         return cfg.model
     from train.base import build_base
 
-    return str(build_base(cfg.base_dir, problems, cfg.data.operators, cfg.base))
+    return str(build_base(cfg.base_dir, problems, cfg.data.operators, cfg.base, cfg.template))
 
 
 def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, tokenizer: Any) -> Any:

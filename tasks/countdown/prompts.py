@@ -1,9 +1,15 @@
-"""TinyZero's two Countdown prompt templates and the answer extraction that reads completions made from them.
+"""TinyZero's two Countdown prompt templates (plus a compact one for tiny models) and the answer extraction.
 
 They live in one module so that a template and the parser of its answers cannot drift apart. The template
 text is TinyZero's (``examples/data_preprocess/countdown.py``) character for character, including its
 ``{numbers}`` rendered as a Python list and the leading space after ``user\\n`` in the instruct variant: a
 base model's behaviour is sensitive to the exact prefix, so a reproduction must not paraphrase it.
+
+``compact`` is not TinyZero's: it keeps only the instruction's first sentence. It exists for the offline tiny
+preset, whose ~1M-parameter model with a 512-token vocabulary cannot use 100 words of boilerplate: TinyZero's
+base prompt is ~141 tokens there against ~140 of completion, so it was over half of every GRPO step's forward
+and backward pass and half of the base's pre-training loss. The compact prompt is ~27 tokens. Hub presets keep
+TinyZero's templates.
 
 TinyZero scores ``prompt + completion``: it cuts at the first "Assistant:" (or "<|im_start|>assistant"),
 keeps the last line, and takes the last ``<answer>...</answer>`` on it. Both prompts end with the line
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-TEMPLATE_NAMES = ("base", "qwen-instruct")
+TEMPLATE_NAMES = ("base", "qwen-instruct", "compact")
 
 _INSTRUCTION = (
     "Using the numbers {numbers}, create an equation that equals {target}. You can use basic arithmetic "
@@ -35,6 +41,7 @@ TEMPLATES = {
         + _INSTRUCTION
         + "<|im_end|>\n<|im_start|>assistant\nLet me solve this step by step.\n<think>"
     ),
+    "compact": "Using the numbers {numbers}, create an equation that equals {target}.\n<think>",
 }
 
 ANSWER_OPEN = "<answer>"
@@ -43,7 +50,7 @@ THINK_CLOSE = "</think>"
 
 
 def make_prompt(numbers: Sequence[int], target: int, template: str = "base") -> str:
-    """The prompt TinyZero gives the policy for one problem (``template``: "base" or "qwen-instruct")."""
+    """The prompt given to the policy for one problem (``template``: "base", "qwen-instruct" or "compact")."""
     if template not in TEMPLATES:
         raise ValueError(f"template: expected one of {list(TEMPLATE_NAMES)}, got {template!r}")
     return TEMPLATES[template].format(numbers=[int(n) for n in numbers], target=int(target))

@@ -33,6 +33,14 @@ def test_instruct_template_verbatim() -> None:
     assert p.endswith("</answer>.<|im_end|>\n<|im_start|>assistant\nLet me solve this step by step.\n<think>")
 
 
+def test_compact_template_is_the_instruction_sentence_and_reads_answers_like_base() -> None:
+    p = make_prompt([44, 19, 35], 98, "compact")
+    assert p == "Using the numbers [44, 19, 35], create an equation that equals 98.\n<think>"
+    assert len(p) < len(BASE_44_19_35) // 4
+    done = "- 44 + 19 + 35 = 98 (this works)\n</think>\n<answer> 44 + 19 + 35 </answer>"
+    assert extract_answer(done, "compact") == extract_answer(done, "base") == "44 + 19 + 35"
+
+
 def test_unknown_template_names_the_choices() -> None:
     with pytest.raises(ValueError, match="base"):
         make_prompt([1, 2], 3, "chatml")

@@ -63,3 +63,7 @@ def test_base_is_cached_and_never_silently_replaced(micro_base: Path) -> None:
     assert (micro_base / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(FileExistsError, match="another config"):
         build_base(micro_base, PROBLEMS, ("+", "-"), BaseConfig(steps=7))
+    with pytest.raises(FileExistsError, match="template"):  # a base only answers the template it was trained on
+        build_base(micro_base, PROBLEMS, ("+", "-"), MICRO, "compact")
+    with pytest.raises(FileExistsError, match="another config"):
+        build_base(micro_base, PROBLEMS, ("+", "-", "*"), MICRO)
