@@ -190,7 +190,14 @@ def build_base(
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     dump_config(cfg, staging / "base_config.yaml")
-    meta = {"config_hash": key, "template": template, "operators": list(operators), "parameters": n_params, "seconds": time.perf_counter() - t0, **stats}
+    meta = {
+        "config_hash": key,
+        "template": template,
+        "operators": list(operators),
+        "parameters": n_params,
+        "seconds": time.perf_counter() - t0,
+        **stats,
+    }
     (staging / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
     staging.rename(out)
     shutil.rmtree(work, ignore_errors=True)
