@@ -34,6 +34,7 @@ def test_defaults_yaml_and_overrides(tmp_path: Path) -> None:
     assert cfg == Outer(steps=20, mode="b", limit=7, inner=Inner(lr=0.5, layers=(3, 4)))
     assert isinstance(cfg.inner.lr, float)
     assert load_config(Outer, None, ["limit=null"]).limit is None
+    assert load_config(Outer, None, ["inner.lr=3e-4"]).inner.lr == 3e-4  # YAML 1.1 leaves "3e-4" a string
 
 
 @pytest.mark.parametrize(
@@ -48,6 +49,7 @@ def test_defaults_yaml_and_overrides(tmp_path: Path) -> None:
         (["inner.layers=[1, x]"], "inner.layers[1]: expected an integer"),
         (["inner=5"], "inner: expected a mapping"),
         (["steps"], "expected key=value"),
+        (["inner.lr=fast"], "inner.lr: expected a number, got 'fast'"),
     ],
 )
 def test_errors_name_the_field(overrides: list[str], message: str) -> None:

@@ -37,6 +37,7 @@ class GRPOSettings:
     num_iterations: int = 1
     epsilon: float = 0.2
     mask_truncated_completions: bool = False
+    top_entropy_quantile: float = 1.0  # < 1: train only on the highest-entropy ("forking") tokens of each batch
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
     bf16: bool = True
@@ -117,6 +118,8 @@ class TrainConfig:
                 f"grpo.max_completion_length: {g.max_completion_length} tokens is too short for one attempt line "
                 "plus an answer; use >= 48 (TinyZero: 1024)"
             )
+        if not 0.0 < g.top_entropy_quantile <= 1.0:
+            raise ConfigError(f"grpo.top_entropy_quantile: expected in (0, 1], got {g.top_entropy_quantile}")
         if self.save_every < 1:
             raise ConfigError(f"save_every: expected >= 1, got {self.save_every}")
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):

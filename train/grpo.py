@@ -111,6 +111,7 @@ def grpo_args(
         num_iterations=g.num_iterations,
         epsilon=g.epsilon,
         mask_truncated_completions=g.mask_truncated_completions,
+        top_entropy_quantile=g.top_entropy_quantile,
         gradient_checkpointing=g.gradient_checkpointing,
         bf16=g.bf16,
         use_cpu=device == "cpu",

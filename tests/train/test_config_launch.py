@@ -50,6 +50,7 @@ def test_plan_single_process_colocate() -> None:
         (["grpo.prompts_per_step=3", "grpo.num_generations=3", "launch.trainer_gpus=2"], "divide evenly"),
         (["grpo.num_generations=1"], "num_generations"),
         (["grpo.max_completion_length=16"], "too short for one attempt line"),
+        (["grpo.top_entropy_quantile=0"], "top_entropy_quantile: expected in"),
         (["model=/no/such/dir"], "model:"),
         (["eval.problems=5000"], "eval.problems"),
         (["grpo.learning_rat=1"], "Did you mean 'grpo.learning_rate'"),
