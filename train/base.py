@@ -163,8 +163,8 @@ def build_base(
 
     The cache key covers the base config, the prompt ``template`` its corpus is written in and the operators:
     a base pre-trained on one template has never seen another and answers it with end-of-text. Interrupted
-    builds resume from the Trainer's last checkpoint in ``out_dir``.work; the final directory is renamed into
-    place only when complete.
+    builds resume from the Trainer's last checkpoint in ``out_dir``.work (only when it was building the same
+    inputs); the final directory is renamed into place only when complete.
     """
     out = Path(out_dir)
     key = config_hash({"base": to_dict(cfg), "template": template, "operators": list(operators)})
@@ -178,7 +178,12 @@ def build_base(
         )
     t0 = time.perf_counter()
     work = out.with_name(out.name + ".work")
+    stamp = work / "inputs.key"
+    if work.is_dir() and (not stamp.is_file() or stamp.read_text() != key):
+        print(f"{work}: an interrupted build of other inputs; starting this one from scratch")
+        shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
     texts = corpus(problems, cfg, operators, template)
     tokenizer = build_tokenizer(texts, cfg.vocab_size)
     model = build_model(cfg, tokenizer)

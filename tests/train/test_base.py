@@ -67,3 +67,12 @@ def test_base_is_cached_and_never_silently_replaced(micro_base: Path) -> None:
         build_base(micro_base, PROBLEMS, ("+", "-"), MICRO, "compact")
     with pytest.raises(FileExistsError, match="another config"):
         build_base(micro_base, PROBLEMS, ("+", "-", "*"), MICRO)
+
+
+def test_interrupted_build_of_other_inputs_is_not_resumed(tmp_path: Path) -> None:
+    out = tmp_path / "micro"
+    stale = out.with_name("micro.work") / "trainer" / "checkpoint-5"
+    stale.mkdir(parents=True)  # resuming from this empty checkpoint would fail inside the Trainer
+    (stale.parent.parent / "inputs.key").write_text("another-config")
+    assert build_base(out, PROBLEMS, ("+", "-"), MICRO) == out
+    assert (out / "model.safetensors").is_file() and not out.with_name("micro.work").exists()
