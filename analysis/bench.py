@@ -57,12 +57,10 @@ QWEN25_05B = dict(
 )  # fmt: skip
 
 
-def sized_model(tok: Any, arch: str, device: str) -> Any:
-    """A random-weight Qwen2 of a hub model's size (bf16 on GPU); prompts still come from ``tok``."""
+def sized_model(tok: Any, device: str) -> Any:
+    """A random-weight Qwen2 of Qwen2.5-0.5B's size (bf16 on GPU); prompts still come from ``tok``."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    if arch != "qwen2.5-0.5b":
-        raise ValueError(f"--arch: expected 'trained' or 'qwen2.5-0.5b', got {arch!r}")
     cfg = Qwen2Config(**QWEN25_05B, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     return Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype).eval()
@@ -196,14 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="checkpoints", help="where trained runs are looked for")
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--arch", default="trained", help="trained (the tiny run) or qwen2.5-0.5b (random weights)")
+    parser.add_argument(
+        "--arch", default="trained", choices=["trained", "qwen2.5-0.5b"], help="the tiny run, or random weights"
+    )
     parser.add_argument("--section", default="analysis", help="results.json section to write")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-RSS runs (they need vLLM or time)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model, tok, origin = bench_model(Path(args.root))
     if args.arch != "trained":
-        model, origin = sized_model(tok, args.arch, args.device), f"random-weight {args.arch}-sized Qwen2"
+        model, origin = sized_model(tok, args.device), f"random-weight {args.arch}-sized Qwen2"
     model = model.to(args.device)
     print(f"analysis bench model: {origin} on {args.device}")
     fig: dict[str, Any] = {"model": origin, "device": args.device}
