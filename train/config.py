@@ -39,6 +39,11 @@ class GRPOSettings:
     mask_truncated_completions: bool = False
     top_entropy_quantile: float = 1.0  # < 1: train only on the highest-entropy ("forking") tokens of each batch
     gradient_accumulation_steps: int = 1
+    # optimizer steps per generated batch (TRL's steps_per_generation): the prompts_per_step x num_generations
+    # completions are shuffled and split into this many minibatches, one update each (grpo.steps counts updates)
+    steps_per_generation: int = 1
+    # TRL's correction for the vLLM-vs-trainer logprob mismatch; costs one extra forward pass over every batch
+    vllm_importance_sampling_correction: bool = True
     gradient_checkpointing: bool = False
     bf16: bool = True
     format_score: float = 0.1
@@ -112,6 +117,14 @@ class TrainConfig:
             raise ConfigError(
                 f"grpo.prompts_per_step x grpo.num_generations = {batch} completions per step must divide evenly "
                 f"over launch.trainer_gpus = {self.launch.trainer_gpus}"
+            )
+        if g.steps_per_generation < 1:
+            raise ConfigError(f"grpo.steps_per_generation: expected >= 1, got {g.steps_per_generation}")
+        parts = self.launch.trainer_gpus * g.gradient_accumulation_steps * g.steps_per_generation
+        if batch % parts:
+            raise ConfigError(
+                f"grpo.prompts_per_step x grpo.num_generations = {batch} completions must split evenly into "
+                f"launch.trainer_gpus x grpo.gradient_accumulation_steps x grpo.steps_per_generation = {parts} parts"
             )
         if g.max_completion_length < 48:
             raise ConfigError(

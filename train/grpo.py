@@ -89,12 +89,13 @@ def grpo_args(
 
     g = cfg.grpo
     completions = g.prompts_per_step * g.num_generations
-    per_device = completions // (cfg.launch.trainer_gpus * g.gradient_accumulation_steps)
+    per_device = completions // (cfg.launch.trainer_gpus * g.gradient_accumulation_steps * g.steps_per_generation)
     return GRPOConfig(
         output_dir=str(run_dir / ck.STAGING),
         max_steps=g.steps,
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=g.gradient_accumulation_steps,
+        steps_per_generation=g.steps_per_generation,
         num_generations=g.num_generations,
         learning_rate=g.learning_rate,
         lr_scheduler_type=g.lr_scheduler_type,
@@ -112,6 +113,7 @@ def grpo_args(
         epsilon=g.epsilon,
         mask_truncated_completions=g.mask_truncated_completions,
         top_entropy_quantile=g.top_entropy_quantile,
+        vllm_importance_sampling_correction=g.vllm_importance_sampling_correction,
         gradient_checkpointing=g.gradient_checkpointing,
         bf16=g.bf16,
         use_cpu=device == "cpu",

@@ -45,7 +45,8 @@ class LaunchPlan:
         lines.append(
             f"GRPO: {g.prompts_per_step} prompts x {g.num_generations} generations = {self.completions_per_step} "
             f"completions/step over {cfg.launch.trainer_gpus} trainer process(es) "
-            f"({self.per_device_batch} per device per micro-step, {g.gradient_accumulation_steps} accumulation), "
+            f"({self.per_device_batch} per device per micro-step, {g.gradient_accumulation_steps} accumulation, "
+            f"{g.steps_per_generation} update(s) per generated batch), "
             f"{g.steps} steps, checkpoint every {cfg.save_every}"
         )
         if self.server_cmd:
@@ -64,7 +65,7 @@ def plan(cfg: TrainConfig, cli_args: list[str]) -> LaunchPlan:
     n, m = cfg.launch.trainer_gpus, cfg.launch.vllm_gpus
     g = cfg.grpo
     completions = g.prompts_per_step * g.num_generations
-    per_device = completions // (n * g.gradient_accumulation_steps)
+    per_device = completions // (n * g.gradient_accumulation_steps * g.steps_per_generation)
     if cfg.rollout.vllm_mode == "server" and cfg.rollout.engine != "hf" and cfg.rollout.start_server and m < 1:
         raise ValueError("launch.vllm_gpus: server mode with start_server needs >= 1 GPU for `trl vllm-serve`")
     module = [sys.executable, "-m", "train", *cli_args]

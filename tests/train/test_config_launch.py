@@ -42,6 +42,8 @@ def test_plan_single_process_colocate() -> None:
     p = plan(cfg, ["--preset", "qwen2.5-0.5b"])
     assert p.server_cmd is None and p.trainer_cmd[-3:] == ["train", "--preset", "qwen2.5-0.5b"]
     assert p.completions_per_step == 512 and p.per_device_batch == 128
+    split = plan(load_train_config("qwen2.5-0.5b", ["grpo.steps_per_generation=4"]), [])
+    assert split.completions_per_step == 512 and split.per_device_batch == 32  # 4 updates per generated batch
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,8 @@ def test_plan_single_process_colocate() -> None:
         (["grpo.num_generations=1"], "num_generations"),
         (["grpo.max_completion_length=16"], "too short for one attempt line"),
         (["grpo.top_entropy_quantile=0"], "top_entropy_quantile: expected in"),
+        (["grpo.steps_per_generation=0"], "steps_per_generation: expected >= 1"),
+        (["grpo.steps_per_generation=3"], "split evenly into .* = 3 parts"),
         (["model=/no/such/dir"], "model:"),
         (["eval.problems=5000"], "eval.problems"),
         (["grpo.learning_rat=1"], "Did you mean 'grpo.learning_rate'"),
@@ -98,3 +102,15 @@ def test_wait_for_server_returns_when_healthy() -> None:
         wait_for_server(f"http://127.0.0.1:{server.server_port}/health/", 5.0)
     finally:
         server.shutdown()
+
+
+def test_grpo_args_split_batch_into_updates_and_skip_is_correction(tmp_path: Path) -> None:
+    from train.grpo import grpo_args
+
+    overrides = ["grpo.steps_per_generation=4", "grpo.vllm_importance_sampling_correction=false"]
+    cfg = load_train_config("tiny", [*overrides, "grpo.temperature=0.7"])
+    args = grpo_args(cfg, tmp_path, "cpu", {"use_vllm": False}, [1.0])
+    completions = cfg.grpo.prompts_per_step * cfg.grpo.num_generations
+    assert args.generation_batch_size == completions  # one generation per 4 optimizer steps
+    assert (args.steps_per_generation, args.per_device_train_batch_size) == (4, completions // 4)
+    assert args.vllm_importance_sampling_correction is False and args.temperature == 0.7
