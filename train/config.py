@@ -112,19 +112,15 @@ class TrainConfig:
             raise ConfigError(f"grpo.num_generations: GRPO needs >= 2 completions per prompt, got {g.num_generations}")
         if g.prompts_per_step < 1:
             raise ConfigError(f"grpo.prompts_per_step: expected >= 1, got {g.prompts_per_step}")
-        batch = g.prompts_per_step * g.num_generations
-        if batch % self.launch.trainer_gpus:
-            raise ConfigError(
-                f"grpo.prompts_per_step x grpo.num_generations = {batch} completions per step must divide evenly "
-                f"over launch.trainer_gpus = {self.launch.trainer_gpus}"
-            )
         if g.steps_per_generation < 1:
             raise ConfigError(f"grpo.steps_per_generation: expected >= 1, got {g.steps_per_generation}")
+        batch = g.prompts_per_step * g.num_generations
         parts = self.launch.trainer_gpus * g.gradient_accumulation_steps * g.steps_per_generation
         if batch % parts:
             raise ConfigError(
-                f"grpo.prompts_per_step x grpo.num_generations = {batch} completions must split evenly into "
-                f"launch.trainer_gpus x grpo.gradient_accumulation_steps x grpo.steps_per_generation = {parts} parts"
+                f"grpo.prompts_per_step x grpo.num_generations = {batch} completions per step must divide evenly "
+                f"into launch.trainer_gpus x grpo.gradient_accumulation_steps x grpo.steps_per_generation = {parts} "
+                "parts"
             )
         if g.max_completion_length < 48:
             raise ConfigError(
@@ -150,6 +146,16 @@ class TrainConfig:
     def _looks_like_hub_id(self) -> bool:
         parts = self.model.split("/")
         return len(parts) == 2 and all(parts) and not Path(self.model).exists() and not self.model.startswith(".")
+
+    @property
+    def per_device_batch(self) -> int:
+        """Completions per device per micro-step: the generated batch over processes, accumulation and updates."""
+        g = self.grpo
+        return (
+            g.prompts_per_step
+            * g.num_generations
+            // (self.launch.trainer_gpus * g.gradient_accumulation_steps * g.steps_per_generation)
+        )
 
     @property
     def run_dir(self) -> Path:

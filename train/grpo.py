@@ -88,12 +88,10 @@ def grpo_args(
     from trl import GRPOConfig
 
     g = cfg.grpo
-    completions = g.prompts_per_step * g.num_generations
-    per_device = completions // (cfg.launch.trainer_gpus * g.gradient_accumulation_steps * g.steps_per_generation)
     return GRPOConfig(
         output_dir=str(run_dir / ck.STAGING),
         max_steps=g.steps,
-        per_device_train_batch_size=per_device,
+        per_device_train_batch_size=cfg.per_device_batch,
         gradient_accumulation_steps=g.gradient_accumulation_steps,
         steps_per_generation=g.steps_per_generation,
         num_generations=g.num_generations,

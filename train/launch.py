@@ -65,7 +65,6 @@ def plan(cfg: TrainConfig, cli_args: list[str]) -> LaunchPlan:
     n, m = cfg.launch.trainer_gpus, cfg.launch.vllm_gpus
     g = cfg.grpo
     completions = g.prompts_per_step * g.num_generations
-    per_device = completions // (n * g.gradient_accumulation_steps * g.steps_per_generation)
     if cfg.rollout.vllm_mode == "server" and cfg.rollout.engine != "hf" and cfg.rollout.start_server and m < 1:
         raise ValueError("launch.vllm_gpus: server mode with start_server needs >= 1 GPU for `trl vllm-serve`")
     module = [sys.executable, "-m", "train", *cli_args]
@@ -101,7 +100,7 @@ def plan(cfg: TrainConfig, cli_args: list[str]) -> LaunchPlan:
                 "0.9",
             ]
             server_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(n, n + m))
-    return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, per_device)
+    return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, cfg.per_device_batch)
 
 
 def wait_for_server(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
