@@ -114,8 +114,7 @@ class TrainConfig:
             raise ConfigError(f"grpo.prompts_per_step: expected >= 1, got {g.prompts_per_step}")
         if g.steps_per_generation < 1:
             raise ConfigError(f"grpo.steps_per_generation: expected >= 1, got {g.steps_per_generation}")
-        batch = g.prompts_per_step * g.num_generations
-        parts = self.launch.trainer_gpus * g.gradient_accumulation_steps * g.steps_per_generation
+        batch, parts = g.prompts_per_step * g.num_generations, self._batch_parts
         if batch % parts:
             raise ConfigError(
                 f"grpo.prompts_per_step x grpo.num_generations = {batch} completions per step must divide evenly "
@@ -148,14 +147,15 @@ class TrainConfig:
         return len(parts) == 2 and all(parts) and not Path(self.model).exists() and not self.model.startswith(".")
 
     @property
-    def per_device_batch(self) -> int:
-        """Completions per device per micro-step: the generated batch over processes, accumulation and updates."""
+    def _batch_parts(self) -> int:
+        """How many micro-batches one generated batch is cut into: processes x accumulation x updates."""
         g = self.grpo
-        return (
-            g.prompts_per_step
-            * g.num_generations
-            // (self.launch.trainer_gpus * g.gradient_accumulation_steps * g.steps_per_generation)
-        )
+        return self.launch.trainer_gpus * g.gradient_accumulation_steps * g.steps_per_generation
+
+    @property
+    def per_device_batch(self) -> int:
+        """Completions per device per micro-step."""
+        return self.grpo.prompts_per_step * self.grpo.num_generations // self._batch_parts
 
     @property
     def run_dir(self) -> Path:
