@@ -6,6 +6,9 @@
 * GRPO step breakdown: a short real ``python -m train`` run (TRL GRPOTrainer, vLLM colocate) on the tiny base,
   its per-step ``metrics.jsonl`` split into generation, weight sync, reward and the rest (forward, backward,
   optimizer), as shares of the step (median over steps after the first two).
+* the lean loss pass (``grpo.lean_loss``, train/lean_loss.py): the same short run with TRL's own loss pass, and
+  the ratio of the two runs' forward/backward/optimizer time per step (no target: it depends on how many groups
+  have all-equal rewards and how spread the completion lengths are).
 
 The model is ``checkpoints/tiny-base`` when it exists (``make base``); otherwise a micro base is built in a
 scratch directory (a few seconds), which the output says.
@@ -79,10 +82,11 @@ def rollouts(model_dir: Path, prompts: list[str], n: int, max_tokens: int, repea
     }
 
 
-def grpo_breakdown(base_args: list[str], steps: int) -> dict[str, float]:
+def grpo_breakdown(base_args: list[str], steps: int, lean: bool = True) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         args = [
-            *base_args, f"output_root={tmp}", "run_name=bench", f"grpo.steps={steps}", f"save_every={steps}",
+            *base_args, f"grpo.lean_loss={str(lean).lower()}",
+            f"output_root={tmp}", "run_name=bench", f"grpo.steps={steps}", f"save_every={steps}",
             "eval.problems=8", "eval.samples=1", "rollout.engine=vllm",
         ]  # fmt: skip
         proc = subprocess.run([sys.executable, "-m", "train", *args], capture_output=True, text=True, timeout=1800)
@@ -134,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         fig.update(
             rollouts(model_dir, prompts[: g.prompts_per_step], g.num_generations, g.max_completion_length, args.repeats)
         )
-        fig.update(grpo_breakdown(base_args, args.grpo_steps))
+        fig.update(grpo_breakdown(base_args, args.grpo_steps, lean=True))
+        full = grpo_breakdown(base_args, args.grpo_steps, lean=False)
+        fig["grpo_step_s_trl_loss"] = full["grpo_step_s"]
+        lean_s = fig["grpo_step_s"] * fig["share_forward_backward_optimizer"]
+        full_s = full["grpo_step_s"] * full["share_forward_backward_optimizer"]
+        fig["lean_loss_speedup"] = full_s / max(lean_s, 1e-9)
     ok = "ok" if fig["vllm_vs_hf"] >= TARGET_VLLM_VS_HF else "MISSED"
     print(
         f"{'rollouts: vLLM / transformers tokens/s':<42}{fig['vllm_vs_hf']:>9.2f}x  "
@@ -147,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GRPO step {fig['grpo_step_s']:.2f} s: " + ", ".join(
         f"{k[6:]} {v:.0%}" for k, v in fig.items() if k.startswith("share_")
     ))  # fmt: skip
+    print(
+        f"{'GRPO loss pass: TRL full / lean':<42}{fig['lean_loss_speedup']:>9.2f}x  "
+        f"(forward+backward+optimizer per step; steps {fig['grpo_step_s_trl_loss']:.2f} s vs "
+        f"{fig['grpo_step_s']:.2f} s)"
+    )
     out = record_bench(args.out, "train", fig)
     print(f"wrote {out}")
     return 0

@@ -46,6 +46,10 @@ class GRPOSettings:
     vllm_importance_sampling_correction: bool = True
     gradient_checkpointing: bool = False
     bf16: bool = True
+    # exact, cheaper loss pass (train/lean_loss.py): skip zero-advantage completions, length-bucket the rest into
+    # chunks of lean_loss_rows; needs loss_type dapo and beta 0, where it equals TRL's loss and gradient
+    lean_loss: bool = False
+    lean_loss_rows: int = 16
     format_score: float = 0.1
     correct_score: float = 1.0
     sample_every: int = 10  # print and save sample completions every N steps
@@ -128,6 +132,13 @@ class TrainConfig:
             )
         if not 0.0 < g.top_entropy_quantile <= 1.0:
             raise ConfigError(f"grpo.top_entropy_quantile: expected in (0, 1], got {g.top_entropy_quantile}")
+        if g.lean_loss_rows < 1:
+            raise ConfigError(f"grpo.lean_loss_rows: expected >= 1, got {g.lean_loss_rows}")
+        if g.lean_loss and (g.loss_type != "dapo" or g.beta != 0.0 or g.top_entropy_quantile < 1.0):
+            raise ConfigError(
+                "grpo.lean_loss: exact only with grpo.loss_type=dapo, grpo.beta=0 and grpo.top_entropy_quantile=1 "
+                f"(got {g.loss_type!r}, {g.beta}, {g.top_entropy_quantile}); set grpo.lean_loss=false"
+            )
         if self.save_every < 1:
             raise ConfigError(f"save_every: expected >= 1, got {self.save_every}")
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):

@@ -102,6 +102,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     from trl import GRPOTrainer
 
     from train.grpo import grpo_args, make_callback, prompt_dataset, reward_functions, tensorboard_callback
+    from train.lean_loss import lean_trainer_class
     from train.rollout import choose_rollout, grpo_vllm_kwargs
 
     t0 = time.perf_counter()
@@ -123,7 +124,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     rollout_kwargs = grpo_vllm_kwargs(device, cfg.rollout) if engine == "vllm" else {"use_vllm": False}
     funcs, weights = reward_functions(cfg, run_dir / "samples.jsonl")
     callback = make_callback(cfg, run_dir, tokenizer, make_evaluator(cfg, test_problems, engine, tokenizer))
-    trainer = GRPOTrainer(
+    trainer_cls = lean_trainer_class(GRPOTrainer, cfg.grpo.lean_loss_rows) if cfg.grpo.lean_loss else GRPOTrainer
+    trainer = trainer_cls(
         model=model,
         reward_funcs=funcs,
         args=grpo_args(cfg, run_dir, device, rollout_kwargs, weights),
