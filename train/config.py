@@ -46,8 +46,8 @@ class GRPOSettings:
     vllm_importance_sampling_correction: bool = True
     gradient_checkpointing: bool = False
     bf16: bool = True
-    # exact, cheaper loss pass (train/lean_loss.py): skip zero-advantage completions, length-bucket the rest into
-    # chunks of lean_loss_rows; needs loss_type dapo and beta 0, where it equals TRL's loss and gradient
+    # exact, cheaper loss pass (train/lean_loss.py): skip zero-advantage completions, one chunk per prompt group
+    # (at most lean_loss_rows rows), each prompt run once; needs loss_type dapo and beta 0 (then = TRL's loss)
     lean_loss: bool = False
     lean_loss_rows: int = 16
     format_score: float = 0.1

@@ -1,4 +1,4 @@
-"""An exact, cheaper pass for TRL's GRPO loss: skip zero-advantage completions, bucket the rest by length.
+"""An exact, cheaper pass for TRL's GRPO loss: skip zero-advantage completions, run each prompt once per group.
 
 Why this exists: on the tiny preset about 30% of the 4 x 16 groups have all-equal rewards (every completion
 wrong, or all right), so their advantages are exactly 0; and TRL right-pads every completion of a batch to the
@@ -10,9 +10,17 @@ length-sorted chunks of the non-zero rows, each trimmed to its own longest compl
 gradient as TRL's single pass (a test checks this), for about half the compute of that pass on this CPU
 (1.85 s -> 1.0 s per 64 completions, measured with the tiny base).
 
-TRL offers neither: its ``_get_per_token_logps_and_entropies`` chunks rows only to cap memory, keeping the padding
-and the zero-advantage rows. What is ours is only the row selection and trimming; the loss itself is TRL's
-``_compute_loss``, called once per chunk. Where the equality would not hold (another loss type, a KL term, an
+Second, the 16 completions of a group share one prompt (141 tokens of TinyZero's template, half of every row),
+and a causal model's prompt activations do not depend on what follows. :func:`shared_prompt_logps` runs each
+distinct prompt once (all but its last token, into a KV cache), repeats the cache over the group's rows and runs
+only the last prompt token plus the completions through the model and TRL's fused log-prob head. Positions and
+the attention mask are those of the full pass, and the backward pass sums the rows' gradients into the shared
+prompt, so log-probs and gradients match TRL's to float precision (a test checks both); the pass costs ~40% less.
+
+TRL offers neither: its ``_get_per_token_logps_and_entropies`` chunks rows only to cap memory, keeping the
+padding, the zero-advantage rows and one prompt copy per completion. What is ours is only the row selection,
+the trimming and the shared prompt pass; the loss itself is TRL's ``_compute_loss``, called once per chunk, and
+the log-probs come from TRL's fused head. Where the equality would not hold (another loss type, a KL term, an
 entropy mask or bonus over the whole batch, multimodal inputs), :func:`lean_blockers` names why and the trainer
 keeps TRL's own pass. Logged per-step metrics that TRL averages inside the loss (entropy, clip ratios) then
 cover the rows trained on, not the zero-advantage ones.
@@ -54,10 +62,18 @@ def lean_blockers(trainer: Any, inputs: dict[str, Any]) -> list[str]:
     return why
 
 
+def prompt_groups(prompt_ids: Any, prompt_mask: Any) -> Any:
+    """For each row, the index of its distinct (prompt ids, prompt mask) among the batch's."""
+    import torch
+
+    return torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0, return_inverse=True)[1]
+
+
 def lean_chunks(inputs: dict[str, Any], rows_per_chunk: int) -> list[dict[str, Any]]:
-    """The non-zero-advantage rows of ``inputs``, sorted by completion length, in chunks of ``rows_per_chunk``,
-    each trimmed to its longest completion. One row is kept when every advantage is 0, so that the loss still
-    has a graph to run backward through (its gradient is exactly 0)."""
+    """The non-zero-advantage rows of ``inputs``, one prompt group per chunk (longer groups split into chunks of
+    at most ``rows_per_chunk``), sorted by completion length and each chunk trimmed to its longest completion.
+    One row is kept when every advantage is 0, so that the loss still has a graph to run backward through (its
+    gradient is exactly 0)."""
     import torch
 
     if rows_per_chunk < 1:
@@ -68,10 +84,15 @@ def lean_chunks(inputs: dict[str, Any], rows_per_chunk: int) -> list[dict[str, A
     if keep.numel() == 0:
         keep = torch.zeros(1, dtype=torch.long, device=adv.device)
     lengths = inputs["completion_mask"].sum(dim=1)
-    keep = keep[torch.argsort(lengths[keep], stable=True)]
+    group = prompt_groups(inputs["prompt_ids"], inputs["prompt_mask"])
+    # sort by (group, length): lengths < 2**20 tokens
+    keep = keep[torch.argsort(group[keep] * 2**20 + lengths[keep], stable=True)]
+    pieces = []
+    for g in torch.unique_consecutive(group[keep]):
+        rows = keep[group[keep] == g]
+        pieces += [rows[i : i + rows_per_chunk] for i in range(0, rows.numel(), rows_per_chunk)]
     chunks = []
-    for start in range(0, keep.numel(), rows_per_chunk):
-        rows = keep[start : start + rows_per_chunk]
+    for rows in pieces:
         width = max(int(lengths[rows].max()), 1)
         chunk: dict[str, Any] = {"num_items_in_batch": inputs["num_items_in_batch"]}
         for key in _ROW_KEYS:
@@ -84,6 +105,50 @@ def lean_chunks(inputs: dict[str, Any], rows_per_chunk: int) -> list[dict[str, A
             chunk[key] = value
         chunks.append(chunk)
     return chunks
+
+
+def shared_prompt_logps(
+    model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int, autocast: Any
+) -> tuple[Any, Any]:
+    """Per-token log-probs and entropies of the last ``logits_to_keep`` tokens (TRL's fused head, as in its
+    ``_get_per_token_logps_and_entropies``), running each distinct prompt once for all rows that share it."""
+    import torch
+    from transformers import DynamicCache
+
+    prompt_len = input_ids.size(1) - logits_to_keep
+    group = prompt_groups(input_ids[:, :prompt_len], attention_mask[:, :prompt_len])
+    logps = input_ids.new_zeros(input_ids.shape[0], logits_to_keep, dtype=torch.float32)
+    entropies = torch.zeros_like(logps)
+    parts = []
+    for g in torch.unique(group):
+        rows = torch.nonzero(group == g).flatten()
+        first = rows[:1]
+        cache = DynamicCache()
+        with autocast():
+            # all prompt tokens but the last, once: the last one's output scores the first completion token
+            model.base_model(
+                input_ids=input_ids[first, : prompt_len - 1],
+                attention_mask=attention_mask[first, : prompt_len - 1],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache.batch_repeat_interleave(rows.numel())
+            tail = input_ids[rows, prompt_len - 1 :]
+            labels = tail.masked_fill(attention_mask[rows, prompt_len - 1 :] == 0, -100)
+            labels[:, 0] = -100  # the last prompt token is context, not a scored completion token
+            out = model(
+                input_ids=tail,
+                attention_mask=attention_mask[rows],
+                past_key_values=cache,
+                labels=labels,
+                fused_lm_head=True,
+            )
+        parts.append((rows, out.log_probs, out.entropy))
+    # index_put keeps the graph: each row's log-probs come from its own group's pass
+    for rows, lp, ent in parts:
+        logps = logps.index_put((rows,), lp.float())
+        entropies = entropies.index_put((rows,), ent.float())
+    return logps, entropies
 
 
 def lean_trainer_class(base: type, rows_per_chunk: int) -> type:
@@ -104,9 +169,31 @@ def lean_trainer_class(base: type, rows_per_chunk: int) -> type:
                     type(self)._lean_warned = True
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             chunks = lean_chunks(inputs, rows_per_chunk)
+            self._lean_shared_prompt = True
             loss = self._compute_loss(model, chunks[0])
             for chunk in chunks[1:]:
                 loss = loss + self._compute_loss(model, chunk)
+            self._lean_shared_prompt = False
             return loss
+
+        def _get_per_token_logps_and_entropies(
+            self, model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int, *args: Any, **kwargs: Any
+        ) -> Any:
+            plain = ("batch_size", "compute_entropy", "compute_aux_loss")
+            multimodal = any(v is not None for k, v in kwargs.items() if k not in plain)
+            if (
+                not getattr(self, "_lean_shared_prompt", False)
+                or args
+                or multimodal
+                or kwargs.get("compute_aux_loss")
+                or input_ids.size(1) - logits_to_keep < 2
+            ):
+                return super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+                )
+            logps, entropies = shared_prompt_logps(
+                model, input_ids, attention_mask, logits_to_keep, self.accelerator.autocast
+            )
+            return logps, entropies if kwargs.get("compute_entropy") else None, None
 
     return LeanGRPOTrainer

@@ -16,7 +16,7 @@ import torch
 from tasks.config import ConfigError
 from train.base import BaseConfig, build_model, build_tokenizer
 from train.config import load_train_config
-from train.lean_loss import lean_blockers, lean_chunks, lean_trainer_class
+from train.lean_loss import lean_blockers, lean_chunks, lean_trainer_class, shared_prompt_logps
 
 PROMPTS = ["the quick brown", "count down to", "reach a target", "42 with + - * /"]
 
@@ -63,19 +63,23 @@ def make_trainer(model_dir: Path, out: Path, lean: bool, **overrides: Any) -> An
     return trainer
 
 
-def batch(rows: int = 12, prompt_len: int = 7, width: int = 20, vocab: int = 200) -> dict[str, torch.Tensor]:
-    """TRL's layout: left-padded prompts, right-padded completions, advantages (B,), token count of the batch."""
+def batch(groups: int = 3, size: int = 4, prompt_len: int = 7, width: int = 20, vocab: int = 200) -> dict:
+    """TRL's layout: ``groups`` prompts x ``size`` completions; left-padded prompts (the second one shorter),
+    right-padded completions, advantages (B,) with one group all 0 and one stray 0, the batch's token count."""
     g = torch.Generator().manual_seed(1)
-    prompt_mask = torch.ones(rows, prompt_len, dtype=torch.long)
-    prompt_mask[::3, :2] = 0  # some prompts are shorter (left padding)
+    rows = groups * size
+    prompt_mask = torch.ones(groups, prompt_len, dtype=torch.long)
+    prompt_mask[1, :2] = 0
+    prompts = torch.randint(3, vocab, (groups, prompt_len), generator=g) * prompt_mask
     lengths = torch.randint(3, width + 1, (rows,), generator=g)
     lengths[0] = width
     completion_mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
     advantages = torch.randn(rows, generator=g)
-    advantages[[1, 4, 5, 9]] = 0.0  # groups whose rewards were all equal
+    advantages[size : 2 * size] = 0.0  # a group whose rewards were all equal
+    advantages[1] = 0.0
     return {
-        "prompt_ids": torch.randint(3, vocab, (rows, prompt_len), generator=g) * prompt_mask,
-        "prompt_mask": prompt_mask,
+        "prompt_ids": prompts.repeat_interleave(size, dim=0),
+        "prompt_mask": prompt_mask.repeat_interleave(size, dim=0),
         "completion_ids": torch.randint(3, vocab, (rows, width), generator=g) * completion_mask,
         "completion_mask": completion_mask,
         "advantages": advantages,
@@ -94,7 +98,13 @@ def loss_and_grads(trainer: Any, inputs: dict[str, torch.Tensor]) -> tuple[float
 def test_lean_pass_equals_trl_loss_and_gradient(model_dir: Path, tmp_path: Path) -> None:
     inputs = batch()
     trl_loss, trl_grads = loss_and_grads(make_trainer(model_dir, tmp_path / "trl", lean=False), inputs)
-    lean_loss, lean_grads = loss_and_grads(make_trainer(model_dir, tmp_path / "lean", lean=True), inputs)
+    lean = make_trainer(model_dir, tmp_path / "lean", lean=True)
+    calls = []
+    hook = lean.model.base_model.register_forward_hook(lambda m, a, k: calls.append(1))
+    lean_loss, lean_grads = loss_and_grads(lean, inputs)
+    hook.remove()
+    # 3 chunks (see test_chunks_drop_zero_rows_sort_and_trim), each: its prompt once, then its completions
+    assert len(calls) == 6
     assert abs(trl_loss) > 1e-6 and any(g.abs().max() > 1e-6 for g in trl_grads)
     assert lean_loss == pytest.approx(trl_loss, rel=1e-5, abs=1e-7)
     assert len(lean_grads) == len(trl_grads)
@@ -105,17 +115,41 @@ def test_lean_pass_equals_trl_loss_and_gradient(model_dir: Path, tmp_path: Path)
 def test_chunks_drop_zero_rows_sort_and_trim() -> None:
     inputs = batch()
     chunks = lean_chunks(inputs, rows_per_chunk=3)
-    assert [len(c["advantages"]) for c in chunks] == [3, 3, 2]  # 12 rows, 4 with advantage 0
+    # 12 rows, 5 with advantage 0: group 0 keeps 3 rows, group 2 all 4 (split at 3 rows per chunk)
+    assert [len(c["advantages"]) for c in chunks] == [3, 3, 1]
     kept = torch.cat([c["advantages"] for c in chunks])
     assert bool((kept != 0).all())
-    widths = [c["completion_ids"].shape[1] for c in chunks]
-    assert widths == sorted(widths) and widths[-1] == 20 and widths[0] < 20
+    for c in chunks:
+        assert len({tuple(r) for r in c["prompt_ids"].tolist()}) == 1  # one prompt per chunk
+        lengths = c["completion_mask"].sum(1).tolist()
+        assert lengths == sorted(lengths)
+    assert chunks[0]["completion_ids"].shape[1] == 20 and min(c["completion_ids"].shape[1] for c in chunks) < 20
     for c in chunks:
         assert int(c["completion_mask"].sum(1).max()) == c["completion_ids"].shape[1]  # trimmed to the longest
         assert c["prompt_ids"].shape[1] == 7  # prompt columns kept: positions stay as in TRL's pass
         assert c["num_items_in_batch"] is inputs["num_items_in_batch"]  # the normaliser is the whole batch's
     with pytest.raises(ValueError, match="rows_per_chunk"):
         lean_chunks(inputs, 0)
+
+
+def test_shared_prompt_pass_matches_trl_logps_and_entropies(model_dir: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(model_dir, tmp_path / "trl", lean=False)
+    inputs = batch(groups=2, size=5)
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+    width = inputs["completion_ids"].shape[1]
+    calls = []
+    hook = trainer.model.base_model.register_forward_hook(lambda m, a, k: calls.append(1))
+    ref_lp, ref_ent, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, ids, mask, width, compute_entropy=True
+    )
+    assert len(calls) == 1
+    lp, ent = shared_prompt_logps(trainer.model, ids, mask, width, trainer.accelerator.autocast)
+    hook.remove()
+    assert len(calls) == 1 + 2 * 2  # per prompt: one prompt pass, one pass for its rows' completions
+    scored = inputs["completion_mask"].bool()
+    torch.testing.assert_close(lp[scored], ref_lp[scored], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ent[scored], ref_ent[scored], rtol=1e-5, atol=1e-5)
 
 
 def test_all_zero_advantages_keep_one_row_for_a_zero_gradient(model_dir: Path, tmp_path: Path) -> None:
