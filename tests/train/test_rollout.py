@@ -131,6 +131,8 @@ def test_grpo_vllm_colocate_syncs_weights(model_dir: Path, tmp_path: Path) -> No
     engine_model = llm.llm_engine.model_executor.driver_worker.model_runner.model
     qkv = engine_model.model.layers[0].self_attn.qkv_proj
     assert hasattr(qkv.weight, "weight_loader") and qkv.weight.numel() > 0  # plain weights, not repacked
+    # TRL sized the engine to one micro-batch (4); raised so a held-out evaluation runs in one wave
+    assert llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == rollout.COLOCATE_MIN_NUM_SEQS
     qkv_before = qkv.weight.detach().clone()
     ids = trainer.processing_class("the quick brown fox jumps over the lazy dog").input_ids
     before = _vllm_logprobs(llm, ids)
