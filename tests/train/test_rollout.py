@@ -101,6 +101,36 @@ def test_choose_rollout_auto_picks_vllm_here() -> None:
     assert not hasattr(vllm_utils.dispatch_cpu_unquantized_gemm.__wrapped__, "__wrapped__")
 
 
+def test_live_gemm_repacks_after_load_weights() -> None:
+    """vLLM's oneDNN GEMM computes with a packed copy; after load_weights it must see the new weight."""
+    import torch
+    from vllm import _custom_ops as ops
+
+    if not rollout._on_cpu() or not getattr(ops, "_supports_onednn", False):
+        pytest.skip("needs vLLM's CPU build with oneDNN")
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(96, 64, dtype=torch.bfloat16), requires_grad=False)
+    x = torch.randn(5, 64, dtype=torch.bfloat16)
+    gemm = rollout._live_gemm(weight)
+    assert isinstance(gemm, rollout._LiveGemm)
+    assert torch.equal(gemm(x, weight, None), torch.nn.functional.linear(x, weight))
+
+    class Engine:  # what TRL's sync calls: model.load_weights([(name, tensor)]), copying in place
+        def load_weights(self, weights: list) -> set[str]:
+            for _, w in weights:
+                weight.data.copy_(w)
+            return {"w"}
+
+    engine = Engine()
+    rollout.mark_repack_on_load(engine)
+    rollout.mark_repack_on_load(engine)  # idempotent
+    new = torch.randn(96, 64, dtype=torch.bfloat16)
+    weight.data.copy_(new)
+    assert not torch.equal(gemm(x, weight, None), torch.nn.functional.linear(x, new))  # stale packed copy
+    assert engine.load_weights([("w", new)]) == {"w"}
+    assert torch.equal(gemm(x, weight, None), torch.nn.functional.linear(x, new))
+
+
 def _vllm_logprobs(llm: Any, ids: list[int]) -> list[float]:
     from vllm import SamplingParams
 
@@ -130,7 +160,9 @@ def test_grpo_vllm_colocate_syncs_weights(model_dir: Path, tmp_path: Path) -> No
     llm = trainer.vllm_generation.llm
     engine_model = llm.llm_engine.model_executor.driver_worker.model_runner.model
     qkv = engine_model.model.layers[0].self_attn.qkv_proj
-    assert hasattr(qkv.weight, "weight_loader") and qkv.weight.numel() > 0  # plain weights, not repacked
+    assert hasattr(qkv.weight, "weight_loader") and qkv.weight.numel() > 0  # live weights stay in place
+    assert isinstance(qkv.cpu_linear, rollout._LiveGemm)  # and vLLM's packed oneDNN GEMM computes with a copy
+    assert kwargs["generation_kwargs"] == rollout.COLOCATE_SAMPLING
     # TRL sized the engine to one micro-batch (4); raised so a held-out evaluation runs in one wave
     assert llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == rollout.COLOCATE_MIN_NUM_SEQS
     qkv_before = qkv.weight.detach().clone()
