@@ -46,10 +46,11 @@ class GRPOSettings:
     vllm_importance_sampling_correction: bool = True
     gradient_checkpointing: bool = False
     bf16: bool = True
-    # exact, cheaper loss pass (train/lean_loss.py): skip zero-advantage completions, one chunk per prompt group
-    # (at most lean_loss_rows rows), each prompt run once; needs loss_type dapo and beta 0 (then = TRL's loss)
+    # exact, cheaper loss pass (train/lean_loss.py): skip zero-advantage completions, whole prompt groups packed
+    # into chunks of at most lean_loss_rows rows, each prompt run once; needs loss_type dapo and beta 0 (then =
+    # TRL's loss). 32 rows: 8% faster than 16 on tiny-preset batches, no faster at 64 or 128 (measured)
     lean_loss: bool = False
-    lean_loss_rows: int = 16
+    lean_loss_rows: int = 32
     format_score: float = 0.1
     correct_score: float = 1.0
     sample_every: int = 10  # print and save sample completions every N steps

@@ -6,12 +6,12 @@ longest one (~225 tokens when the mean is ~140). TRL still runs the forward and 
 With the token-level ``dapo`` loss and ``beta = 0`` (the tiny preset) a zero-advantage row adds exactly zero to
 the loss and its gradient, and the loss is normalised by the token count of the whole generation batch, which
 TRL computes before the loss and passes in ``inputs["num_items_in_batch"]``. So the loss summed over chunks of
-the non-zero rows (one prompt group each, trimmed to its longest completion) has the same value and gradient as
-TRL's single pass (a test checks this).
+the non-zero rows (whole prompt groups packed up to ``rows_per_chunk`` rows, each chunk trimmed to its longest
+completion) has the same value and gradient as TRL's single pass (a test checks this).
 
 Second, the 16 completions of a group share one prompt (141 tokens of TinyZero's template, half of every row),
 and a causal model's prompt activations do not depend on what follows. :func:`shared_prompt_logps` runs each
-distinct prompt once (all but its last token, into a KV cache), repeats the cache over the group's rows and runs
+distinct prompt once (all but its last token, into a KV cache), gathers the cache onto each prompt's rows and runs
 only the last prompt token plus the completions through the model and TRL's fused log-prob head. Positions and
 the attention mask are those of the full pass, and the backward pass sums the rows' gradients into the shared
 prompt, so log-probs and gradients match TRL's to float precision (a test checks both). Measured on the tiny base
@@ -71,10 +71,10 @@ def prompt_groups(prompt_ids: Any, prompt_mask: Any) -> Any:
 
 
 def lean_chunks(inputs: dict[str, Any], rows_per_chunk: int) -> list[dict[str, Any]]:
-    """The non-zero-advantage rows of ``inputs``, one prompt group per chunk (longer groups split into chunks of
-    at most ``rows_per_chunk``), sorted by completion length and each chunk trimmed to its longest completion.
-    One row is kept when every advantage is 0, so that the loss still has a graph to run backward through (its
-    gradient is exactly 0)."""
+    """The non-zero-advantage rows of ``inputs`` in chunks of at most ``rows_per_chunk`` rows, each trimmed to its
+    longest completion. A prompt group is never split unless it alone exceeds ``rows_per_chunk``; whole groups are
+    packed together in order of their longest completion (fewer, larger passes, little padding). One row is kept
+    when every advantage is 0, so that the loss still has a graph to run backward through (its gradient is 0)."""
     import torch
 
     if rows_per_chunk < 1:
@@ -92,8 +92,16 @@ def lean_chunks(inputs: dict[str, Any], rows_per_chunk: int) -> list[dict[str, A
     for g in torch.unique_consecutive(group[keep]):
         rows = keep[group[keep] == g]
         pieces += [rows[i : i + rows_per_chunk] for i in range(0, rows.numel(), rows_per_chunk)]
-    chunks = []
+    pieces.sort(key=lambda rows: int(lengths[rows].max()))
+    packed: list[list[Any]] = []
     for rows in pieces:
+        if packed and sum(r.numel() for r in packed[-1]) + rows.numel() <= rows_per_chunk:
+            packed[-1].append(rows)
+        else:
+            packed.append([rows])
+    chunks = []
+    for parts in packed:
+        rows = torch.cat(parts)
         width = max(int(lengths[rows].max()), 1)
         chunk: dict[str, Any] = {"num_items_in_batch": inputs["num_items_in_batch"]}
         for key in _ROW_KEYS:
@@ -112,44 +120,38 @@ def shared_prompt_logps(
     model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int, autocast: Any
 ) -> tuple[Any, Any]:
     """Per-token log-probs and entropies of the last ``logits_to_keep`` tokens (TRL's fused head, as in its
-    ``_get_per_token_logps_and_entropies``), running each distinct prompt once for all rows that share it."""
+    ``_get_per_token_logps_and_entropies``), running each distinct prompt once for all rows that share it: one
+    pass over the distinct prompts into a KV cache, whose rows are then gathered per completion row."""
     import torch
     from transformers import DynamicCache
 
     prompt_len = input_ids.size(1) - logits_to_keep
     group = prompt_groups(input_ids[:, :prompt_len], attention_mask[:, :prompt_len])
-    logps = input_ids.new_zeros(input_ids.shape[0], logits_to_keep, dtype=torch.float32)
-    entropies = torch.zeros_like(logps)
-    parts = []
-    for g in torch.unique(group):
-        rows = torch.nonzero(group == g).flatten()
-        first = rows[:1]
-        cache = DynamicCache()
-        with autocast():
-            # all prompt tokens but the last, once: the last one's output scores the first completion token
-            model.base_model(
-                input_ids=input_ids[first, : prompt_len - 1],
-                attention_mask=attention_mask[first, : prompt_len - 1],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache.batch_repeat_interleave(rows.numel())
-            tail = input_ids[rows, prompt_len - 1 :]
-            labels = tail.masked_fill(attention_mask[rows, prompt_len - 1 :] == 0, -100)
-            labels[:, 0] = -100  # the last prompt token is context, not a scored completion token
-            out = model(
-                input_ids=tail,
-                attention_mask=attention_mask[rows],
-                past_key_values=cache,
-                labels=labels,
-                fused_lm_head=True,
-            )
-        parts.append((rows, out.log_probs, out.entropy))
-    # index_put keeps the graph: each row's log-probs come from its own group's pass
-    for rows, lp, ent in parts:
-        logps = logps.index_put((rows,), lp.float())
-        entropies = entropies.index_put((rows,), ent.float())
-    return logps, entropies
+    n_groups = int(group.max()) + 1
+    # the first row of each distinct prompt (scatter_reduce "amin" over row indices)
+    rows = torch.arange(group.numel(), device=group.device)
+    first = torch.full((n_groups,), group.numel(), device=group.device).scatter_reduce(0, group, rows, "amin")
+    cache = DynamicCache()
+    with autocast():
+        # all prompt tokens but the last, once per prompt: the last one's output scores the first completion token
+        model.base_model(
+            input_ids=input_ids[first, : prompt_len - 1],
+            attention_mask=attention_mask[first, : prompt_len - 1],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache.batch_select_indices(group)  # each row gets its prompt's keys and values (backward sums them)
+        tail = input_ids[:, prompt_len - 1 :]
+        labels = tail.masked_fill(attention_mask[:, prompt_len - 1 :] == 0, -100)
+        labels[:, 0] = -100  # the last prompt token is context, not a scored completion token
+        out = model(
+            input_ids=tail,
+            attention_mask=attention_mask,
+            past_key_values=cache,
+            labels=labels,
+            fused_lm_head=True,
+        )
+    return out.log_probs.float(), out.entropy.float()
 
 
 def lean_trainer_class(base: type, rows_per_chunk: int) -> type:

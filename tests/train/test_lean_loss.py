@@ -51,8 +51,9 @@ def make_trainer(model_dir: Path, out: Path, lean: bool, **overrides: Any) -> An
         use_vllm=False,
         seed=0,
     )
+    rows = overrides.pop("rows_per_chunk", 3)
     settings.update(overrides)
-    cls = lean_trainer_class(GRPOTrainer, rows_per_chunk=3) if lean else GRPOTrainer
+    cls = lean_trainer_class(GRPOTrainer, rows_per_chunk=rows) if lean else GRPOTrainer
     trainer = cls(
         model=str(model_dir),
         reward_funcs=lambda completions, **_: [0.0] * len(completions),
@@ -95,16 +96,20 @@ def loss_and_grads(trainer: Any, inputs: dict[str, torch.Tensor]) -> tuple[float
     return loss.item(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
 
 
-def test_lean_pass_equals_trl_loss_and_gradient(model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("rows_per_chunk", "passes"), [(3, 6), (8, 2)])
+def test_lean_pass_equals_trl_loss_and_gradient(
+    model_dir: Path, tmp_path: Path, rows_per_chunk: int, passes: int
+) -> None:
     inputs = batch()
     trl_loss, trl_grads = loss_and_grads(make_trainer(model_dir, tmp_path / "trl", lean=False), inputs)
-    lean = make_trainer(model_dir, tmp_path / "lean", lean=True)
+    lean = make_trainer(model_dir, tmp_path / "lean", lean=True, rows_per_chunk=rows_per_chunk)
     calls = []
     hook = lean.model.base_model.register_forward_hook(lambda m, a, k: calls.append(1))
     lean_loss, lean_grads = loss_and_grads(lean, inputs)
     hook.remove()
-    # 3 chunks (see test_chunks_drop_zero_rows_sort_and_trim), each: its prompt once, then its completions
-    assert len(calls) == 6
+    # per chunk (see test_chunks_drop_zero_rows_sort_and_trim): its prompts once, then its completions;
+    # 3 rows: 3 chunks of one prompt each; 8 rows: both prompts' 7 rows in one chunk
+    assert len(calls) == passes
     assert abs(trl_loss) > 1e-6 and any(g.abs().max() > 1e-6 for g in trl_grads)
     assert lean_loss == pytest.approx(trl_loss, rel=1e-5, abs=1e-7)
     assert len(lean_grads) == len(trl_grads)
@@ -115,19 +120,25 @@ def test_lean_pass_equals_trl_loss_and_gradient(model_dir: Path, tmp_path: Path)
 def test_chunks_drop_zero_rows_sort_and_trim() -> None:
     inputs = batch()
     chunks = lean_chunks(inputs, rows_per_chunk=3)
-    # 12 rows, 5 with advantage 0: group 0 keeps 3 rows, group 2 all 4 (split at 3 rows per chunk)
-    assert [len(c["advantages"]) for c in chunks] == [3, 3, 1]
+    # 12 rows, 5 with advantage 0: group 0 keeps 3 rows, group 2 all 4 (split at 3 rows per chunk); pieces that
+    # do not fit together stay apart, in order of their longest completion
+    assert sorted(len(c["advantages"]) for c in chunks) == [1, 3, 3]
+    widths = [c["completion_ids"].shape[1] for c in chunks]
+    assert widths == sorted(widths) and widths[-1] == 20 and widths[0] < 20
     kept = torch.cat([c["advantages"] for c in chunks])
-    assert bool((kept != 0).all())
+    assert bool((kept != 0).all()) and len(kept) == 7
     for c in chunks:
         assert len({tuple(r) for r in c["prompt_ids"].tolist()}) == 1  # one prompt per chunk
         lengths = c["completion_mask"].sum(1).tolist()
         assert lengths == sorted(lengths)
-    assert chunks[0]["completion_ids"].shape[1] == 20 and min(c["completion_ids"].shape[1] for c in chunks) < 20
-    for c in chunks:
+    for c in chunks + lean_chunks(inputs, rows_per_chunk=8):
         assert int(c["completion_mask"].sum(1).max()) == c["completion_ids"].shape[1]  # trimmed to the longest
         assert c["prompt_ids"].shape[1] == 7  # prompt columns kept: positions stay as in TRL's pass
         assert c["num_items_in_batch"] is inputs["num_items_in_batch"]  # the normaliser is the whole batch's
+    # room for 8 rows: both groups' 7 rows in one chunk, two prompts
+    (whole,) = lean_chunks(inputs, rows_per_chunk=8)
+    assert len(whole["advantages"]) == 7 and len({tuple(r) for r in whole["prompt_ids"].tolist()}) == 2
+    assert sorted(whole["advantages"].tolist()) == sorted(kept.tolist())
     with pytest.raises(ValueError, match="rows_per_chunk"):
         lean_chunks(inputs, 0)
 
@@ -146,7 +157,7 @@ def test_shared_prompt_pass_matches_trl_logps_and_entropies(model_dir: Path, tmp
     assert len(calls) == 1
     lp, ent = shared_prompt_logps(trainer.model, ids, mask, width, trainer.accelerator.autocast)
     hook.remove()
-    assert len(calls) == 1 + 2 * 2  # per prompt: one prompt pass, one pass for its rows' completions
+    assert len(calls) == 1 + 2  # one pass over the two distinct prompts, one over all rows' completions
     scored = inputs["completion_mask"].bool()
     torch.testing.assert_close(lp[scored], ref_lp[scored], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ent[scored], ref_ent[scored], rtol=1e-5, atol=1e-5)
