@@ -51,9 +51,13 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
             gen = trainer.vllm_generation
             gen.sync_weights()
             # no per-request seed: vLLM's CPU sampler cannot offset a seeded generator (RuntimeError)
-            params = SamplingParams(n=e.samples, temperature=e.temperature, max_tokens=cfg.eval_max_new_tokens)
+            # token ids only, decoded in one batch afterwards: vLLM's per-token incremental detokenizer is slower
+            params = SamplingParams(
+                n=e.samples, temperature=e.temperature, max_tokens=cfg.eval_max_new_tokens, detokenize=False
+            )
             outs = gen.llm.generate(prompts, params, use_tqdm=False)
-            texts = [[o.text for o in out.outputs] for out in outs]
+            flat = tokenizer.batch_decode([o.token_ids for out in outs for o in out.outputs], skip_special_tokens=True)
+            texts = [flat[i * e.samples : (i + 1) * e.samples] for i in range(len(outs))]
             trunc = [[o.finish_reason == "length" for o in out.outputs] for out in outs]
         else:
             from train.rollout import hf_sample
@@ -103,7 +107,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     from train.grpo import grpo_args, make_callback, prompt_dataset, reward_functions, tensorboard_callback
     from train.lean_loss import lean_trainer_class
-    from train.rollout import choose_rollout, grpo_vllm_kwargs
+    from train.rollout import choose_rollout, grpo_vllm_kwargs, without_sampler_logprobs
 
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -121,7 +125,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_path)
-    rollout_kwargs = grpo_vllm_kwargs(device, cfg.rollout) if engine == "vllm" else {"use_vllm": False}
+    rollout_kwargs = (
+        grpo_vllm_kwargs(device, cfg.rollout, sampler_logprobs=cfg.grpo.vllm_importance_sampling_correction)
+        if engine == "vllm"
+        else {"use_vllm": False}
+    )
     funcs, weights = reward_functions(cfg, run_dir / "samples.jsonl")
     callback = make_callback(cfg, run_dir, tokenizer, make_evaluator(cfg, test_problems, engine, tokenizer))
     trainer_cls = lean_trainer_class(GRPOTrainer, cfg.grpo.lean_loss_rows) if cfg.grpo.lean_loss else GRPOTrainer
@@ -134,6 +142,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         callbacks=[callback, tensorboard_callback(run_dir)],
     )
     callback.trainer = trainer
+    if engine == "vllm" and not cfg.grpo.vllm_importance_sampling_correction:
+        without_sampler_logprobs(trainer.vllm_generation)
     # TRL profiles these only for wandb; the weight sync runs inside generation, `make bench` reports its share
     _timed(trainer, trainer, "_generate_single_turn", "time/generation_s")
     _timed(trainer, getattr(trainer, "vllm_generation", None), "sync_weights", "time/weight_sync_s")

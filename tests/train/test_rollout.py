@@ -189,6 +189,25 @@ def test_grpo_vllm_colocate_syncs_weights(model_dir: Path, tmp_path: Path) -> No
     assert gap < 0.05 < moved
 
 
+def test_grpo_vllm_colocate_without_sampler_logprobs(model_dir: Path, tmp_path: Path) -> None:
+    """With TRL's importance-sampling correction off nothing reads vLLM's per-token log-probs: not computed."""
+    if not rollout._on_cpu():
+        pytest.skip("vLLM here is a GPU build: the CPU colocate path does not apply")
+    kwargs = rollout.grpo_vllm_kwargs("cpu", max_model_length=64, sampler_logprobs=False)
+    assert kwargs["generation_kwargs"] == {**rollout.COLOCATE_SAMPLING, "logprobs": None}
+    trainer = grpo_trainer(model_dir, tmp_path, {**kwargs, "vllm_importance_sampling_correction": False})
+    rollout.without_sampler_logprobs(trainer.vllm_generation)
+    batches = []
+    score = trainer._generate_and_score_completions
+    trainer._generate_and_score_completions = lambda inputs: batches.append(score(inputs)) or batches[-1]
+    trainer.train()
+    assert trainer.state.global_step == 2 and len(batches) == 2
+    for b in batches:  # every sampled token's log-prob is marked "not computed"
+        sampled = b["completion_mask"].bool()
+        assert sampled.any() and b["sampling_per_token_logps"][sampled].isnan().all()
+    assert all(r["grad_norm"] > 0 for r in trainer.state.log_history if "loss" in r)  # and it still learns
+
+
 def test_grpo_hf_fallback(model_dir: Path, tmp_path: Path) -> None:
     t = time.perf_counter()
     trainer = grpo_trainer(model_dir, tmp_path, {"use_vllm": False})
