@@ -125,6 +125,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_path)
+    if cfg.grpo.fp32_attention:
+        from train.attention import use_fp32_attention
+
+        use_fp32_attention(model)
     rollout_kwargs = (
         grpo_vllm_kwargs(device, cfg.rollout, sampler_logprobs=cfg.grpo.vllm_importance_sampling_correction)
         if engine == "vllm"
