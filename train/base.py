@@ -53,8 +53,6 @@ class BaseConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.1
     bf16: bool = True
-    # attention in float32 inside bf16 autocast (train/attention.py): pre-training ~20% faster on CPU (measured)
-    fp32_attention: bool = False
     seed: int = 0
 
 
@@ -119,11 +117,6 @@ def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work
     """Causal-LM pre-training with ``transformers.Trainer`` for exactly ``cfg.steps`` optimizer steps."""
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
-    if cfg.fp32_attention:
-        from train.attention import use_fp32_attention
-
-        use_fp32_attention(model)
 
     ds = Dataset.from_dict({"text": texts}).map(
         lambda b: tokenizer(b["text"], truncation=True, max_length=cfg.max_position_embeddings),
