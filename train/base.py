@@ -156,6 +156,16 @@ def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work
     return {"train_loss": float(result.training_loss), "steps": float(result.global_step)}
 
 
+def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str:
+    return config_hash({"base": to_dict(cfg), "template": template, "operators": list(operators)})
+
+
+def base_is_built(out_dir: str | Path, operators: tuple[str, ...], cfg: BaseConfig, template: str = "base") -> bool:
+    """Whether ``out_dir`` holds a complete base built from exactly these inputs (so ``build_base`` reuses it)."""
+    info = Path(out_dir) / "base.json"
+    return info.is_file() and json.loads(info.read_text()).get("config_hash") == _base_key(operators, cfg, template)
+
+
 def build_base(
     out_dir: str | Path, problems: list[Problem], operators: tuple[str, ...], cfg: BaseConfig, template: str = "base"
 ) -> Path:
@@ -167,9 +177,8 @@ def build_base(
     inputs); the final directory is renamed into place only when complete.
     """
     out = Path(out_dir)
-    key = config_hash({"base": to_dict(cfg), "template": template, "operators": list(operators)})
-    info = out / "base.json"
-    if info.is_file() and json.loads(info.read_text()).get("config_hash") == key:
+    key = _base_key(operators, cfg, template)
+    if base_is_built(out, operators, cfg, template):
         return out
     if out.exists():
         raise FileExistsError(

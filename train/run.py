@@ -30,12 +30,28 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def ensure_base(cfg: TrainConfig, problems: list[Problem]) -> str:
-    """The model to train: the tiny base (built and cached on first use) or the configured hub id / path."""
+def ensure_base(cfg: TrainConfig, problems: list[Problem], separate_process: bool = False) -> str:
+    """The model to train: the tiny base (built and cached on first use) or the configured hub id / path.
+
+    With ``separate_process`` a missing base is built by a child ``python -m train --base-only`` on the resolved
+    config, so the pre-training's memory (a few GB of optimizer state, activations and allocator fragments) goes
+    back to the OS before GRPO starts instead of sitting in the training process beside vLLM.
+    """
     if cfg.model != "tiny":
         return cfg.model
-    from train.base import build_base
+    from train.base import base_is_built, build_base
 
+    if separate_process and not base_is_built(cfg.base_dir, cfg.data.operators, cfg.base, cfg.template):
+        import subprocess
+        import sys
+        import tempfile
+
+        from tasks.config import dump_config
+
+        with tempfile.TemporaryDirectory() as tmp:
+            resolved = Path(tmp) / "train_config.yaml"
+            dump_config(cfg, resolved)
+            subprocess.run([sys.executable, "-m", "train", "--base-only", "--preset", str(resolved)], check=True)
     return str(build_base(cfg.base_dir, problems, cfg.data.operators, cfg.base, cfg.template))
 
 
@@ -120,7 +136,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     data_dir, _ = prepare(cfg.data)
     train_problems = load_problems(data_dir, "train")
     test_problems = load_problems(data_dir, "test")[: cfg.eval.problems]
-    model_path = ensure_base(cfg, train_problems)
+    model_path = ensure_base(cfg, train_problems, separate_process=True)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
