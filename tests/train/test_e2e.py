@@ -78,6 +78,7 @@ def test_micro_run_end_to_end(tmp_path: Path, engine: str) -> None:
     proc = run_train(micro_overrides(tmp_path, f"micro-{engine}", engine))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "success" in proc.stdout and "run directory" in proc.stdout
+    assert "base model:" in proc.stdout  # the missing micro base was built by a child `--base-only` process
     run = tmp_path / f"micro-{engine}"
     assert_complete_run(run, 4, 2)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
