@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 
 from tasks.config import ConfigError
@@ -60,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         from tasks.countdown.dataset import load_problems, prepare
         from train.run import ensure_base
 
-        data_dir, _ = prepare(cfg.data)
-        print(f"base model: {ensure_base(cfg, load_problems(data_dir, 'train'))}")
+        try:
+            data_dir, _ = prepare(cfg.data)
+            print(f"base model: {ensure_base(cfg, load_problems(data_dir, 'train'))}")
+        except (FileExistsError, FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     if cfg.launch.trainer_gpus > 1 and not under_launcher():
         return execute(launch_plan, cfg)
@@ -77,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                 summary = train(cfg, resume=args.resume)
     except (RunExists, FileNotFoundError, TimeoutError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:  # the child that builds a missing tiny base (train.run.ensure_base)
+        print(
+            f"error: building the tiny base failed (exit {e.returncode}; its output is above); "
+            "`make base` retries it and resumes an interrupted build",
+            file=sys.stderr,
+        )
         return 2
     _report(summary)
     print(f"run directory: {cfg.run_dir} (summary.json, eval.jsonl, metrics.jsonl, step_<N>/)")

@@ -95,6 +95,17 @@ def test_micro_run_end_to_end(tmp_path: Path, engine: str) -> None:
     assert again.returncode == 2 and "RESUME=1" in again.stderr
 
 
+def test_failed_base_build_stops_training_with_a_clear_error(tmp_path: Path) -> None:
+    stale = tmp_path / "micro-base"  # a base directory built from other inputs: the child build must refuse it
+    stale.mkdir()
+    (stale / "base.json").write_text(json.dumps({"config_hash": "other"}))
+    proc = run_train(micro_overrides(tmp_path, "refused", "hf"), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "holds a base built from another config" in proc.stderr  # the child's own error
+    assert "building the tiny base failed (exit 2" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "refused" / "step_0").exists()
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
     args = micro_overrides(tmp_path, "killed", "hf", steps=6, save_every=2)
