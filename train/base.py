@@ -53,6 +53,10 @@ class BaseConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.1
     bf16: bool = True
+    # > 0: batch traces of similar token length (see LengthBucketSampler): pools of this many batches are sorted by
+    # length and cut into batches, then all batches are shuffled. Same traces, same steps, less padding to compute
+    # (a random batch of 8 pads to 318 tokens for a mean of 267 on the tiny corpus). 0: random batches.
+    length_buckets: int = 0
     seed: int = 0
 
 
@@ -113,17 +117,48 @@ def build_model(cfg: BaseConfig, tokenizer: Any) -> Any:
     return Qwen2ForCausalLM(config)
 
 
-def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work_dir: Path) -> dict[str, float]:
-    """Causal-LM pre-training with ``transformers.Trainer`` for exactly ``cfg.steps`` optimizer steps."""
+class LengthBucketSampler:
+    """Trace indices in batches of similar length, the batches in random order (a ``torch`` Sampler).
+
+    Why not transformers' ``group_by_length``: its ``LengthGroupedSampler`` yields each pool's batches longest
+    first, so every 50 steps the model sees the longest traces, then ever shorter ones; on the tiny base (lr 3e-3)
+    that ended at a higher loss (0.341 vs 0.306) and half the success (6.0 vs 11.1%). Here only a batch's members
+    are alike; the order of batches is as random as with no grouping. Seeded, so a resumed build sees the same order.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, pool_batches: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.pool, self.seed, self.epoch = lengths, batch_size, pool_batches, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Any:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        size = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), size):
+            pool = sorted(order[start : start + size], key=self.lengths.__getitem__)
+            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        rng.shuffle(batches)
+        return iter([i for batch in batches for i in batch])
+
+
+def base_trainer(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work_dir: Path) -> Any:
+    """The ``transformers.Trainer`` that pre-trains the base: causal LM loss, exactly ``cfg.steps`` optimizer steps."""
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    ds = Dataset.from_dict({"text": texts}).map(
-        lambda b: tokenizer(b["text"], truncation=True, max_length=cfg.max_position_embeddings),
-        batched=True,
-        remove_columns=["text"],
-        desc="tokenize",
-    )
+    def tokenize(batch: dict[str, list[str]]) -> Any:
+        enc = tokenizer(batch["text"], truncation=True, max_length=cfg.max_position_embeddings)
+        enc["length"] = [len(ids) for ids in enc["input_ids"]]  # read by the sampler; the Trainer drops it
+        return enc
+
+    ds = Dataset.from_dict({"text": texts}).map(tokenize, batched=True, remove_columns=["text"], desc="tokenize")
     args = TrainingArguments(
         output_dir=str(work_dir),
         max_steps=cfg.steps,
@@ -145,12 +180,26 @@ def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    trainer = Trainer(
+    trainer_cls = Trainer
+    if cfg.length_buckets > 0:
+        sampler = LengthBucketSampler(ds["length"], cfg.batch_size, cfg.length_buckets, cfg.seed)
+
+        class BucketedTrainer(Trainer):
+            def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+                return sampler
+
+        trainer_cls = BucketedTrainer
+    return trainer_cls(
         model=model,
         args=args,
         train_dataset=ds,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
     )
+
+
+def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work_dir: Path) -> dict[str, float]:
+    """Pre-train ``model`` (see :func:`base_trainer`), resuming from a checkpoint in ``work_dir`` if one exists."""
+    trainer = base_trainer(model, tokenizer, texts, cfg, work_dir)
     resume = any(work_dir.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     return {"train_loss": float(result.training_loss), "steps": float(result.global_step)}
