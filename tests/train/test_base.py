@@ -90,18 +90,24 @@ def test_length_buckets_pad_less_and_keep_every_trace(micro_base: Path, tmp_path
     model = AutoModelForCausalLM.from_pretrained(micro_base)
     texts = corpus(PROBLEMS, MICRO, ("+", "-"))
 
+    mean_len = sum(len(tok(t).input_ids) for t in texts) / len(texts)
+
     def padded_and_real(buckets: int) -> tuple[int, int]:
         cfg = dataclasses.replace(MICRO, length_buckets=buckets)
-        loader = base_trainer(model, tok, texts, cfg, tmp_path / str(buckets)).get_train_dataloader()
+        trainer = base_trainer(model, tok, texts, cfg, tmp_path / str(buckets))
         padded = real = 0
-        for batch in loader:
+        for batch in trainer.get_train_dataloader():
             padded += batch["attention_mask"].numel()
             real += int(batch["attention_mask"].sum())
+            # the loss divisor: this batch's label tokens (random batches), the corpus mean per batch (buckets)
+            divisor = float(trainer._get_num_items_in_batch([batch], "cpu"))
+            own = int(batch["attention_mask"][:, 1:].sum())
+            assert divisor == pytest.approx(MICRO.batch_size * (mean_len - 1) if buckets else own, rel=1e-5)
         return padded, real
 
     random_padded, random_real = padded_and_real(0)
     grouped_padded, grouped_real = padded_and_real(8)
-    assert grouped_real == random_real == sum(len(tok(t).input_ids) for t in texts)  # every trace, once
+    assert grouped_real == random_real == round(mean_len * len(texts))  # every trace, once
     assert grouped_padded < 0.95 * random_padded
 
 
