@@ -218,8 +218,14 @@ def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work
     return {"train_loss": float(result.training_loss), "steps": float(result.global_step)}
 
 
+# fields added after bases were first cached: they enter the cache key only when set away from these values, so a
+# base built before they existed (with the same behaviour) is still found
+_LATER_FIELDS = {"length_buckets": 0}
+
+
 def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str:
-    return config_hash({"base": to_dict(cfg), "template": template, "operators": list(operators)})
+    base = {k: v for k, v in to_dict(cfg).items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    return config_hash({"base": base, "template": template, "operators": list(operators)})
 
 
 def base_is_built(out_dir: str | Path, operators: tuple[str, ...], cfg: BaseConfig, template: str = "base") -> bool:

@@ -132,3 +132,15 @@ def test_length_bucket_sampler_groups_lengths_but_not_batch_order() -> None:
     assert list(LengthBucketSampler(lengths, 8, 64, seed=0)) == order  # a resumed build skips into the same order
     sampler.set_epoch(1)
     assert list(sampler) != order
+
+
+def test_cache_key_of_bases_built_before_length_buckets_is_unchanged() -> None:
+    """A base cached before ``length_buckets`` existed is still found; a bucketed base gets its own key."""
+    import dataclasses
+
+    from tasks.config import config_hash, to_dict
+    from train.base import _base_key
+
+    before = {k: v for k, v in to_dict(MICRO).items() if k != "length_buckets"}
+    assert _base_key(("+",), MICRO, "base") == config_hash({"base": before, "template": "base", "operators": ["+"]})
+    assert _base_key(("+",), dataclasses.replace(MICRO, length_buckets=64), "base") != _base_key(("+",), MICRO, "base")
