@@ -184,12 +184,13 @@ def base_trainer(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, 
     )
     trainer_cls = Trainer
     if cfg.length_buckets > 0:
-        sampler = LengthBucketSampler(ds["length"], cfg.batch_size, cfg.length_buckets, cfg.seed)
+        lengths = ds["length"]
+        sampler = LengthBucketSampler(lengths, cfg.batch_size, cfg.length_buckets, cfg.seed)
 
         # every token weighs the same in every batch, as on average with random batches: the loss is summed over a
         # batch's tokens and divided by the corpus's mean tokens per batch, not by this batch's own count (which
         # would weigh the tokens of a batch of short traces more than those of a batch of long ones)
-        items_per_batch = cfg.batch_size * (sum(ds["length"]) / len(ds) - 1)
+        items_per_batch = cfg.batch_size * (sum(lengths) / len(lengths) - 1)
 
         class BucketedTrainer(Trainer):
             def _get_train_sampler(self, train_dataset: Any = None) -> Any:

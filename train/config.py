@@ -142,6 +142,8 @@ class TrainConfig:
                 "grpo.lean_loss: exact only with grpo.loss_type=dapo, grpo.beta=0 and grpo.top_entropy_quantile=1 "
                 f"(got {g.loss_type!r}, {g.beta}, {g.top_entropy_quantile}); set grpo.lean_loss=false"
             )
+        if self.base.length_buckets < 0:
+            raise ConfigError(f"base.length_buckets: expected >= 0 (0: random batches), got {self.base.length_buckets}")
         if self.save_every < 1:
             raise ConfigError(f"save_every: expected >= 1, got {self.save_every}")
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):

@@ -60,6 +60,7 @@ def test_plan_single_process_colocate() -> None:
         (["grpo.learning_rat=1"], "Did you mean 'grpo.learning_rate'"),
         (["grpo.steps=ten"], "grpo.steps: expected an integer"),
         (["run_name=a/b"], "run_name"),
+        (["base.length_buckets=-1"], "base.length_buckets: expected >= 0"),
     ],
 )
 def test_bad_config_fails_before_heavy_work(overrides: list[str], message: str) -> None:
