@@ -21,9 +21,11 @@ def _report(summary: dict) -> None:
     def pct(key: str) -> str:
         return f"{summary[key + '/first']:.1%} -> {summary[key + '/final']:.1%}"
 
+    se = summary.get("success_gain_se_points")
+    spread = f", standard error {se:.1f} over problems and samples" if se is not None else ""
     print(
         f"\n== steps {summary['first_step']} -> {summary['final_step']} on held-out problems ==\n"
-        f"success            {pct('success_rate')}  ({summary['success_gain_points']:+.1f} points)\n"
+        f"success            {pct('success_rate')}  ({summary['success_gain_points']:+.1f} points{spread})\n"
         f"false accept|wrong {pct('false_accept_given_wrong')}\n"
         f"false reject|right {pct('false_reject_given_right')}\n"
         f"verdict = truth    {pct('line_verdict_matches_truth')}\n"

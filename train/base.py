@@ -155,12 +155,11 @@ def base_trainer(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, 
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    def tokenize(batch: dict[str, list[str]]) -> Any:
-        enc = tokenizer(batch["text"], truncation=True, max_length=cfg.max_position_embeddings)
-        enc["length"] = [len(ids) for ids in enc["input_ids"]]  # read by the sampler; the Trainer drops it
-        return enc
-
-    ds = Dataset.from_dict({"text": texts}).map(tokenize, batched=True, remove_columns=["text"], desc="tokenize")
+    # the Rust tokenizer's batch encoder without offsets: the same ids as ``tokenizer(texts, truncation=True)``
+    # (a test checks) in ~5 s for the tiny corpus instead of ~13 s through ``Dataset.map``
+    ids = [e.ids[: cfg.max_position_embeddings] for e in tokenizer.backend_tokenizer.encode_batch_fast(texts)]
+    lengths = [len(x) for x in ids]
+    ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * n for n in lengths], "length": lengths})
     args = TrainingArguments(
         output_dir=str(work_dir),
         max_steps=cfg.steps,
@@ -184,7 +183,6 @@ def base_trainer(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, 
     )
     trainer_cls = Trainer
     if cfg.length_buckets > 0:
-        lengths = ds["length"]
         sampler = LengthBucketSampler(lengths, cfg.batch_size, cfg.length_buckets, cfg.seed)
 
         # every token weighs the same in every batch, as on average with random batches: the loss is summed over a

@@ -36,9 +36,27 @@ class EvalMetrics:
     line_verdict_follows_written: float  # verdict "this" exactly when the written value is the target
     line_arithmetic_ok: float  # written value == true value
     unparsed_lines: float  # share of candidate lines the parser could not read
+    # successful samples of each problem, in problem order: two checkpoints' counts give a paired standard error
+    # of the success change (see :func:`paired_gain_se`)
+    solved_per_problem: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+def paired_gain_se(first: Sequence[int], final: Sequence[int], samples: int) -> float | None:
+    """Standard error of the success change between two evaluations of the same problems (rates, not points).
+
+    Both checkpoints answer the same held-out problems, so the change is the mean over problems of each problem's
+    change in success rate, and its standard error is their standard deviation over sqrt(#problems). It covers both
+    the sampling of completions and which problems were drawn. None when the counts do not pair up.
+    """
+    if not first or len(first) != len(final) or len(first) < 2 or samples < 1:
+        return None
+    diffs = [(b - a) / samples for a, b in zip(first, final, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+    return (var / len(diffs)) ** 0.5
 
 
 def _share(num: int, den: int) -> float:
@@ -54,12 +72,15 @@ def score_completions(
     trunc = 0
     lines = verdict_lines = matches = false_acc = false_rej = follows = arith_ok = unparsed = 0
     wrong = right = 0
+    solved = []
     for i, (p, samples) in enumerate(zip(problems, completions, strict=True)):
+        solved.append(0)
         for j, text in enumerate(samples):
             n += 1
             b = breakdown(text, p.numbers, p.target)
             reward += b.score
             ok += b.correct
+            solved[-1] += b.correct
             fmt += b.has_answer
             if truncated is not None:
                 trunc += bool(truncated[i][j])
@@ -96,4 +117,5 @@ def score_completions(
         line_verdict_follows_written=_share(follows, verdict_lines),
         line_arithmetic_ok=_share(arith_ok, lines - unparsed),
         unparsed_lines=_share(unparsed, lines),
+        solved_per_problem=tuple(solved),
     )

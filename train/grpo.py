@@ -142,13 +142,15 @@ class RunCallback:
         self.step_time = 0.0
 
     def eval_and_record(self, step: int) -> dict[str, float]:
+        t0 = time.perf_counter()
         metrics = self.evaluate(self.trainer).as_dict()
-        ck.append_jsonl(self.run_dir / "eval.jsonl", {"step": step, **metrics})
+        seconds = time.perf_counter() - t0
+        ck.append_jsonl(self.run_dir / "eval.jsonl", {"step": step, **metrics, "eval_s": seconds})
         print(
             f"[eval step {step}] success {metrics['success_rate']:.1%}  format {metrics['format_rate']:.1%}  "
             f"false-accept|wrong {metrics['false_accept_given_wrong']:.1%}  "
             f"verdict=truth {metrics['line_verdict_matches_truth']:.1%}  lines/compl "
-            f"{metrics['lines_per_completion']:.2f}",
+            f"{metrics['lines_per_completion']:.2f}  ({metrics['completions']} completions, {seconds:.1f} s)",
             flush=True,
         )
         return metrics

@@ -17,7 +17,7 @@ from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 from train import checkpoints as ck
 from train.config import TrainConfig
-from train.evaluate import EvalMetrics, score_completions
+from train.evaluate import EvalMetrics, paired_gain_se, score_completions
 
 
 def resolve_device(requested: str) -> str:
@@ -86,6 +86,15 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
     return evaluate
 
 
+def _gain_se_points(first: dict[str, Any], last: dict[str, Any]) -> float | None:
+    """Paired standard error of the success change in points (None for evaluations of other shapes)."""
+    a, b = first.get("solved_per_problem"), last.get("solved_per_problem")
+    if not a or not b or first["completions"] != last["completions"] or first["completions"] % len(a):
+        return None
+    se = paired_gain_se(a, b, first["completions"] // len(a))
+    return None if se is None else 100 * se
+
+
 def summarize(run_dir: Path, **extra: Any) -> dict[str, Any]:
     """Step-0 vs final-checkpoint comparison from eval.jsonl, written to summary.json and returned."""
     rows = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines() if x.strip()]
@@ -109,6 +118,7 @@ def summarize(run_dir: Path, **extra: Any) -> dict[str, Any]:
         **{f"{k}/first": first[k] for k in keys},
         **{f"{k}/final": last[k] for k in keys},
         "success_gain_points": 100 * (last["success_rate"] - first["success_rate"]),
+        "success_gain_se_points": _gain_se_points(first, last),
         "false_accept_change_points": 100 * (last["false_accept_given_wrong"] - first["false_accept_given_wrong"]),
         **extra,
     }

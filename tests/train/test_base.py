@@ -78,6 +78,27 @@ def test_interrupted_build_of_other_inputs_is_not_resumed(tmp_path: Path) -> Non
     assert (out / "model.safetensors").is_file() and not out.with_name("micro.work").exists()
 
 
+def test_trainer_sees_the_tokenizers_own_ids(micro_base: Path, tmp_path: Path) -> None:
+    """The fast batch encoding feeds the Trainer exactly what ``tokenizer(text)`` gives, truncated to the context."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.base import base_trainer, corpus
+
+    tok = AutoTokenizer.from_pretrained(micro_base)
+    model = AutoModelForCausalLM.from_pretrained(micro_base)
+    texts = corpus(PROBLEMS, MICRO, ("+", "-"))
+    short = dataclasses.replace(MICRO, max_position_embeddings=120)  # shorter than every trace: truncation counts
+    for cfg in (MICRO, short):
+        ds = base_trainer(model, tok, texts, cfg, tmp_path / str(cfg.max_position_embeddings)).train_dataset
+        expected = tok(texts, truncation=True, max_length=cfg.max_position_embeddings)
+        assert ds["input_ids"] == expected["input_ids"]
+        assert ds["attention_mask"] == expected["attention_mask"]
+        assert ds["length"] == [len(ids) for ids in expected["input_ids"]]
+    assert max(ds["length"]) == 120 and max(len(tok(t).input_ids) for t in texts) > 120
+
+
 def test_length_buckets_pad_less_and_keep_every_trace(micro_base: Path, tmp_path: Path) -> None:
     """base.length_buckets: the Trainer's batches hold every trace once, with less padding to compute."""
     import dataclasses

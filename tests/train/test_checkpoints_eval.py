@@ -72,3 +72,37 @@ def test_verification_metrics_count_what_was_written() -> None:
     assert m.false_accept_given_wrong == pytest.approx(1 / 3) and m.false_reject_given_right == pytest.approx(1 / 2)
     assert m.line_verdict_matches_truth == pytest.approx(3 / 5)
     assert m.line_verdict_follows_written == pytest.approx(3 / 5)  # "2 (this works)" and "6 (not 6)" break it
+
+
+def test_success_change_has_a_paired_standard_error(tmp_path: Path) -> None:
+    """Per-problem success counts are recorded, and summary.json carries the paired standard error of the gain."""
+    import statistics
+
+    from train.evaluate import paired_gain_se
+    from train.run import summarize
+
+    p, q = Problem((1, 2, 3), 6), Problem((2, 2, 5), 9)
+    right, wrong = "\n</think>\n<answer> 1 + 2 + 3 </answer>", "\n</think>\n<answer> 1 + 2 - 3 </answer>"
+    m = score_completions([p, p, q], [[right, wrong], [right, right], [wrong, wrong]])
+    assert m.solved_per_problem == (1, 2, 0) and m.as_dict()["solved_per_problem"] == (1, 2, 0)
+
+    first, final = [0, 1, 2, 0, 1, 0], [2, 1, 2, 1, 4, 0]  # 4 samples per problem
+    diffs = [(b - a) / 4 for a, b in zip(first, final, strict=True)]
+    assert paired_gain_se(first, final, 4) == pytest.approx(statistics.stdev(diffs) / len(diffs) ** 0.5)
+    assert paired_gain_se(first, first, 4) == 0.0  # the same answers: no uncertainty about a zero change
+    assert paired_gain_se(first, final[:3], 4) is None and paired_gain_se([], [], 4) is None
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [
+        {"step": 0, "completions": 24, "solved_per_problem": first},
+        {"step": 5, "completions": 24, "solved_per_problem": final},
+    ]
+    for row in rows:
+        row.update({k: 0.0 for k in ("format_rate", "false_accept_given_wrong", "false_reject_given_right")})
+        row.update({k: 0.0 for k in ("line_verdict_matches_truth", "line_false_accept", "line_false_reject")})
+        row.update(lines_per_completion=0.0, truncation_rate=0.0, success_rate=sum(row["solved_per_problem"]) / 24)
+        ck.append_jsonl(run / "eval.jsonl", row)
+    summary = summarize(run)
+    assert summary["success_gain_points"] == pytest.approx(100 * 6 / 24)
+    assert summary["success_gain_se_points"] == pytest.approx(100 * paired_gain_se(first, final, 4))
