@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from tasks.countdown.generate import Problem
 from tasks.countdown.reward import breakdown
@@ -40,7 +41,7 @@ class EvalMetrics:
     # of the success change (see :func:`paired_gain_se`)
     solved_per_problem: tuple[int, ...] = ()
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -141,7 +141,7 @@ class RunCallback:
         self.step_t0 = time.perf_counter()
         self.step_time = 0.0
 
-    def eval_and_record(self, step: int) -> dict[str, float]:
+    def eval_and_record(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         metrics = self.evaluate(self.trainer).as_dict()
         seconds = time.perf_counter() - t0
