@@ -88,10 +88,10 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
 
 def _gain_se_points(first: dict[str, Any], last: dict[str, Any]) -> float | None:
     """Paired standard error of the success change in points (None for evaluations of other shapes)."""
-    a, b = first.get("solved_per_problem"), last.get("solved_per_problem")
-    if not a or not b or first["completions"] != last["completions"] or first["completions"] % len(a):
+    a, b = first.get("solved_per_problem"), last.get("solved_per_problem") or []
+    if not a or first["completions"] != last["completions"] or first["completions"] % len(a):
         return None
-    se = paired_gain_se(a, b, first["completions"] // len(a))
+    se = paired_gain_se(a, b, first["completions"] // len(a))  # None unless b pairs up with a
     return None if se is None else 100 * se
 
 
