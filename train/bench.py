@@ -9,6 +9,8 @@
 * the lean loss pass (``grpo.lean_loss``, train/lean_loss.py): the same short run with TRL's own loss pass, and
   the ratio of the two runs' forward/backward/optimizer time per step (no target: it depends on how many groups
   have all-equal rewards and how spread the completion lengths are).
+* the allocator: ``make`` runs CPU jobs with tcmalloc preloaded (Makefile ``MALLOC``); the same short tiny-base
+  pre-training with and without it, its Trainer runtime ratio, and whether the losses are bit for bit equal.
 
 The model is ``checkpoints/tiny-base`` when it exists (``make base``); otherwise a micro base is built in a
 scratch directory (a few seconds), which the output says.
@@ -111,10 +113,39 @@ def grpo_breakdown(base_args: list[str], steps: int, lean: bool = True) -> dict[
     return out
 
 
+def allocator(steps: int) -> dict[str, float]:
+    """Base pre-training seconds under this process's preloaded allocator vs glibc malloc (nothing preloaded)."""
+    import os
+    import re
+
+    preload = os.environ.get("LD_PRELOAD", "")
+    if "malloc" not in preload:
+        return {}
+    runs = {}
+    for name, env in (
+        ("preloaded", dict(os.environ)),
+        ("glibc", {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}),
+    ):
+        with tempfile.TemporaryDirectory() as tmp:
+            args = [f"base_dir={tmp}/base", f"base.steps={steps}", "base.warmup_steps=10"]
+            cmd = [sys.executable, "-m", "train", "--base-only", *args]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+            if proc.returncode != 0:
+                raise RuntimeError(f"allocator bench ({name}) failed:\n{proc.stderr[-3000:]}")
+            runtime = re.search(r"'train_runtime': '([0-9.]+)'", proc.stdout + proc.stderr)
+            loss = json.loads((Path(tmp) / "base" / "base.json").read_text())["train_loss"]
+            runs[name] = (float(runtime.group(1)) if runtime else float("nan"), loss)
+    return {
+        "base_steps_glibc_vs_preloaded": runs["glibc"][0] / runs["preloaded"][0],
+        "base_loss_identical": float(runs["glibc"][1] == runs["preloaded"][1]),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--grpo-steps", type=int, default=7, help="the first 2 are dropped as warm-up")
+    parser.add_argument("--base-steps", type=int, default=150, help="tiny-base steps per allocator run")
     parser.add_argument("--out", default="bench/results.json")
     args = parser.parse_args(argv)
     cfg = load_train_config("tiny")
@@ -161,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         f"(forward+backward+optimizer per step; steps {fig['grpo_step_s_trl_loss']:.2f} s vs "
         f"{fig['grpo_step_s']:.2f} s)"
     )
+    fig.update(allocator(args.base_steps))
+    if "base_steps_glibc_vs_preloaded" in fig:
+        same = "bit for bit the same loss" if fig["base_loss_identical"] else "DIFFERENT losses"
+        ratio = fig["base_steps_glibc_vs_preloaded"]
+        print(f"{'base pre-training: glibc / preloaded malloc':<42}{ratio:>9.2f}x  ({same})")
+    else:
+        print("base pre-training allocator: nothing preloaded (make bench preloads tcmalloc where setup found it)")
     out = record_bench(args.out, "train", fig)
     print(f"wrote {out}")
     return 0
