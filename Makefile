@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml Makefile
 	@# tcmalloc (see MALLOC): where the system lacks it, fetched from Debian into .venv without root; optional, so
 	@# where apt-get cannot fetch it setup goes on with a notice and jobs use glibc's malloc.
 	if [ "$(EXTRA)" = cpu ] && [ -z "$(wildcard /usr/lib/*/$(TCMALLOC))" ] && [ ! -e $(VENV)/lib/tcmalloc/$(TCMALLOC) ]; then \
-	  tmp=$$(mktemp -d) && ( cd $$tmp && apt-get download libtcmalloc-minimal4 >/dev/null 2>&1 \
+	  tmp=$$(mktemp -d) && ( cd $$tmp && timeout 120 apt-get download libtcmalloc-minimal4 >/dev/null 2>&1 \
 	    && dpkg-deb -x libtcmalloc-minimal4_*.deb x && mkdir -p $(CURDIR)/$(VENV)/lib/tcmalloc \
 	    && cp -L x/usr/lib/*/$(TCMALLOC) $(CURDIR)/$(VENV)/lib/tcmalloc/ ) \
 	  || echo "note: could not fetch tcmalloc (apt-get download libtcmalloc-minimal4): CPU jobs use glibc malloc, slower"; \
