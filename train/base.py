@@ -274,7 +274,8 @@ def build_base(
 
         use_fp32_attention(model)
     stats = pretrain(model, tokenizer, texts, cfg, work / "trainer")
-    model.set_attn_implementation("sdpa")  # what the saved config.json names: loaders need no registration
+    if cfg.fp32_attention:
+        model.set_attn_implementation("sdpa")  # what the saved config.json names: loaders need no registration
     staging = out.with_name(out.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -115,9 +117,6 @@ def grpo_breakdown(base_args: list[str], steps: int, lean: bool = True) -> dict[
 
 def allocator(steps: int) -> dict[str, float]:
     """Base pre-training seconds under this process's preloaded allocator vs glibc malloc (nothing preloaded)."""
-    import os
-    import re
-
     preload = os.environ.get("LD_PRELOAD", "")
     if "malloc" not in preload:
         return {}
