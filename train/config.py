@@ -53,6 +53,9 @@ class GRPOSettings:
     # TRL's loss). 32 rows: 8% faster than 16 on tiny-preset batches, no faster at 64 or 128 (measured)
     lean_loss: bool = False
     lean_loss_rows: int = 32
+    # train only on problems with at least this many solutions (tasks/countdown/solve.py; 1 = every problem, as
+    # TinyZero). Problems with one way are mostly never solved by a weak policy: all-wrong groups, no signal
+    min_solutions: int = 1
     format_score: float = 0.1
     correct_score: float = 1.0
     sample_every: int = 10  # print and save sample completions every N steps
@@ -119,6 +122,8 @@ class TrainConfig:
             raise ConfigError(f"grpo.num_generations: GRPO needs >= 2 completions per prompt, got {g.num_generations}")
         if g.prompts_per_step < 1:
             raise ConfigError(f"grpo.prompts_per_step: expected >= 1, got {g.prompts_per_step}")
+        if g.min_solutions < 1:
+            raise ConfigError(f"grpo.min_solutions: expected >= 1 (1 keeps every problem), got {g.min_solutions}")
         if g.steps_per_generation < 1:
             raise ConfigError(f"grpo.steps_per_generation: expected >= 1, got {g.steps_per_generation}")
         batch, parts = g.prompts_per_step * g.num_generations, self._batch_parts

@@ -17,9 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tasks.config import ConfigError
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 from tasks.countdown.reward import breakdown
+from tasks.countdown.solve import count_solutions
 from tasks.countdown.trace import parse_attempts
 from train import checkpoints as ck
 from train.config import TrainConfig
@@ -66,6 +68,25 @@ def reward_functions(cfg: TrainConfig, samples_path: Path | None = None) -> tupl
 
     funcs = [countdown_reward, success, has_answer, false_accepts, attempt_lines]
     return funcs, [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def select_problems(problems: list[Problem], cfg: TrainConfig) -> list[Problem]:
+    """The training problems with at least ``grpo.min_solutions`` ways to the target (all of them at 1).
+
+    Raises ConfigError when none is left, naming the setting; prints how many were kept otherwise.
+    """
+    k = cfg.grpo.min_solutions
+    if k <= 1:
+        return list(problems)
+    ops, steps = cfg.data.operators, cfg.data.integer_steps
+    kept = [p for p in problems if count_solutions(p.numbers, p.target, ops, steps) >= k]
+    if not kept:
+        raise ConfigError(
+            f"grpo.min_solutions={k}: none of the {len(problems)} training problems has that many solutions; "
+            "lower it (1 keeps every problem)"
+        )
+    print(f"grpo.min_solutions={k}: training on {len(kept)} of {len(problems)} problems")
+    return kept
 
 
 def prompt_dataset(problems: list[Problem], template: str) -> Any:

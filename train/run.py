@@ -131,7 +131,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
 
-    from train.grpo import grpo_args, make_callback, prompt_dataset, reward_functions, tensorboard_callback
+    from train.grpo import (
+        grpo_args,
+        make_callback,
+        prompt_dataset,
+        reward_functions,
+        select_problems,
+        tensorboard_callback,
+    )
     from train.lean_loss import lean_trainer_class
     from train.rollout import choose_rollout, grpo_vllm_kwargs, without_sampler_logprobs
 
@@ -167,7 +174,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         model=model,
         reward_funcs=funcs,
         args=grpo_args(cfg, run_dir, device, rollout_kwargs, weights),
-        train_dataset=prompt_dataset(train_problems, cfg.template),
+        train_dataset=prompt_dataset(select_problems(train_problems, cfg), cfg.template),
         processing_class=tokenizer,
         callbacks=[callback, tensorboard_callback(run_dir)],
     )

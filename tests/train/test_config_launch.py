@@ -61,6 +61,7 @@ def test_plan_single_process_colocate() -> None:
         (["grpo.steps=ten"], "grpo.steps: expected an integer"),
         (["run_name=a/b"], "run_name"),
         (["base.length_buckets=-1"], "base.length_buckets: expected >= 0"),
+        (["grpo.min_solutions=0"], "grpo.min_solutions: expected >= 1"),
     ],
 )
 def test_bad_config_fails_before_heavy_work(overrides: list[str], message: str) -> None:
@@ -115,3 +116,18 @@ def test_grpo_args_split_batch_into_updates_and_skip_is_correction(tmp_path: Pat
     assert args.generation_batch_size == completions  # one generation per 4 optimizer steps
     assert (args.steps_per_generation, args.per_device_train_batch_size) == (4, completions // 4)
     assert args.vllm_importance_sampling_correction is False and args.temperature == 0.7
+
+
+def test_min_solutions_keeps_only_many_way_problems(capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks.countdown.generate import Problem
+    from tasks.countdown.solve import count_solutions
+    from train.grpo import select_problems
+
+    problems = [Problem((3, 4, 5), 12), Problem((5, 5, 3), 2), Problem((2, 2, 2), 8), Problem((1, 3, 4, 6), 24, "")]
+    assert select_problems(problems, load_train_config("tiny", ["grpo.min_solutions=1"])) == problems
+    kept = select_problems(problems, load_train_config("tiny", ["grpo.min_solutions=2"]))
+    assert kept == [problems[0], problems[2]]
+    assert all(count_solutions(p.numbers, p.target) >= 2 for p in kept)
+    assert "training on 2 of 4 problems" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="grpo.min_solutions=9: none of the 4 training problems"):
+        select_problems(problems, load_train_config("tiny", ["grpo.min_solutions=9"]))
