@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,6 +80,9 @@ def test_micro_run_end_to_end(tmp_path: Path, engine: str) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "success" in proc.stdout and "run directory" in proc.stdout
     assert "base model:" in proc.stdout  # the missing micro base was built by a child `--base-only` process
+    # the tiny preset's prompt filter ran on the real split: only problems with two or more ways are trained on
+    kept = re.search(r"grpo.min_solutions=2: training on (\d+) of 200 problems", proc.stdout)
+    assert kept is not None and 50 < int(kept.group(1)) < 200, proc.stdout[-2000:]
     run = tmp_path / f"micro-{engine}"
     assert_complete_run(run, 4, 2)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
