@@ -54,7 +54,7 @@ def test_plan_single_process_colocate() -> None:
         (["grpo.max_completion_length=16"], "too short for one attempt line"),
         (["grpo.top_entropy_quantile=0"], "top_entropy_quantile: expected in"),
         (["grpo.steps_per_generation=0"], "steps_per_generation: expected >= 1"),
-        (["grpo.steps_per_generation=3"], "divide evenly into .* = 3 parts"),
+        (["grpo.steps_per_generation=5"], "divide evenly into .* = 5 parts"),
         (["model=/no/such/dir"], "model:"),
         (["eval.problems=5000"], "eval.problems"),
         (["grpo.learning_rat=1"], "Did you mean 'grpo.learning_rate'"),
