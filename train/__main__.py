@@ -31,9 +31,12 @@ def _report(summary: dict) -> None:
         f"verdict = truth    {pct('line_verdict_matches_truth')}\n"
         f"lines/completion   {summary['lines_per_completion/first']:.2f} -> "
         f"{summary['lines_per_completion/final']:.2f}\n"
-        f"truncated          {pct('truncation_rate')}\n"
-        f"checkpoints        {summary['checkpoints']}"
+        f"truncated          {pct('truncation_rate')}"
     )
+    for name, row in (summary.get("success_by_ways") or {}).items():
+        label = f"success, {name} way{'s' if name != '1' else ''}"
+        print(f"{label:<18} {row['first']:.1%} -> {row['final']:.1%}  ({row['problems']} problems)")
+    print(f"checkpoints        {summary['checkpoints']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 from tasks.countdown.dataset import load_problems, prepare
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
+from tasks.countdown.solve import count_solutions
 from train import checkpoints as ck
 from train.config import TrainConfig
 from train.evaluate import EvalMetrics, paired_gain_se, score_completions
@@ -95,8 +96,34 @@ def _gain_se_points(first: dict[str, Any], last: dict[str, Any]) -> float | None
     return None if se is None else 100 * se
 
 
-def summarize(run_dir: Path, **extra: Any) -> dict[str, Any]:
-    """Step-0 vs final-checkpoint comparison from eval.jsonl, written to summary.json and returned."""
+def success_by_ways(
+    problems: list[Problem], first: dict[str, Any], last: dict[str, Any], cfg: TrainConfig
+) -> dict[str, dict[str, float]] | None:
+    """Success on held-out problems with one way vs several (``grpo.min_solutions`` trains on the latter only).
+
+    None when the evaluations carry no per-problem counts for these problems.
+    """
+    a, b = first.get("solved_per_problem"), last.get("solved_per_problem")
+    if not a or not b or len(a) != len(problems) or len(b) != len(problems):
+        return None
+    samples = first["completions"] // len(problems)
+    ways = [count_solutions(p.numbers, p.target, cfg.data.operators, cfg.data.integer_steps) for p in problems]
+    out = {}
+    for name, keep in (("1", lambda w: w <= 1), ("2+", lambda w: w >= 2)):
+        idx = [i for i, w in enumerate(ways) if keep(w)]
+        if idx:
+            n = samples * len(idx)
+            out[name] = {"problems": len(idx), "first": sum(a[i] for i in idx) / n, "final": sum(b[i] for i in idx) / n}
+    return out
+
+
+def summarize(
+    run_dir: Path, problems: list[Problem] | None = None, cfg: TrainConfig | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Step-0 vs final-checkpoint comparison from eval.jsonl, written to summary.json and returned.
+
+    With the held-out ``problems`` and the run's ``cfg`` it also splits success by the problems' number of ways.
+    """
     rows = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines() if x.strip()]
     by_step = {r["step"]: r for r in rows}
     first, last = by_step[min(by_step)], by_step[max(by_step)]
@@ -120,6 +147,7 @@ def summarize(run_dir: Path, **extra: Any) -> dict[str, Any]:
         "success_gain_points": 100 * (last["success_rate"] - first["success_rate"]),
         "success_gain_se_points": _gain_se_points(first, last),
         "false_accept_change_points": 100 * (last["false_accept_given_wrong"] - first["false_accept_given_wrong"]),
+        "success_by_ways": success_by_ways(problems, first, last, cfg) if problems and cfg else None,
         **extra,
     }
     ck.write_json_atomic(run_dir / "summary.json", summary)
@@ -186,7 +214,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     _timed(trainer, getattr(trainer, "vllm_generation", None), "sync_weights", "time/weight_sync_s")
     resume_from = str(last[1]) if last is not None and (last[1] / "trainer_state.json").is_file() else None
     trainer.train(resume_from_checkpoint=resume_from)
-    return summarize(run_dir, wall_s=time.perf_counter() - t0)
+    return summarize(run_dir, test_problems, cfg, wall_s=time.perf_counter() - t0)
 
 
 def _timed(trainer: Any, owner: Any, method: str, metric: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.countdown.generate import Problem
+from tasks.countdown.solve import count_solutions
 from train import checkpoints as ck
 from train.config import load_train_config
 from train.evaluate import score_completions
@@ -106,3 +107,13 @@ def test_success_change_has_a_paired_standard_error(tmp_path: Path) -> None:
     summary = summarize(run)
     assert summary["success_gain_points"] == pytest.approx(100 * 6 / 24)
     assert summary["success_gain_se_points"] == pytest.approx(100 * paired_gain_se(first, final, 4))
+
+    # split by the problems' number of ways: three one-way problems, three with several
+    problems = [Problem((5, 5, 3), 2), Problem((4, 6, 9), 6), Problem((3, 8, 11), 9)]
+    problems += [Problem((3, 4, 5), 12), Problem((3, 4, 5), 60), Problem((2, 2, 2), 8)]
+    ways = [count_solutions(p.numbers, p.target) for p in problems]
+    assert [w == 1 for w in ways] == [True] * 3 + [False] * 3, ways
+    split = summarize(run, problems, load_train_config("tiny"))["success_by_ways"]
+    assert split["1"] == {"problems": 3, "first": pytest.approx(3 / 12), "final": pytest.approx(5 / 12)}
+    assert split["2+"] == {"problems": 3, "first": pytest.approx(1 / 12), "final": pytest.approx(5 / 12)}
+    assert summary["success_by_ways"] is None  # without the problems there is nothing to split

@@ -85,6 +85,9 @@ def test_micro_run_end_to_end(tmp_path: Path, engine: str) -> None:
     assert kept is not None and 50 < int(kept.group(1)) < 200, proc.stdout[-2000:]
     run = tmp_path / f"micro-{engine}"
     assert_complete_run(run, 4, 2)
+    split = json.loads((run / "summary.json").read_text())["success_by_ways"]
+    assert sum(row["problems"] for row in split.values()) == 8  # every held-out problem, by its number of ways
+    assert any(line.startswith("success, ") for line in proc.stdout.splitlines())
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("rewards/countdown_reward/mean" in m and "time/generation_s" in m for m in metrics)
     if engine == "vllm":  # the checkpoint also loads in vLLM
