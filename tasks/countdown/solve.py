@@ -3,9 +3,9 @@
 Why: GRPO learns nothing from a prompt whose sampled completions all get the same reward, and on the tiny preset
 that is mostly a prompt the policy never solves. Sampling the tiny base 16 times at T=0.7 on 1,000 training
 problems (3 operands in 1..20, all four operators) showed the number of solutions predicts this well: problems
-with one or two ways succeeded 4.8% of the time and half of them never once in 16 samples, problems with three or
-more ways 24% and only 6% never (README, "Choosing RL prompts"). Counting is exact and costs microseconds for
-three or four operands, so a training set can be filtered before any model runs.
+with a single way (40% of them) succeeded 5.0% of the time and half of them never once in 16 samples, problems
+with two or more ways 23.4% and only 9% never (README, "Choosing RL prompts"). Counting is exact and costs
+microseconds for three or four operands, so a training set can be filtered before any model runs.
 
 A *way* is a binary expression tree over all the given numbers whose value is the target, counted up to the
 commutativity of ``+`` and ``*`` (``3 + 4`` and ``4 + 3`` are one way; ``(3 + 4) + 5`` and ``3 + (4 + 5)`` are
