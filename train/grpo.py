@@ -70,6 +70,11 @@ def reward_functions(cfg: TrainConfig, samples_path: Path | None = None) -> tupl
     return funcs, [1.0, 0.0, 0.0, 0.0, 0.0]
 
 
+def solution_counts(problems: list[Problem], cfg: TrainConfig) -> list[int]:
+    """Each problem's number of ways to the target, with the run's operators and integer-step rule."""
+    return [count_solutions(p.numbers, p.target, cfg.data.operators, cfg.data.integer_steps) for p in problems]
+
+
 def select_problems(problems: list[Problem], cfg: TrainConfig) -> list[Problem]:
     """The training problems with at least ``grpo.min_solutions`` ways to the target (all of them at 1).
 
@@ -78,8 +83,7 @@ def select_problems(problems: list[Problem], cfg: TrainConfig) -> list[Problem]:
     k = cfg.grpo.min_solutions
     if k <= 1:
         return list(problems)
-    ops, steps = cfg.data.operators, cfg.data.integer_steps
-    kept = [p for p in problems if count_solutions(p.numbers, p.target, ops, steps) >= k]
+    kept = [p for p, ways in zip(problems, solution_counts(problems, cfg), strict=True) if ways >= k]
     if not kept:
         raise ConfigError(
             f"grpo.min_solutions={k}: none of the {len(problems)} training problems has that many solutions; "

@@ -15,10 +15,10 @@ from typing import Any
 from tasks.countdown.dataset import load_problems, prepare
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
-from tasks.countdown.solve import count_solutions
 from train import checkpoints as ck
 from train.config import TrainConfig
 from train.evaluate import EvalMetrics, paired_gain_se, score_completions
+from train.grpo import solution_counts
 
 
 def resolve_device(requested: str) -> str:
@@ -107,7 +107,7 @@ def success_by_ways(
     if not a or not b or len(a) != len(problems) or len(b) != len(problems):
         return None
     samples = first["completions"] // len(problems)
-    ways = [count_solutions(p.numbers, p.target, cfg.data.operators, cfg.data.integer_steps) for p in problems]
+    ways = solution_counts(problems, cfg)
     out = {}
     for name, keep in (("1", lambda w: w <= 1), ("2+", lambda w: w >= 2)):
         idx = [i for i, w in enumerate(ways) if keep(w)]
