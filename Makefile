@@ -18,8 +18,15 @@ PYTEST_ARGS ?=
 # steps 20% slower). vLLM's CPU docs recommend it too. Expanded at run time, after setup may have fetched it.
 TCMALLOC := libtcmalloc_minimal.so.4
 MALLOC = $(if $(filter cpu,$(EXTRA)),$(firstword $(wildcard $(VENV)/lib/tcmalloc/$(TCMALLOC) /usr/lib/*/$(TCMALLOC))))
-RUN_PY = $(if $(MALLOC),LD_PRELOAD=$(MALLOC) )$(PY)
+# PRECISION=auto|bf16|fp32 sets every stage's precision (default: each preset's, auto = bf16 where the CPU/GPU computes
+# it natively, float32 elsewhere). CPU_ISA=avx2 caps PyTorch, oneDNN and MKL at AVX2 (no native bf16), to rehearse
+# an AVX2-only machine on a newer CPU: `make test CPU_ISA=avx2`.
+PRECISION ?=
+CPU_ISA ?=
+ISA_ENV = $(if $(filter avx2,$(CPU_ISA)),ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 )
+RUN_PY = $(ISA_ENV)$(if $(MALLOC),LD_PRELOAD=$(MALLOC) )$(PY)
 TRAIN_FLAGS := --preset $(PRESET) $(if $(filter 1,$(RESUME)),--resume) $(if $(filter 1,$(DRY_RUN)),--dry-run)
+TRAIN_PRECISION = $(if $(PRECISION),base.precision=$(PRECISION) grpo.precision=$(PRECISION))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint data base train analyze bench clean-venv
@@ -29,6 +36,7 @@ help:  ## List every target with what it does
 	@echo "Variables: PRESET=$(PRESET) RESUME=1 DRY_RUN=1 ARGS=\"key=value ...\" EXTRA=cpu|gpu (auto: $(EXTRA))"
 	@echo "           RUN=checkpoints/<run> (default: latest run) APRESET=$(APRESET) (configs/analysis/)"
 	@echo "           DATA_PRESET=$(DATA_PRESET) PYTEST_ARGS=... MALLOC=$(MALLOC) (empty: glibc malloc)"
+	@echo "           PRECISION=auto|bf16|fp32 (every stage; default: the preset's auto) CPU_ISA=avx2 (rehearse AVX2)"
 
 setup: $(STAMP)  ## Create .venv from the repo's files alone (idempotent; cpu/gpu extra auto-detected)
 
@@ -63,13 +71,13 @@ data: setup  ## Generate the default Countdown train/test splits (DATA_PRESET=..
 	$(RUN_PY) -m tasks.countdown --config $(DATA_PRESET)
 
 base: setup  ## Build (or reuse) the offline tiny base model: tokenizer + small Qwen2 + pre-training
-	$(RUN_PY) -m train --base-only --preset $(PRESET) $(ARGS)
+	$(RUN_PY) -m train --base-only --preset $(PRESET) $(TRAIN_PRECISION) $(ARGS)
 
 train: setup  ## GRPO on Countdown (PRESET=tiny|qwen2.5-0.5b|qwen2.5-1.5b|qwen2.5-3b, RESUME=1, DRY_RUN=1, ARGS="k=v")
-	$(RUN_PY) -m train $(TRAIN_FLAGS) $(ARGS)
+	$(RUN_PY) -m train $(TRAIN_FLAGS) $(TRAIN_PRECISION) $(ARGS)
 
 analyze: setup  ## Probe, unembed and steer every checkpoint of a run; writes <run>/analysis/report.html (RUN=dir, APRESET=tiny, ARGS="k=v")
-	$(RUN_PY) -m analysis --preset $(APRESET) $(if $(RUN),run=$(RUN)) $(ARGS)
+	$(RUN_PY) -m analysis --preset $(APRESET) $(if $(RUN),run=$(RUN)) $(if $(PRECISION),precision=$(PRECISION)) $(ARGS)
 
 bench: setup  ## Speed/memory ratios vs their baselines (reward, parser, rollouts, GRPO step, steering, capture, RSS) -> bench/results.json
 	$(RUN_PY) -m tasks.countdown.bench

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from tasks.bench_results import record_bench
+from train.precision import hardware, resolve
 
 TARGETS = {"steer_vs_naive": 20.0, "steer_vs_unsteered": 1.15, "capture_vs_plain": 1.1, "rss_8_vs_2": 1.1}
 
@@ -57,12 +58,13 @@ QWEN25_05B = dict(
 )  # fmt: skip
 
 
-def sized_model(tok: Any, device: str) -> Any:
-    """A random-weight Qwen2 of Qwen2.5-0.5B's size (bf16 on GPU); prompts still come from ``tok``."""
+def sized_model(tok: Any, device: str, precision: str = "fp32") -> Any:
+    """A random-weight Qwen2 of Qwen2.5-0.5B's size (bf16 where ``precision`` resolved to it, as Qwen2.5's
+    checkpoints are stored); prompts still come from ``tok``."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = Qwen2Config(**QWEN25_05B, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     return Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype).eval()
 
 
@@ -198,15 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         "--arch", default="trained", choices=["trained", "qwen2.5-0.5b"], help="the tiny run, or random weights"
     )
     parser.add_argument("--section", default="analysis", help="results.json section to write")
+    parser.add_argument("--precision", default="auto", help="auto | bf16 | fp32 (train/precision.py)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-RSS runs (they need vLLM or time)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    precision = resolve(args.precision, args.device, "precision")
     model, tok, origin = bench_model(Path(args.root))
     if args.arch != "trained":
-        model, origin = sized_model(tok, args.device), f"random-weight {args.arch}-sized Qwen2"
+        model, origin = sized_model(tok, args.device, precision), f"random-weight {args.arch}-sized Qwen2"
     model = model.to(args.device)
-    print(f"analysis bench model: {origin} on {args.device}")
-    fig: dict[str, Any] = {"model": origin, "device": args.device}
+    print(f"analysis bench model: {origin} on {args.device}, {model.dtype}")
+    fig: dict[str, Any] = {"model": origin, "device": args.device, "precision": precision}
+    fig["hardware"] = hardware("cuda" if args.device.startswith("cuda") else "cpu")
     t0 = time.perf_counter()
     fig.update(steering(model, tok, args.batch, args.new_tokens, args.repeats))
     fig.update(capture_overhead(model, tok, args.batch, args.repeats))

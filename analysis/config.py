@@ -117,6 +117,9 @@ class AnalysisConfig:
     output_root: str = "checkpoints"
     steps: tuple[int, ...] = ()  # checkpoint steps to analyse; empty: all
     device: str = "cpu"
+    # auto: bf16 where the device computes it natively, float32 elsewhere (train/precision.py). Inference keeps the
+    # checkpoint's dtype under bf16 (float32 for the tiny preset) and loads it in float32 under fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)

@@ -18,6 +18,7 @@ from analysis.cache import StepCache, fingerprint, stage_key
 from analysis.config import AnalysisConfig
 from analysis.positions import KINDS, LABELS
 from tasks.countdown.generate import Problem
+from train.precision import inference_dtype
 
 OTHER = {"verdict": "truth", "truth": "verdict", "stated": "verdict"}
 
@@ -45,14 +46,15 @@ def check_checkpoint(path: Path) -> None:
         raise CheckpointError(f"{weights[0]}: unreadable safetensors file ({type(e).__name__}: {e})") from None
 
 
-def load_model(path: Path, device: str) -> tuple[Any, Any]:
-    """Model and tokenizer of a checkpoint, with an error naming the file that is missing or broken."""
+def load_model(path: Path, device: str, precision: str = "auto") -> tuple[Any, Any]:
+    """Model and tokenizer of a checkpoint, with an error naming the file that is missing or broken; ``precision``
+    as resolved (:func:`train.precision.inference_dtype`: fp32 loads float32, bf16 the checkpoint's dtype)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_checkpoint(path)
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path).to(device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=inference_dtype(precision)).to(device)
     except Exception as e:
         raise CheckpointError(f"{path}: cannot be loaded with from_pretrained ({type(e).__name__}: {e})") from None
     model.eval()
@@ -129,7 +131,7 @@ def analyse_checkpoint(
     cache = StepCache(out_dir)
     fp = fingerprint(path)
     problems_key = stage_key([(list(p.numbers), p.target) for p in problems[: cfg.rollout.problems]], template)
-    k_roll = stage_key(cfg.rollout, fp, problems_key)
+    k_roll = stage_key(cfg.rollout, fp, problems_key, inference_dtype(cfg.precision))
     k_cap = stage_key(cfg.capture, k_roll)
     k_probe = stage_key(cfg.probe, k_cap)
     k_unembed = stage_key(cfg.report.top_k_tokens, k_probe)
@@ -138,7 +140,7 @@ def analyse_checkpoint(
 
     def model() -> tuple[Any, Any]:
         if "m" not in loaded:
-            loaded["m"] = load_model(path, cfg.device)
+            loaded["m"] = load_model(path, cfg.device, cfg.precision)
             cfg.check_layers(loaded["m"][0].config.num_hidden_layers)
         return loaded["m"]
 
@@ -146,7 +148,9 @@ def analyse_checkpoint(
         check_checkpoint(path)  # fail here, naming the file, before an engine starts on a broken checkpoint
         say(f"step {step}: rollouts ({engine()})")
     records = cache.json(
-        "rollouts", k_roll, lambda: generate_rollouts(path, problems, cfg.rollout, template, engine(), cfg.device)
+        "rollouts",
+        k_roll,
+        lambda: generate_rollouts(path, problems, cfg.rollout, template, engine(), cfg.device, cfg.precision),
     )
 
     def do_capture() -> dict[str, np.ndarray]:

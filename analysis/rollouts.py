@@ -16,6 +16,7 @@ from analysis.config import RolloutSettings
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 from tasks.countdown.reward import breakdown
+from train.precision import inference_dtype
 
 
 def choose_engine(requested: str) -> str:
@@ -32,7 +33,7 @@ def choose_engine(requested: str) -> str:
     return "hf"
 
 
-def _vllm(model_dir: Path, prompts: list[str], s: RolloutSettings) -> tuple[list, list]:
+def _vllm(model_dir: Path, prompts: list[str], s: RolloutSettings, precision: str) -> tuple[list, list]:
     from vllm import SamplingParams
 
     from train.rollout import offline_llm
@@ -40,7 +41,7 @@ def _vllm(model_dir: Path, prompts: list[str], s: RolloutSettings) -> tuple[list
     def unpack(outs: Sequence[Any]) -> list[list[tuple[str, list[int], bool]]]:
         return [[(o.text, list(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outs]
 
-    with offline_llm(model_dir, s.seed) as llm:
+    with offline_llm(model_dir, s.seed, inference_dtype(precision)) as llm:
         greedy = llm.generate(
             prompts, SamplingParams(n=1, temperature=0.0, max_tokens=s.max_new_tokens), use_tqdm=False
         )
@@ -50,7 +51,7 @@ def _vllm(model_dir: Path, prompts: list[str], s: RolloutSettings) -> tuple[list
         return unpack(greedy), unpack(llm.generate(prompts, params, use_tqdm=False))
 
 
-def _hf(model_dir: Path, prompts: list[str], s: RolloutSettings, device: str) -> tuple[list, list]:
+def _hf(model_dir: Path, prompts: list[str], s: RolloutSettings, device: str, precision: str) -> tuple[list, list]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -58,10 +59,10 @@ def _hf(model_dir: Path, prompts: list[str], s: RolloutSettings, device: str) ->
 
     torch.manual_seed(s.seed)
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(precision)).to(device)
 
     def run(n: int, temperature: float) -> list[list[tuple[str, list[int], bool]]]:
-        texts, trunc = hf_sample(model, tok, prompts, n, temperature, s.max_new_tokens)
+        texts, trunc = hf_sample(model, tok, prompts, n, temperature, s.max_new_tokens, bf16=precision == "bf16")
         return [
             [(t, tok(t, add_special_tokens=False).input_ids, c) for t, c in zip(ts, cs, strict=True)]
             for ts, cs in zip(texts, trunc, strict=True)
@@ -71,15 +72,21 @@ def _hf(model_dir: Path, prompts: list[str], s: RolloutSettings, device: str) ->
 
 
 def generate_rollouts(
-    model_dir: str | Path, problems: Sequence[Problem], s: RolloutSettings, template: str, engine: str, device: str
+    model_dir: str | Path,
+    problems: Sequence[Problem],
+    s: RolloutSettings,
+    template: str,
+    engine: str,
+    device: str,
+    precision: str = "auto",
 ) -> list[dict[str, Any]]:
     """One record per completion: problem index, kind (greedy/sampled), text, token ids, truncation, reward."""
     problems = list(problems)[: s.problems]
     prompts = [make_prompt(p.numbers, p.target, template) for p in problems]
     if engine == "vllm":
-        greedy, sampled = _vllm(Path(model_dir), prompts, s)
+        greedy, sampled = _vllm(Path(model_dir), prompts, s, precision)
     else:
-        greedy, sampled = _hf(Path(model_dir), prompts, s, device)
+        greedy, sampled = _hf(Path(model_dir), prompts, s, device, precision)
     records = []
     for kind, outs in (("greedy", greedy), ("sampled", sampled)):
         for i, samples in enumerate(outs):

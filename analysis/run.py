@@ -6,6 +6,7 @@ analysed and the report marks the broken one. The resolved config is written to 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from analysis.cache import write_json
 from analysis.config import AnalysisConfig
 from analysis.pipeline import CheckpointError, analyse_checkpoint
 from tasks.config import ConfigError, dump_config, load_config
+from train.precision import resolve
 
 
 def find_run(cfg: AnalysisConfig) -> Path:
@@ -66,6 +68,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     from train.checkpoints import list_checkpoints
 
     t0 = time.time()
+    cfg = dataclasses.replace(cfg, precision=resolve(cfg.precision, cfg.device, "precision"))
     run = find_run(cfg)
     out = run / "analysis"
     out.mkdir(exist_ok=True)

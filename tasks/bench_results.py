@@ -13,12 +13,24 @@ from pathlib import Path
 from typing import Any
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it (benches and runs say which CPU their figures come from)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def record_bench(out: str | Path, section: str, figures: dict[str, Any]) -> Path:
     """Merge ``figures`` into ``out`` under ``section`` (temp file, then rename); returns the path written."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     merged = json.loads(out.read_text()) if out.is_file() else {}
-    merged[section] = {**figures, "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}
+    stamp = {"machine": platform.platform(), "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d")}
+    merged[section] = {**figures, **stamp}
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(merged, indent=2) + "\n")
     tmp.replace(out)

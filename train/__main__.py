@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.base_only:
         from tasks.countdown.dataset import load_problems, prepare
+        from train.config import resolve_precision
         from train.run import ensure_base
 
         try:
+            cfg = resolve_precision(cfg, "cpu")  # the tiny base is pre-trained on the CPU
             data_dir, _ = prepare(cfg.data)
             print(f"base model: {ensure_base(cfg, load_problems(data_dir, 'train'))}")
         except (FileExistsError, FileNotFoundError, ValueError) as e:

@@ -3,9 +3,8 @@
 Why this exists: the tiny preset needs a base model that already writes the structured R1-Zero format (attempt
 lines with "(not T)" / "(this works)" verdicts), does the arithmetic of its attempts reasonably well, and checks
 them *imperfectly*, so that RL has verification to improve. No hub model can be downloaded here, so we build
-one. Measurements that shaped the defaults are in ../shared/notes/tiny-preset-measurements.md: a tokenizer
-with one token per digit learns arithmetic far better than whole-number tokens, and ~1M parameters
-(4 layers x 128) reach useful behaviour in well under 10 minutes on 2 cores.
+one. A tokenizer with one token per digit learns arithmetic far better than whole-number tokens, and ~1M
+parameters (4 layers x 128) reach useful behaviour in minutes on 2 cores (docs/experiments.md).
 
 The tokenizer is a byte-level BPE (like Qwen's) whose pre-tokenizer isolates every digit (as Qwen2's does),
 trained on the corpus itself, so the TinyZero prompt's words become single tokens. Pre-training uses
@@ -22,11 +21,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tasks.config import config_hash, dump_config, to_dict
 from tasks.countdown.generate import Problem
 from tasks.countdown.synth import TraceStyle, write_trace
+from train.precision import resolve
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -52,7 +52,9 @@ class BaseConfig:
     learning_rate: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.1
-    bf16: bool = True
+    # auto: bf16 autocast where the CPU/GPU computes bf16 natively, float32 elsewhere (train/precision.py). An fp32
+    # base and a bf16 base are different models: the resolved value is part of the cache key and of base_dir
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     # > 0: batch traces of similar token length (see LengthBucketSampler): pools of this many batches are sorted by
     # length and cut into batches, then all batches are shuffled. Same traces, same steps, less padding to compute
     # (a random batch of 8 pads to 318 tokens for a mean of 267 on the tiny corpus). 0: random batches.
@@ -172,7 +174,7 @@ def base_trainer(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, 
         weight_decay=cfg.weight_decay,
         adam_beta1=0.9,
         adam_beta2=0.95,
-        bf16=cfg.bf16,
+        bf16=resolve(cfg.precision, "cpu", "base.precision") == "bf16",
         use_cpu=True,
         logging_steps=100,
         save_strategy="steps",
@@ -221,13 +223,9 @@ def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work
     return {"train_loss": float(result.training_loss), "steps": float(result.global_step)}
 
 
-# fields added after bases were first cached: they enter the cache key only when set away from these values, so a
-# base built before they existed (with the same behaviour) is still found
-_LATER_FIELDS = {"length_buckets": 0, "fp32_attention": False}
-
-
 def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str:
-    base = {k: v for k, v in to_dict(cfg).items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    """The cache key of a base: its config with the precision as resolved here, the template and the operators."""
+    base = {**to_dict(cfg), "precision": resolve(cfg.precision, "cpu", "base.precision")}
     return config_hash({"base": base, "template": template, "operators": list(operators)})
 
 

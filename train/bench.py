@@ -9,11 +9,15 @@
 * the lean loss pass (``grpo.lean_loss``, train/lean_loss.py): the same short run with TRL's own loss pass, and
   the ratio of the two runs' forward/backward/optimizer time per step (no target: it depends on how many groups
   have all-equal rewards and how spread the completion lengths are).
+* precision: one training step (forward, backward, AdamW) of a random tiny-preset-sized Qwen2 (4 x 128, batch
+  8 x 320 tokens) in float32 and under bf16 autocast on this CPU: the bf16 / fp32 time ratio says at once whether
+  bf16 is native here (< 1) or emulated (>> 1), next to what ``precision: auto`` picks (train/precision.py).
 * the allocator: ``make`` runs CPU jobs with tcmalloc preloaded (Makefile ``MALLOC``); the same short tiny-base
   pre-training with and without it, its Trainer runtime ratio, and whether the losses are bit for bit equal.
 
-The model is ``checkpoints/tiny-base`` when it exists (``make base``); otherwise a micro base is built in a
-scratch directory (a few seconds), which the output says.
+The model is the tiny base of the precision ``auto`` picks here (``checkpoints/tiny-base-<precision>``) when it
+exists (``make base``); otherwise a micro base is built in a scratch directory (a few seconds), which the output
+says.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from tasks.bench_results import record_bench
-from train.config import load_train_config
+from train.config import load_train_config, resolve_precision
+from train.precision import hardware, inference_dtype
 
 TARGET_VLLM_VS_HF = 5.0
 MICRO_BASE = [
     "base.vocab_size=300", "base.hidden_size=128", "base.num_layers=4", "base.num_heads=4", "base.num_kv_heads=4",
-    "base.corpus_traces=400", "base.steps=20", "base.bf16=false",
+    "base.corpus_traces=400", "base.steps=20", "base.precision=fp32",
 ]  # fmt: skip
 
 
@@ -51,7 +56,9 @@ def _median_s(fn: Any, repeats: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
-def rollouts(model_dir: Path, prompts: list[str], n: int, max_tokens: int, repeats: int) -> dict[str, float]:
+def rollouts(
+    model_dir: Path, prompts: list[str], n: int, max_tokens: int, repeats: int, precision: str
+) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from vllm import SamplingParams
@@ -62,19 +69,21 @@ def rollouts(model_dir: Path, prompts: list[str], n: int, max_tokens: int, repea
     params = SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens)
     timed: dict[str, tuple[float, int]] = {}
     start_s = 0.0
-    # "auto" = the checkpoint's dtype (fp32 for the tiny base), which is what TRL's colocate engine runs in
-    # training; bf16 is measured beside it for reference (transformers generation runs under bf16 autocast)
-    for dtype in ("auto", "bfloat16"):
+    # the dtype TRL's colocated engine runs in under this precision (the tiny base's own fp32 either way); bf16 is
+    # measured beside it for reference
+    engine_dtype = inference_dtype(precision)
+    for dtype in (engine_dtype, "bfloat16"):
         t0 = time.perf_counter()
         with offline_llm(model_dir, seed=0, dtype=dtype) as llm:
             start_s = start_s or time.perf_counter() - t0
             secs, outs = _median_s(functools.partial(llm.generate, prompts, params, use_tqdm=False), repeats)
             timed[dtype] = (secs, sum(len(o.token_ids) for out in outs for o in out.outputs))
-    v_s, v_tokens = timed["auto"]
+    v_s, v_tokens = timed[engine_dtype]
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     torch.manual_seed(0)
-    h_s, (texts, _) = _median_s(lambda: hf_sample(model, tok, prompts, n, 1.0, max_tokens), repeats)
+    bf16 = precision == "bf16"
+    h_s, (texts, _) = _median_s(lambda: hf_sample(model, tok, prompts, n, 1.0, max_tokens, bf16=bf16), repeats)
     h_tokens = sum(len(tok(t, add_special_tokens=False).input_ids) + 1 for ts in texts for t in ts)
     return {
         "vllm_tokens_per_s": v_tokens / v_s,
@@ -115,6 +124,32 @@ def grpo_breakdown(base_args: list[str], steps: int, lean: bool = True) -> dict[
     return out
 
 
+def precision_step(repeats: int, batch: int = 8, tokens: int = 320) -> dict[str, float]:
+    """Seconds per training step of a random tiny-preset-sized Qwen2 in float32 and under bf16 autocast (median)."""
+    import torch
+
+    from train.base import BaseConfig, build_model, build_tokenizer
+
+    cfg = BaseConfig()
+    tok = build_tokenizer(["12 + 3 = 15 (this works)", "20 - 7 = 13 (not 24)"] * 8, cfg.vocab_size)
+    model = build_model(cfg, tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(0, len(tok), (batch, tokens), generator=torch.Generator().manual_seed(0))
+    out = {}
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+
+        def step(bf16: bool = bf16) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+        out[f"train_step_{name}_s"] = _median_s(step, repeats)[0]
+    out["train_step_bf16_vs_fp32"] = out["train_step_bf16_s"] / out["train_step_fp32_s"]
+    return out
+
+
 def allocator(steps: int) -> dict[str, float]:
     """Base pre-training seconds under this process's preloaded allocator vs glibc malloc (nothing preloaded)."""
     preload = os.environ.get("LD_PRELOAD", "")
@@ -147,7 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-steps", type=int, default=150, help="tiny-base steps per allocator run")
     parser.add_argument("--out", default="bench/results.json")
     args = parser.parse_args(argv)
-    cfg = load_train_config("tiny")
+    cfg = resolve_precision(load_train_config("tiny"), "cpu")
+    fig: dict[str, Any] = {"precision": cfg.grpo.precision, "hardware": hardware("cpu")}
+    fig.update(precision_step(args.repeats))
+    hw = fig["hardware"]
+    print(
+        f"{'training step: bf16 autocast / float32':<42}{fig['train_step_bf16_vs_fp32']:>9.2f}x  "
+        f"({fig['train_step_fp32_s']:.2f} s vs {fig['train_step_bf16_s']:.2f} s; CPU {hw['cpu_capability']}, "
+        f"{'native' if hw['native_bf16'] else 'emulated'} bf16: auto picks {cfg.grpo.precision})"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         base_args: list[str] = []
         if (Path(cfg.base_dir) / "config.json").is_file():
@@ -164,9 +207,16 @@ def main(argv: list[str] | None = None) -> int:
         out_dir, _ = prepare(cfg.data, progress=False)
         prompts = [make_prompt(p.numbers, p.target, cfg.template) for p in load_problems(out_dir, "test")]
         g = cfg.grpo
-        fig: dict[str, Any] = {"model": origin}
+        fig["model"] = origin
         fig.update(
-            rollouts(model_dir, prompts[: g.prompts_per_step], g.num_generations, g.max_completion_length, args.repeats)
+            rollouts(
+                model_dir,
+                prompts[: g.prompts_per_step],
+                g.num_generations,
+                g.max_completion_length,
+                args.repeats,
+                g.precision,
+            )
         )
         fig.update(grpo_breakdown(base_args, args.grpo_steps, lean=True))
         full = grpo_breakdown(base_args, args.grpo_steps, lean=False)

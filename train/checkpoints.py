@@ -150,5 +150,18 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def run_state(cfg: Any, metrics: dict[str, Any]) -> dict[str, Any]:
-    """The small state.json payload: metrics, config hash, code version."""
-    return {"metrics": metrics, "config_hash": config_hash(cfg), "git_commit": git_commit()}
+    """The small state.json payload: metrics, config hash, code version, and the hardware that decided the precision."""
+    import torch
+
+    from train.precision import hardware
+
+    grpo = getattr(cfg, "grpo", None)
+    device = getattr(cfg, "device", "cpu")
+    on_gpu = device == "cuda" or device == "auto" and torch.cuda.is_available()
+    return {
+        "metrics": metrics,
+        "config_hash": config_hash(cfg),
+        "git_commit": git_commit(),
+        "precision": {"base": cfg.base.precision, "grpo": grpo.precision} if grpo is not None else None,
+        "hardware": hardware("cuda" if on_gpu else "cpu"),
+    }

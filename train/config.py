@@ -45,8 +45,11 @@ class GRPOSettings:
     # TRL's correction for the vLLM-vs-trainer logprob mismatch; costs one extra forward pass over every batch
     vllm_importance_sampling_correction: bool = True
     gradient_checkpointing: bool = False
-    bf16: bool = True
-    # attention in float32 inside the bf16 pass (train/attention.py): on CPU twice as fast as bf16 at head size 32
+    # auto: bf16 autocast where the device computes bf16 natively, float32 elsewhere (train/precision.py); also the
+    # transformers generation fallback's autocast and, under fp32, the dtype vLLM runs a bf16 checkpoint in
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # attention in float32 inside the bf16 pass (train/attention.py): on CPU twice as fast as bf16 at head size 32;
+    # nothing to do when the pass is float32 already
     fp32_attention: bool = False
     # exact, cheaper loss pass (train/lean_loss.py): skip zero-advantage completions, whole prompt groups packed
     # into chunks of at most lean_loss_rows rows, each prompt run once; needs loss_type dapo and beta 0 (then =
@@ -102,7 +105,8 @@ class TrainConfig:
     run_name: str = "tiny"
     output_root: str = "checkpoints"
     model: str = "tiny"  # "tiny" builds the offline base; else a hub id or a local HF model directory
-    base_dir: str = "checkpoints/tiny-base"  # where the tiny base is built and cached
+    # where the tiny base is built and cached; {precision} becomes base.precision as resolved (bf16 or fp32)
+    base_dir: str = "checkpoints/tiny-base-{precision}"
     template: Literal["base", "qwen-instruct", "compact"] = "base"
     save_every: int = 20
     seed: int = 0
@@ -185,6 +189,24 @@ class TrainConfig:
     @property
     def eval_max_new_tokens(self) -> int:
         return self.eval.max_new_tokens or self.grpo.max_completion_length
+
+
+def resolve_precision(cfg: TrainConfig, device: str) -> TrainConfig:
+    """``cfg`` with ``base.precision`` and ``grpo.precision`` resolved (``auto`` -> ``bf16 | fp32``, announced once)
+    and ``{precision}`` in ``base_dir`` filled in: what the run records and every stage reads.
+
+    The tiny base is pre-trained on the CPU whatever the device, so its precision follows the CPU."""
+    from dataclasses import replace
+
+    from train.precision import resolve
+
+    base = resolve(cfg.base.precision, "cpu", "base.precision") if cfg.model == "tiny" else cfg.base.precision
+    return replace(
+        cfg,
+        base_dir=cfg.base_dir.replace("{precision}", base),
+        base=replace(cfg.base, precision=base),
+        grpo=replace(cfg.grpo, precision=resolve(cfg.grpo.precision, device, "grpo.precision")),
+    )
 
 
 def preset_path(preset: str) -> Path:

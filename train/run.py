@@ -16,7 +16,7 @@ from tasks.countdown.dataset import load_problems, prepare
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 from train import checkpoints as ck
-from train.config import TrainConfig
+from train.config import TrainConfig, resolve_precision
 from train.evaluate import EvalMetrics, paired_gain_se, score_completions
 from train.grpo import solution_counts
 
@@ -80,7 +80,13 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
             from train.rollout import hf_sample
 
             texts, trunc = hf_sample(
-                trainer.model, tokenizer, prompts, e.samples, e.temperature, cfg.eval_max_new_tokens
+                trainer.model,
+                tokenizer,
+                prompts,
+                e.samples,
+                e.temperature,
+                cfg.eval_max_new_tokens,
+                bf16=cfg.grpo.precision == "bf16",
             )
         return score_completions(problems, texts, trunc)
 
@@ -172,6 +178,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
+    cfg = resolve_precision(cfg, device)
     engine = choose_rollout(cfg.rollout.engine)
     run_dir, last = ck.prepare_run_dir(cfg, resume)
     if last is not None:
@@ -186,12 +193,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_path)
-    if cfg.grpo.fp32_attention:
+    if cfg.grpo.fp32_attention and cfg.grpo.precision == "bf16":  # a float32 pass has float32 attention already
         from train.attention import use_fp32_attention
 
         use_fp32_attention(model)
     rollout_kwargs = (
-        grpo_vllm_kwargs(device, cfg.rollout, sampler_logprobs=cfg.grpo.vllm_importance_sampling_correction)
+        grpo_vllm_kwargs(
+            device,
+            cfg.rollout,
+            sampler_logprobs=cfg.grpo.vllm_importance_sampling_correction,
+            precision=cfg.grpo.precision,
+        )
         if engine == "vllm"
         else {"use_vllm": False}
     )

@@ -21,7 +21,7 @@ MICRO = BaseConfig(
     steps=6,
     batch_size=4,
     warmup_steps=1,
-    bf16=False,
+    precision="fp32",
 )
 PROBLEMS = generate_problems(
     ProblemSpec(num_operands=(3,), operand_max=20, target_max=None, operators=("+", "-")), 100, seed=0
@@ -155,18 +155,17 @@ def test_length_bucket_sampler_groups_lengths_but_not_batch_order() -> None:
     assert list(sampler) != order
 
 
-def test_cache_key_of_bases_built_before_later_fields_is_unchanged() -> None:
-    """A base cached before ``length_buckets`` and ``fp32_attention`` existed is still found; set, they re-key it."""
+def test_cache_key_holds_the_resolved_precision() -> None:
+    """An fp32 base and a bf16 base are different models; ``auto`` is keyed as what it resolves to here."""
     import dataclasses
 
-    from tasks.config import config_hash, to_dict
     from train.base import _base_key
+    from train.precision import resolve
 
-    before = {k: v for k, v in to_dict(MICRO).items() if k not in ("length_buckets", "fp32_attention")}
-    assert _base_key(("+",), MICRO, "base") == config_hash({"base": before, "template": "base", "operators": ["+"]})
-    plain = _base_key(("+",), MICRO, "base")
-    assert _base_key(("+",), dataclasses.replace(MICRO, length_buckets=64), "base") != plain
-    assert _base_key(("+",), dataclasses.replace(MICRO, fp32_attention=True), "base") != plain
+    keys = {p: _base_key(("+",), dataclasses.replace(MICRO, precision=p), "base") for p in ("auto", "bf16", "fp32")}
+    assert keys["bf16"] != keys["fp32"]
+    assert keys["auto"] == keys[resolve("auto")]
+    assert _base_key(("+",), dataclasses.replace(MICRO, length_buckets=64), "base") != _base_key(("+",), MICRO, "base")
 
 
 def test_fp32_attention_base_is_the_same_model_and_saves_plain_sdpa(micro_base: Path, tmp_path: Path) -> None:

@@ -38,13 +38,13 @@ def micro_overrides(tmp: Path, run: str, engine: str, steps: int = 4, save_every
         "base.steps=30",
         "base.batch_size=8",
         "base.warmup_steps=2",
-        "base.bf16=false",
+        "base.precision=fp32",
         f"grpo.steps={steps}",
         f"save_every={save_every}",
         "grpo.prompts_per_step=2",
         "grpo.num_generations=4",
         "grpo.max_completion_length=64",
-        "grpo.bf16=false",
+        "grpo.precision=fp32",
         f"rollout.engine={engine}",
     ]
 
