@@ -6,9 +6,10 @@ bf16, and a bf16 matmul is one to two orders of magnitude slower than the same m
 has a ``precision: auto | bf16 | fp32`` setting; ``auto`` (the default) resolves here, from what PyTorch reports
 about the device, and the resolved value is what the run records (config.yaml, state.json, bench results).
 
-For *inference* (vLLM rollouts, analysis passes) "bf16" means "the checkpoint's own dtype" (bf16 for a Qwen2.5
-hub checkpoint, float32 for the tiny base, which TRL's colocated engine has always run in), and "fp32" means
-float32 whatever the checkpoint stores: see :func:`inference_dtype`.
+For *inference* (vLLM rollouts, analysis passes) "bf16" means each library's ``auto`` (transformers: the
+checkpoint's dtype; vLLM: the checkpoint's dtype, float32 checkpoints such as the tiny base downcast to bf16),
+and "fp32" means float32 whatever the checkpoint stores (:func:`inference_dtype`). vLLM's downcast is why the
+tiny preset's rollouts were emulated bf16 on AVX2-only CPUs (generation ~2-3x slower) before this setting.
 
 The capability checks are PyTorch's own (``torch.backends.cpu.get_cpu_capability()``,
 ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``, ``torch.cuda.is_bf16_supported()``); both CPU checks follow
@@ -49,6 +50,22 @@ def hardware(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+def follow_isa_cap() -> bool:
+    """Under ``ATEN_CPU_CAPABILITY=avx2`` (``make ... CPU_ISA=avx2``, a rehearsal of an AVX2-only CPU) also make
+    ``torch.cpu._is_avx512_supported`` / ``_is_avx512_bf16_supported`` answer False, so that vLLM's CPU platform
+    loads its AVX2 kernels (``vllm._C_AVX2``) as it would on such a CPU: it reads those two functions, not the
+    capability PyTorch dispatches on. Call before vLLM is imported; returns whether it applied."""
+    import os
+
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() not in ("avx2", "default"):
+        return False
+    import torch
+
+    torch.cpu._is_avx512_supported = lambda: False
+    torch.cpu._is_avx512_bf16_supported = lambda: False
+    return True
+
+
 def resolve(requested: str, device: str = "cpu", field: str = "precision") -> Resolved:
     """``auto | bf16 | fp32`` -> ``bf16 | fp32`` on ``device``; prints the choice once per field.
 
@@ -61,7 +78,8 @@ def resolve(requested: str, device: str = "cpu", field: str = "precision") -> Re
     resolved: Resolved = ("bf16" if hw["native_bf16"] else "fp32") if requested == "auto" else requested  # type: ignore[assignment]
     where = hw.get("gpu") or f"CPU {hw['cpu_capability']} ({hw['cpu_model'] or 'unknown model'})"
     native = "native bf16" if hw["native_bf16"] else "no native bf16"
-    _once((field, requested, resolved), f"{field}: {requested} -> {resolved} on {where}, {native}")
+    chosen = f"auto -> {resolved}" if requested == "auto" else f"{resolved} (set)"
+    _once((field, requested, resolved), f"{field}: {chosen} on {where}, {native}")
     if resolved == "bf16" and not hw["native_bf16"]:
         slow = bf16_slowdown() if device == "cpu" else None
         measured = f" (a matmul here: {slow:.0f}x slower than float32)" if slow else ""

@@ -35,7 +35,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from train.precision import inference_dtype, resolve
+from train.precision import follow_isa_cap, inference_dtype, resolve
+
+follow_isa_cap()  # before any import of vLLM: a CPU_ISA=avx2 rehearsal loads vLLM's AVX2 kernels
 
 if TYPE_CHECKING:
     from train.config import RolloutSettings
