@@ -32,7 +32,7 @@ def test_make_help_lists_every_target() -> None:
 
 
 def _make_line(*args: str) -> str:
-    out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["make", "-n", "CPU_ISA=", "PRECISION=", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return next(line for line in out.splitlines() if " -m train " in line)
 
 
@@ -42,6 +42,12 @@ def test_cpu_jobs_run_under_the_preloaded_allocator_and_it_can_be_turned_off(tmp
     assert _make_line("train", "EXTRA=cpu", f"MALLOC={lib}").startswith(f"LD_PRELOAD={lib} ")
     assert "LD_PRELOAD" not in _make_line("train", "EXTRA=cpu", "MALLOC=")
     assert "LD_PRELOAD" not in _make_line("train", "EXTRA=gpu")
+
+
+def test_cpu_isa_rehearsal_and_precision_reach_every_stage() -> None:
+    line = _make_line("train", "EXTRA=gpu", "CPU_ISA=avx2", "PRECISION=fp32")
+    assert line.startswith("ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ")
+    assert "base.precision=fp32 grpo.precision=fp32" in line
 
 
 def test_the_allocator_make_finds_loads_into_python() -> None:
