@@ -32,7 +32,9 @@ def test_make_help_lists_every_target() -> None:
 
 
 def _make_line(*args: str) -> str:
-    out = subprocess.run(["make", "-n", "CPU_ISA=", "PRECISION=", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", "CPU_ISA=", "PRECISION=", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     return next(line for line in out.splitlines() if " -m train " in line)
 
 
