@@ -42,7 +42,10 @@ class ProbeSettings:
     """Per-layer logistic-regression probes (scikit-learn)."""
 
     source: Literal["greedy", "sampled", "all"] = "all"  # which rollouts train and test the probes
-    test_fraction: float = 0.3  # share of *problems* held out (no problem in both splits)
+    # Problem roles (analysis/splits.py): calibration problems choose the steering scale, train problems fit the
+    # probes, report ("test") problems give every reported number; no problem has two roles.
+    test_fraction: float = 0.3  # share of problems whose sites are reported
+    calibration_fraction: float = 0.2  # share of problems only used to choose the steering scale
     C: float = 1.0
     max_iter: int = 2000
     min_per_class: int = 5  # below this many examples of a class a probe is reported as not fit
@@ -65,17 +68,37 @@ class SteeringSettings:
         16.0,
         32.0,
     )  # absolute scales of the unit direction (the sweep)
-    scale: float | None = None  # the scale for free generation; None: smallest swept scale flipping >= target
+    # One scale for every checkpoint. None: the smallest swept scale whose direction flips >= flip_target of the
+    # *calibration* problems' wrong lines at the last checkpoint (fixed text); those problems are never reported.
+    scale: float | None = None
     flip_target: float = 0.5
+    # Where the flip test adds the vector: "before_paren" = the position that predicts " (" (after the stated value;
+    # the original study's), "paren" = the "(" itself (then only the verdict word can change). Both are reported;
+    # this one is the headline.
+    position: Literal["before_paren", "paren"] = "before_paren"
     every: int = 3  # steer at every k-th "(" of an attempt line ...
     mode: Literal["every_kth", "from_kth"] = "every_kth"  # ... or at every "(" from the k-th on (original code)
     problems: int = 100  # problems for free steered generation
     max_flip_cases: int = 200  # wrong-rejected (and right-accepted) attempts used for the flip test
-    flip_new_tokens: int = 4  # tokens generated after the steered "(" (the verdict word decides a flip)
+    flip_new_tokens: int = 8  # tokens generated after the steered position (acceptance in any form is a flip)
     max_new_tokens: int = 256
     random_seed: int = 0
-    random_draws: int = 3  # random directions per scale in the flip test (mean and max reported)
+    random_draws: int = 5  # random directions of the same norm per scale (>= 5; mean, max and CI reported)
     batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class FixedTextSettings:
+    """One text set teacher-forced through every checkpoint (analysis/fixed_text.py): probes on identical inputs."""
+
+    enabled: bool = True
+    rollouts: int = 200  # completions with verdict sites taken from each of the first and last checkpoints
+    counterfactual_problems: int = 200  # problems written as counterfactual lines (4 categories x 2 verdicts)
+    max_prior: int = 2  # up to this many rejected lines before the tested one (its position varies)
+    seed: int = 0
+    batch_size: int = 32
+    bootstrap: int = 200  # bootstrap replicates (resampling problems) behind every confidence interval
+    steer_cases: int = 100  # counterfactual wrong lines per role for the flip test with the final direction
 
 
 @dataclass(frozen=True)
@@ -124,6 +147,7 @@ class AnalysisConfig:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     steering: SteeringSettings = field(default_factory=SteeringSettings)
+    fixed: FixedTextSettings = field(default_factory=FixedTextSettings)
     components: ComponentSettings = field(default_factory=ComponentSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
 
@@ -135,6 +159,15 @@ class AnalysisConfig:
             raise ConfigError(f"rollout.max_new_tokens: expected >= 16, got {r.max_new_tokens}")
         if not 0.05 <= p.test_fraction <= 0.95:
             raise ConfigError(f"probe.test_fraction: expected a share in [0.05, 0.95], got {p.test_fraction}")
+        if not 0 <= p.calibration_fraction <= 0.5 or p.calibration_fraction + p.test_fraction >= 0.95:
+            raise ConfigError(
+                f"probe.calibration_fraction: expected a share in [0, 0.5] leaving training problems beside "
+                f"probe.test_fraction ({p.test_fraction}), got {p.calibration_fraction}"
+            )
+        if s.random_draws < 5:
+            raise ConfigError(f"steering.random_draws: expected >= 5 random directions, got {s.random_draws}")
+        if self.fixed.bootstrap < 50:
+            raise ConfigError(f"fixed.bootstrap: expected >= 50 replicates, got {self.fixed.bootstrap}")
         if not s.layers or any(layer < 0 for layer in s.layers):
             raise ConfigError(f"steering.layers: expected residual layer numbers >= 0, got {list(s.layers)}")
         if s.every < 1:

@@ -17,6 +17,7 @@ from analysis import probes as pr
 from analysis.cache import StepCache, fingerprint, stage_key
 from analysis.config import AnalysisConfig
 from analysis.positions import KINDS, LABELS
+from analysis.splits import problem_roles, role_mask
 from tasks.countdown.generate import Problem
 from train.precision import inference_dtype
 
@@ -61,12 +62,20 @@ def load_model(path: Path, device: str, precision: str = "auto") -> tuple[Any, A
     return model, tok
 
 
-def _probe_all(cap: dict[str, np.ndarray], cfg: AnalysisConfig) -> tuple[list[dict], dict[str, np.ndarray]]:
+def run_roles(cfg: AnalysisConfig) -> np.ndarray:
+    """The run's problem roles (calibration / train / report), the same for every checkpoint and text set."""
     p = cfg.probe
-    sel = np.ones(len(cap["problem"]), dtype=bool)
+    return problem_roles(cfg.rollout.problems, p.calibration_fraction, p.test_fraction, p.seed)
+
+
+def _probe_all(
+    cap: dict[str, np.ndarray], cfg: AnalysisConfig, roles: np.ndarray
+) -> tuple[list[dict], dict[str, np.ndarray]]:
+    p = cfg.probe
+    sel = ~role_mask(cap["problem"], roles, "calibration")
     if p.source != "all":
-        sel = cap["greedy"] == (1 if p.source == "greedy" else 0)
-    test = pr.group_split(cap["problem"][sel], p.test_fraction, p.seed)
+        sel &= cap["greedy"] == (1 if p.source == "greedy" else 0)
+    test = role_mask(cap["problem"][sel], roles, "report")
     results, dirs = [], {}
     for kind in KINDS:
         x_all = cap[f"act_{kind}"][sel]
@@ -108,6 +117,33 @@ def steering_units(dirs: dict[str, np.ndarray], cfg: AnalysisConfig) -> dict[int
     return {layer: pr.unit(w[s.direction_layer if s.direction_layer is not None else layer]) for layer in s.layers}
 
 
+def checkpoint_rollouts(
+    cfg: AnalysisConfig,
+    step: int,
+    path: Path,
+    out_dir: Path,
+    problems: Sequence[Problem],
+    template: str,
+    engine: Callable[[], str],
+    say: Any = print,
+) -> tuple[list[dict[str, Any]], str]:
+    """Stage 1 alone (cached): the checkpoint's rollouts and their cache key."""
+    from analysis.rollouts import generate_rollouts
+
+    cache = StepCache(out_dir)
+    problems_key = stage_key([(list(p.numbers), p.target) for p in problems[: cfg.rollout.problems]], template)
+    k_roll = stage_key(cfg.rollout, fingerprint(path), problems_key, inference_dtype(cfg.precision))
+    if not cache.valid("rollouts", k_roll):
+        check_checkpoint(path)  # fail here, naming the file, before an engine starts on a broken checkpoint
+        say(f"step {step}: rollouts ({engine()})")
+    records = cache.json(
+        "rollouts",
+        k_roll,
+        lambda: generate_rollouts(path, problems, cfg.rollout, template, engine(), cfg.device, cfg.precision),
+    )
+    return records, k_roll
+
+
 def analyse_checkpoint(
     cfg: AnalysisConfig,
     step: int,
@@ -118,40 +154,34 @@ def analyse_checkpoint(
     engine: Callable[[], str],
     say: Any = print,
     last: bool = True,
+    scale: float | None = None,
+    roles: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Run (or load) every per-checkpoint stage; returns the step's results for the emergence stage and report.
 
+    ``scale`` is the run's one steering scale (calibrated or from the preset); ``roles`` the problem roles
+    (:mod:`analysis.splits`): probes fit on ``train`` problems and everything is scored on ``report`` problems.
     ``last`` marks the last checkpoint analysed (the component stage's extras run there by default).
     ``engine()`` resolves the rollout engine; it is called only when rollouts must be generated (importing vLLM
     takes seconds, and a fully cached re-run should not pay for it). The cache key uses the *requested* engine.
     """
     from analysis.capture import capture
-    from analysis.rollouts import generate_rollouts
 
     cache = StepCache(out_dir)
-    fp = fingerprint(path)
-    problems_key = stage_key([(list(p.numbers), p.target) for p in problems[: cfg.rollout.problems]], template)
-    k_roll = stage_key(cfg.rollout, fp, problems_key, inference_dtype(cfg.precision))
+    records, k_roll = checkpoint_rollouts(cfg, step, path, out_dir, problems, template, engine, say)
     k_cap = stage_key(cfg.capture, k_roll)
     k_probe = stage_key(cfg.probe, k_cap)
     k_unembed = stage_key(cfg.report.top_k_tokens, k_probe)
-    k_steer = stage_key(cfg.steering, k_probe, k_roll)
+    k_steer = stage_key(cfg.steering, k_probe, k_roll, scale)
     loaded: dict[str, Any] = {}
+    if roles is None:
+        roles = run_roles(cfg)
 
     def model() -> tuple[Any, Any]:
         if "m" not in loaded:
             loaded["m"] = load_model(path, cfg.device, cfg.precision)
             cfg.check_layers(loaded["m"][0].config.num_hidden_layers)
         return loaded["m"]
-
-    if not cache.valid("rollouts", k_roll):
-        check_checkpoint(path)  # fail here, naming the file, before an engine starts on a broken checkpoint
-        say(f"step {step}: rollouts ({engine()})")
-    records = cache.json(
-        "rollouts",
-        k_roll,
-        lambda: generate_rollouts(path, problems, cfg.rollout, template, engine(), cfg.device, cfg.precision),
-    )
 
     def do_capture() -> dict[str, np.ndarray]:
         say(f"step {step}: capture ({len(records)} rollouts)")
@@ -164,7 +194,7 @@ def analyse_checkpoint(
         dirs = cache.npz("directions", k_probe, lambda: {})
     else:
         say(f"step {step}: probes ({len(cap['problem'])} sites)")
-        probe_rows, dirs = _probe_all(cap, cfg)
+        probe_rows, dirs = _probe_all(cap, cfg, roles)
         dirs = cache.npz("directions", k_probe, lambda: dirs)
         probe_rows = cache.json("probes", k_probe, lambda: probe_rows)
 
@@ -183,7 +213,11 @@ def analyse_checkpoint(
 
         say(f"step {step}: steering sweep")
         m, tok = model()
-        return run_steering(m, tok, records, problems, steering_units(dirs, cfg), cfg, template)
+        if scale is None:
+            raise ValueError("analyse_checkpoint: the run's steering scale must be given (see analysis/fixed_run.py)")
+        report = [r for r in records if roles[r["problem"]] == "report"]
+        probs = [p for i, p in enumerate(problems[: cfg.rollout.problems]) if roles[i] == "report"]
+        return run_steering(m, tok, report, probs, steering_units(dirs, cfg), cfg, template, scale)
 
     steering = cache.json("steering", k_steer, do_steer)
     components = None

@@ -49,8 +49,9 @@ def group_split(groups: np.ndarray, test_fraction: float, seed: int) -> np.ndarr
     return np.isin(groups, test_groups)
 
 
-def _fit(x: np.ndarray, y: np.ndarray, c: float, max_iter: int) -> tuple[np.ndarray, float, object]:
-    """Logistic regression on standardized ``x``; returns the weight and bias in raw units and the model."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int) -> tuple[np.ndarray, float, object]:
+    """Logistic regression (scikit-learn) on standardized ``x``; returns the weight and bias in raw units and the
+    fitted model."""
     from sklearn.linear_model import LogisticRegression
 
     mu = x.mean(0)
@@ -92,13 +93,13 @@ def fit_probe(
     base = dict(kind=kind, label=label, layer=layer, n_train=int(tr.sum()), n_test=int(te.sum()))
     if min(counts) < min_per_class or te.sum() == 0 or len(np.unique(y[te])) < 1:
         return ProbeResult(fit=False, reason=f"train class counts {counts}, test {int(te.sum())}", **base), None, 0.0
-    w, b, _ = _fit(x[tr], y[tr], c, max_iter)
+    w, b, _ = fit_logistic(x[tr], y[tr], c, max_iter)
     pred = predict(w, b, x[te]) > 0
     acc = float((pred == y[te]).mean())
     auroc = float(roc_auc_score(y[te], predict(w, b, x[te]))) if len(np.unique(y[te])) == 2 else None
     majority = float(max((y[te] == 1).mean(), (y[te] == 0).mean()))
     rng = np.random.default_rng(seed)
-    ws, bs, _ = _fit(x[tr], rng.permutation(y[tr]), c, max_iter)
+    ws, bs, _ = fit_logistic(x[tr], rng.permutation(y[tr]), c, max_iter)
     shuffled = float(((predict(ws, bs, x[te]) > 0) == y[te]).mean())
     dis_acc, dis_n = None, 0
     if other is not None:

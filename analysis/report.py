@@ -103,8 +103,16 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
     parts.append(f"<p>Checkpoints analysed: {steps}. Summary:</p><pre>{html.escape(_short(summary))}</pre>")
     for b in em["broken"]:
         parts.append(f'<p class="broken">step {b["step"]}: NOT analysed: {html.escape(b["error"])}</p>')
+    from analysis.fixed_report import fixed_section
+
+    parts += fixed_section(em.get("fixed"))
     if ok:
-        parts.append("<h2>Probe accuracy (held-out problems), step x layer</h2>")
+        parts.append(
+            "<h2>Behaviour: each checkpoint on its own rollouts</h2><p>What each checkpoint does on the texts it "
+            "writes itself (report problems). Changes here mix what a checkpoint writes with how it represents it; the "
+            "fixed-text section above separates the two.</p>"
+        )
+        parts.append("<h3>Probe accuracy, step x layer</h3>")
         for key in ("paren/verdict", "paren/truth", "eq/verdict", "value/verdict", "paren/stated"):
             parts.append(heatmap(em["accuracy"][key], steps, f"{key} probe accuracy"))
         parts.append(heatmap(em["shuffled"]["paren/verdict"], steps, "paren/verdict shuffled-label control"))
@@ -342,4 +350,7 @@ def _f(x: Any) -> str:
 def _short(summary: dict[str, Any]) -> str:
     import json
 
-    return json.dumps({k: v for k, v in summary.items() if k != "per_step"}, indent=1)
+    short = {k: v for k, v in summary.items() if k not in ("per_step", "fixed_text")}
+    if "fixed_text" in summary:
+        short["fixed_text"] = {k: v for k, v in summary["fixed_text"].items() if k != "per_step"}
+    return json.dumps(short, indent=1)

@@ -13,7 +13,7 @@ from typing import Any
 
 from analysis.cache import write_json
 from analysis.config import AnalysisConfig
-from analysis.pipeline import CheckpointError, analyse_checkpoint
+from analysis.pipeline import CheckpointError, analyse_checkpoint, check_checkpoint, checkpoint_rollouts, run_roles
 from tasks.config import ConfigError, dump_config, load_config
 from train.precision import resolve
 
@@ -90,22 +90,61 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
             chosen.append(choose_engine(cfg.rollout.engine))
         return chosen[0]
 
+    roles = run_roles(cfg)
+    broken: dict[int, str] = {}
+    for step, path in ckpts:
+        try:
+            check_checkpoint(path)
+        except CheckpointError as e:
+            say(f"step {step}: skipped: {e}")
+            broken[step] = str(e)
+    loadable = [(s, p) for s, p in ckpts if s not in broken]
+
+    def rollouts_of(step: int, path: Path) -> tuple[list[dict[str, Any]], str]:
+        return checkpoint_rollouts(cfg, step, path, out / f"step_{step}", problems, template, engine, say)
+
+    fixed, scale = None, cfg.steering.scale
+    if cfg.fixed.enabled and loadable:
+        from analysis.fixed_run import run_fixed
+
+        fixed = run_fixed(cfg, loadable, out, problems, template, rollouts_of, roles, say)
+        scale = fixed["scale"]["scale"]
+    elif scale is None:
+        raise ConfigError("steering.scale: set one scale for the run, or keep fixed.enabled (it calibrates one)")
     results = []
     bar = tqdm(ckpts, desc=f"analyze {run.name}", unit="ckpt")
     for step, path in bar:
         bar.set_postfix(step=step)
+        if step in broken:
+            results.append({"step": step, "error": broken[step]})
+            continue
         try:
             results.append(
                 analyse_checkpoint(
-                    cfg, step, path, out / f"step_{step}", problems, template, engine, bar.write, step == ckpts[-1][0]
+                    cfg,
+                    step,
+                    path,
+                    out / f"step_{step}",
+                    problems,
+                    template,
+                    engine,
+                    bar.write,
+                    step == loadable[-1][0],
+                    scale,
+                    roles,
                 )
             )
         except CheckpointError as e:
             bar.write(f"step {step}: skipped: {e}")
             results.append({"step": step, "error": str(e)})
     em = emergence(run, results, cfg.report.reach, cfg.probe.source)
+    em["fixed"] = fixed
     write_json(out / "emergence.json", em)
     summary = summarize(run, results, em, time.time() - t0)
+    if fixed is not None:
+        from analysis.fixed_summary import fixed_headline
+
+        summary["fixed_text"] = fixed_headline(fixed)
     write_json(out / "summary.json", summary)
     tmp = out / "report.html.tmp"
     tmp.write_text(render(run, em, results, summary))

@@ -14,7 +14,7 @@ import torch
 
 from analysis.config import AnalysisConfig
 from analysis.hooks import residual_module
-from analysis.steer_eval import choose_scale, flip_cases, flip_sweep, free_generation, random_units, scaled
+from analysis.steer_eval import flip_cases, flip_sweep, free_generation, random_units, scaled
 from analysis.steering import SteerRule, trigger_vocab
 from tasks.countdown.generate import Problem
 
@@ -50,8 +50,12 @@ def run_steering(
     units: dict[int, np.ndarray],
     cfg: AnalysisConfig,
     template: str,
+    scale: float,
 ) -> dict[str, Any]:
-    """Flip sweep over ``steering.scales``, then free generation at the chosen scale against the controls."""
+    """Flip sweep over ``steering.scales``, then free generation at the run's one ``scale`` against the controls.
+
+    ``records`` and ``problems`` are the report problems' only (the scale was chosen on calibration problems).
+    """
     s = cfg.steering
     torch.manual_seed(s.random_seed)
     vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
@@ -60,7 +64,7 @@ def run_steering(
         return {"error": "no verdict probe direction at a steered layer (too few 'not'/'this' examples)"}
     cases = flip_cases(records, s.max_flip_cases)
     sweep = flip_sweep(model, tok, cases, units, rands, s.scales, s.flip_new_tokens, s.batch_size)
-    chosen = s.scale if s.scale is not None else choose_scale(sweep, s.flip_target)
+    chosen = scale
     rule = SteerRule(every=s.every, mode=s.mode)
     probs = list(problems)[: s.problems]
     runs = {}

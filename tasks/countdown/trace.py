@@ -22,6 +22,13 @@ attempt's expression, whether it uses exactly the given numbers, whether it hits
 arithmetic slips and wrongly rejected right answers stay visible. A candidate line that does not fit the
 grammar is returned with ``parsed=False`` and the reason, never half-filled.
 
+Besides the literal ``verdict`` ("not"/"this" only), each parsed line gets ``accepted``: whether the model
+says the attempt works, in any form (rule and word lists in :mod:`tasks.countdown.acceptance`). A "(" after
+the stated number lets its first word decide (``(this``/``(correct`` True, ``(not``/``(wrong`` False, else
+None); without one, rejection words in the rest of the line give False, acceptance words or phrases or a
+"!" give True (``= 28! Yes, we got it!``, ``= 66 exactly``), both or neither give None.
+:func:`accepted_attempts` also counts a line as accepted when the ``<answer>`` repeats it.
+
 All spans are character offsets into the text given to :func:`parse_attempts`; the analysis maps them to
 token positions through a tokenizer's offset mapping, so no token ids are assumed here.
 """
@@ -34,7 +41,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from tasks.countdown import arith
-from tasks.countdown.prompts import ANSWER_OPEN, THINK_CLOSE
+from tasks.countdown.acceptance import line_acceptance
+from tasks.countdown.prompts import ANSWER_OPEN, THINK_CLOSE, extract_answer
 
 Span = tuple[int, int]
 
@@ -69,6 +77,7 @@ class Attempt:
     verdict_word: str | None = None  # the word as written ("not", "this", "Yes", ...)
     paren_span: Span | None = None  # the "(" that opens the verdict
     verdict_span: Span | None = None  # the verdict word
+    accepted: bool | None = None  # the line says it works (True), fails (False), or neither / both (None)
 
     @property
     def stated_span(self) -> Span | None:
@@ -209,6 +218,7 @@ def parse_line(text: str, start: int, end: int, numbers: Sequence[int], target: 
         verdict_word=verdict_word,
         paren_span=paren_span,
         verdict_span=verdict_span,
+        accepted=line_acceptance(text[last.end(1) : end], paren_span is not None, verdict_word),
     )
 
 
@@ -231,3 +241,26 @@ def parse_attempts(text: str, numbers: Sequence[int], target: int) -> list[Attem
             break
         start = nl + 1
     return out
+
+
+def accepted_attempts(
+    text: str, numbers: Sequence[int], target: int, template: str = "base"
+) -> list[tuple[Attempt, bool | None]]:
+    """Every attempt line of ``text`` with whether the model accepts it in any form.
+
+    The judgement is the line's own ``accepted``, except that the last attempt line of the reasoning is
+    also accepted (True) when the completion's ``<answer>`` (:func:`~tasks.countdown.prompts.extract_answer`
+    with ``template``) repeats it: that line is parsed, carries no rejection (``accepted`` is not False), and
+    the answer equals its expression ignoring whitespace (as written before the first "=", or with
+    continuations folded in). Prose lines between it and the answer do not matter; an answer that repeats an
+    earlier line changes nothing. Acceptance is the model's claim, independent of ``correct``.
+    """
+    attempts = parse_attempts(text, numbers, target)
+    judged = [(a, a.accepted) for a in attempts]
+    answer = extract_answer(text, template)
+    if answer is not None and attempts and attempts[-1].parsed and attempts[-1].accepted is not False:
+        last = attempts[-1]
+        forms = {"".join(last.expression.split()), "".join(text[slice(*last.expr_span)].split())}
+        if "".join(answer.split()) in forms:
+            judged[-1] = (last, True)
+    return judged

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tasks.countdown.acceptance import ACCEPT_WORDS, REJECT_WORDS
 from tasks.countdown.generate import ProblemSpec, generate_problems
 from tasks.countdown.synth import TraceStyle, write_trace
-from tasks.countdown.trace import Attempt, parse_attempts
+from tasks.countdown.trace import Attempt, accepted_attempts, parse_attempts
 
 N4 = (90, 67, 60, 12)
 
@@ -193,3 +194,85 @@ def test_parse_never_raises_and_spans_stay_in_bounds(pieces: list[str]) -> None:
         if a.parsed:
             assert text[a.paren_span[0]] == "(" if a.paren_span else True
             assert all(text[q] == "=" for q in a.eq_positions)
+
+
+# acceptance: (line, numbers, target, accepted, verdict, stated_value, correct)
+ACCEPTANCE = [
+    ("- 67 + 60 + 12 - 90 = 49 (this works)", N4, 49, True, "this", 49, True),
+    ("- 90 - 67 + 60 - 12 = 71 (not 49)", N4, 49, False, "not", 71, False),
+    ("- 67 + 60 + 12 - 90 = 49 (not 49)", N4, 49, False, "not", 49, True),  # right answer wrongly rejected
+    ("- 44 + 19 - 35 = 28! Yes, we got it!", (44, 19, 35), 28, True, None, 28, True),
+    ("- 8 * 8 + 2 = 66 exactly!", (8, 8, 2), 66, True, None, 66, True),
+    ("- 87 - 38 + 3 = 52!", (87, 38, 3), 52, True, None, 52, True),
+    ("- 87 - 38 + 3 = 52 exactly", (87, 38, 3), 52, True, None, 52, True),
+    ("- 8 * 3 = 24 yes", (8, 3), 24, True, None, 24, True),
+    ("- 8 * 3 = 24, which is the target", (8, 3), 24, True, None, 24, True),
+    ("- 87 - 38 + 3 = 52 (correct)", (87, 38, 3), 52, True, None, 52, True),
+    ("- 87 - 38 + 3 = 52 (Correct!)", (87, 38, 3), 52, True, None, 52, True),
+    ("- 87 - 38 + 3 = 52 (wrong)", (87, 38, 3), 46, False, None, 52, False),
+    ("- 87 - 38 + 3 = 52 (close, try again)", (87, 38, 3), 46, False, None, 52, False),
+    ("- 87 - 38 + 3 = 52", (87, 38, 3), 52, None, None, 52, True),
+    ("- 87 - 38 + 3 = 52, no", (87, 38, 3), 46, False, None, 52, False),
+    ("- 87 - 38 + 3 = 52 not 46", (87, 38, 3), 46, False, "not", 52, False),  # bare "not": verdict as before
+    ("- 87 - 38 - 3 = 50 wrong", (87, 38, 3), 52, False, None, 50, False),  # slip: true value 46
+    ("- 87 - 38 - 3 = 46, too low!", (87, 38, 3), 52, False, None, 46, False),  # "!" loses to a rejection
+    ("- 87 - 38 - 3 = 46, not correct", (87, 38, 3), 52, False, "not", 46, False),
+    ("- 87 - 38 - 3 = 46, which is not the target", (87, 38, 3), 52, False, None, 46, False),
+    ("- 87 - 38 + 3 = 52 (hmm", (87, 38, 3), 52, None, None, 52, True),
+    ("- 87 - 38 + 3 = 52 ( 87 - 35 )", (87, 38, 3), 52, None, None, 52, True),  # "(" with no word
+    ("- 87 - 38 + 3 = 52, yes... no wait", (87, 38, 3), 52, None, None, 52, True),  # says both
+    ("- 87 - 38 + 3 = 52, let me check", (87, 38, 3), 52, None, None, 52, True),
+    ("- 87 - 38 = 49 + 3 = 52 (this works)", (87, 38, 3), 52, True, "this", 52, True),  # chained
+    ("- 87 - 38 = 49 + 3 = 52 (not 50)", (87, 38, 3), 50, False, "not", 52, False),
+    ("- 87 - 38 + 3 = 52, so (this works)", (87, 38, 3), 52, True, None, 52, True),
+]
+
+
+@pytest.mark.parametrize(("line", "numbers", "target", "accepted", "verdict", "stated", "correct"), ACCEPTANCE)
+def test_accepted_in_any_form(
+    line: str, numbers: tuple[int, ...], target: int, accepted: bool | None, verdict: str | None, stated, correct
+) -> None:
+    a = one(line, numbers, target)
+    assert a.parsed and a.accepted is accepted
+    assert (a.verdict, a.stated_value, a.correct) == (verdict, stated, correct)  # the old fields are untouched
+
+
+@pytest.mark.parametrize("line", ["Let's try 44 + 19 = 63 (this works)", "(not 49)", "- 1 + 2 = (this works)"])
+def test_unparsed_lines_are_not_judged(line: str) -> None:
+    a = one(line, (1, 2, 3), 5)
+    assert not a.parsed and a.accepted is None
+
+
+def test_acceptance_vocabularies_are_disjoint() -> None:
+    assert not ACCEPT_WORDS & REJECT_WORDS and "this" not in REJECT_WORDS and "not" in REJECT_WORDS
+
+
+NUM3 = (87, 38, 3)
+
+
+@pytest.mark.parametrize(
+    ("completion", "judged"),
+    [
+        # the answer repeats the last line: accepted though the line has no verdict
+        ("- 87 - 38 - 3 = 46 (not 52)\n- 87 - 38 + 3 = 52\n</think>\n<answer> 87 - 38 + 3 </answer>", [False, True]),
+        # spaces and prose between the line and the answer do not matter
+        ("- 87 - 38 + 3 = 52\nSo that is it.\n</think>\n<answer>87-38+3</answer>", [True]),
+        # a continuation chain matches its folded expression too
+        ("- 87 - 38 = 49 + 3 = 52\n</think>\n<answer> (87 - 38) + 3 </answer>", [True]),
+        # the answer after a rejected line does not overturn the rejection
+        ("- 87 - 38 + 3 = 52 (not 50)\n</think>\n<answer> 87 - 38 + 3 </answer>", [False]),
+        # the answer repeats an earlier line, not the one right before it: nothing changes
+        ("- 87 - 38 + 3 = 52\n- 87 + 38 - 3 = 122\n</think>\n<answer> 87 - 38 + 3 </answer>", [None, None]),
+        # a different expression, or no answer at all
+        ("- 87 - 38 + 3 = 52\n</think>\n<answer> 3 + 87 - 38 </answer>", [None]),
+        ("- 87 - 38 + 3 = 52\n</think>\n", [None]),
+        # an unparsed last line sits between: no carry-over
+        ("- 87 - 38 + 3 = 52\nthen 87 + 38 = x\n</think>\n<answer> 87 - 38 + 3 </answer>", [None, None]),
+        # an already-accepted line stays accepted
+        ("- 87 - 38 + 3 = 52!\n</think>\n<answer> 87 - 38 + 3 </answer>", [True]),
+    ],
+)
+def test_accepted_attempts_counts_the_answer(completion: str, judged: list[bool | None]) -> None:
+    pairs = accepted_attempts(completion, NUM3, 52)
+    assert [j for _, j in pairs] == judged
+    assert [a for a, _ in pairs] == parse_attempts(completion, NUM3, 52)  # the attempts themselves are unchanged

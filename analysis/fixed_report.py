@@ -1,0 +1,140 @@
+"""The report's first section: the fixed-text protocol, where every checkpoint read the same texts.
+
+Plots with confidence bands (bootstrap over report problems) where a reader compares steps, heatmaps where they
+compare layers, and the one-sentence answers from :mod:`analysis.fixed_summary` on top.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+from analysis.fixed_summary import fixed_headline
+from analysis.fixed_text import SUBSETS
+from analysis.report import _png, _table, heatmap
+from analysis.stats import fmt_ci
+from tasks.countdown.counterfactual import CATEGORIES
+
+
+def bands(x: Sequence[Any], series: dict[str, Sequence[dict[str, Any] | None]], title: str, ylabel: str) -> str:
+    """Lines of CI dicts ({"value", "lo", "hi"}) over ``x`` with their intervals shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for name, ys in series.items():
+        pts = [(a, y) for a, y in zip(x, ys, strict=False) if y and y.get("value") is not None]
+        if not pts:
+            continue
+        xs = [a for a, _ in pts]
+        (line,) = ax.plot(xs, [y["value"] for _, y in pts], marker="o", ms=3, label=name)
+        lo = [y["lo"] if y.get("lo") is not None else y["value"] for _, y in pts]
+        hi = [y["hi"] if y.get("hi") is not None else y["value"] for _, y in pts]
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _grid(fixed: dict[str, Any], kind: str, label: str, subset: str, source: str) -> list[list[float | None]]:
+    grid = []
+    for ps in fixed["per_step"]:
+        rows = sorted(
+            (r for r in ps["probes"] if r["kind"] == kind and r["label"] == label and r["subset"] == subset),
+            key=lambda r: r["layer"],
+        )
+        grid.append([(((r.get(source) or {}).get("auroc")) or {}).get("value") for r in rows])
+    return grid
+
+
+def fixed_section(fixed: dict[str, Any] | None) -> list[str]:
+    """HTML parts of the fixed-text section (empty when the stage was off)."""
+    if not fixed:
+        return []
+    h = fixed_headline(fixed)
+    steps, heads, layer = fixed["steps"], h["per_step"], h["headline_layer"]
+    parts = [
+        "<h2>Fixed text: every checkpoint reads the same texts</h2>",
+        f"<p>Texts: {html.escape(str(h['texts']))} sites by subset ('last' / 'first': completions of the last / first "
+        f"checkpoint; 'counterfactual': lines with verdict, stated == target and truth set independently). Problems: "
+        f"{html.escape(str(h['roles']))}; probes fit on train problems, every number below is on report problems, "
+        f"at the preset's layer {layer}, with 95% bootstrap intervals over problems. Steering scale "
+        f"{h['scale']['scale']:g} ({html.escape(h['scale']['source'])}), the same at every step.</p>",
+        "<ul>" + "".join(f"<li><b>{k}</b>: {html.escape(v)}</li>" for k, v in h["answers"].items()) + "</ul>",
+        bands(
+            steps,
+            {c: [hd["accepts"].get(c) for hd in heads] for c in CATEGORIES},
+            "share of counterfactual lines the checkpoint accepts (its own verdict at '(')",
+            "accepted",
+        ),
+        bands(
+            steps,
+            {
+                "verdict probe": [hd["verdict_probe_auroc"] for hd in heads],
+                "logit lens (same layer)": [hd["verdict_lens_auroc"] for hd in heads],
+                "final step's probe": [hd["final_probe_auroc"] for hd in heads],
+                "shuffled labels": [hd["verdict_shuffled_auroc"] for hd in heads],
+                "verdict on pairs (leak check)": [hd["verdict_leak_on_pairs_auroc"] for hd in heads],
+            },
+            f"'(' verdict, layer {layer}: AUROC on the last checkpoint's texts",
+            "AUROC",
+        ),
+        bands(
+            steps,
+            {
+                "truth at stated value": [hd["truth_probe_auroc_at_value"] for hd in heads],
+                "truth at '('": [hd["truth_probe_auroc_at_paren"] for hd in heads],
+                "stated == target at '('": [hd["stated_probe_auroc_at_paren"] for hd in heads],
+                "own verdict vs stated": [hd["verdict_follows_stated_auroc"] for hd in heads],
+                "own verdict vs truth": [hd["verdict_follows_truth_auroc"] for hd in heads],
+            },
+            f"counterfactual lines, layer {layer}: what is readable, and what the verdict follows",
+            "AUROC",
+        ),
+    ]
+    for pos in ("before_paren", "paren"):
+        key = f"steer_{pos}"
+        if any(key in hd for hd in heads):
+            parts.append(
+                bands(
+                    steps,
+                    {n: [(hd.get(key) or {}).get(n) for hd in heads] for n in ("own", "final", "random")},
+                    f"steering at {pos}: share of rejected wrong lines then accepted (any form)",
+                    "flip rate",
+                )
+            )
+    parts.append(
+        "<p>At the output layer the logit-lens margin <i>is</i> the model's next-token preference, so a probe for the "
+        "model's own greedy verdict reaches full accuracy there by construction; what a probe adds is what the lens "
+        "cannot read at earlier layers. The pair leak check must stay at 0.5: the two texts of a pair are identical "
+        "up to '(' (largest activation difference within a pair per step: "
+        + ", ".join(f"{hd['step']}: {hd['pair_max_diff']:.1e}" for hd in heads if hd["pair_max_diff"] is not None)
+        + ").</p>"
+    )
+    for subset in SUBSETS:
+        grid = _grid(fixed, "paren", "verdict", subset, "probe")
+        parts.append(heatmap(grid, steps, f"'(' verdict probe AUROC, {subset}"))
+    parts.append(heatmap(_grid(fixed, "paren", "verdict", "last", "lens"), steps, "'(' verdict logit-lens AUROC, last"))
+    parts.append(heatmap(_grid(fixed, "value", "truth", "counterfactual", "probe"), steps, "value truth probe AUROC"))
+    parts.append(
+        _table(
+            ["step", *[f"accepts {c}" for c in CATEGORIES], "verdict probe", "cos(final)", "steer final (before '(')"],
+            [
+                [
+                    hd["step"],
+                    *[fmt_ci(hd["accepts"].get(c) or {}, True) for c in CATEGORIES],
+                    fmt_ci(hd["verdict_probe_auroc"] or {}),
+                    hd["cosine_with_final"],
+                    fmt_ci((hd.get("steer_before_paren") or {}).get("final") or {}, True),
+                ]
+                for hd in heads
+            ],
+        )
+    )
+    return parts

@@ -1,0 +1,202 @@
+"""The fixed-text protocol over one run: build the text set, read it through every checkpoint, calibrate one
+steering scale, and steer every checkpoint with its own and with the final checkpoint's direction.
+
+Order matters and is why this is a run-level stage: the text set needs the first and last checkpoints' rollouts,
+the final direction needs the last checkpoint's fixed-text probe, and the scale (chosen on *calibration* problems
+at the last checkpoint, or fixed by the preset) must be known before any checkpoint is steered. Everything is
+cached like the per-checkpoint stages (``<run>/analysis/fixed/`` and ``step_<N>/fixed*``), keyed by its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis import probes as pr
+from analysis import stats
+from analysis.cache import StepCache, fingerprint, stage_key
+from analysis.config import AnalysisConfig
+from analysis.fixed_steer import POSITIONS, choose_scale, flip_rates, wrong_line_cases
+from analysis.fixed_text import SUBSETS, fixed_checkpoint, fixed_records
+from analysis.pipeline import load_model
+from analysis.splits import role_mask
+from analysis.steer_eval import random_units
+from train.precision import inference_dtype
+
+
+def headline_layer(cfg: AnalysisConfig) -> int:
+    """The layer every headline probe number is read at: the preset's steering direction layer (or its deepest
+    steered layer). Fixed by the preset, never chosen on the reported data."""
+    s = cfg.steering
+    return s.direction_layer if s.direction_layer is not None else max(s.layers)
+
+
+def _units(w: np.ndarray, cfg: AnalysisConfig) -> dict[int, np.ndarray]:
+    s = cfg.steering
+    return {layer: pr.unit(w[s.direction_layer if s.direction_layer is not None else layer]) for layer in s.layers}
+
+
+def run_fixed(
+    cfg: AnalysisConfig,
+    ckpts: Sequence[tuple[int, Path]],
+    out: Path,
+    problems: Sequence[Any],
+    template: str,
+    rollouts_of: Callable[[int, Path], tuple[list[dict[str, Any]], str]],
+    roles: np.ndarray,
+    say: Any = print,
+) -> dict[str, Any]:
+    """Run (or load) the protocol on ``ckpts`` (loadable checkpoints, in step order); returns its results."""
+    from transformers import AutoTokenizer
+
+    fx = cfg.fixed
+    (first_step, first_path), (last_step, last_path) = ckpts[0], ckpts[-1]
+    first, k_first = rollouts_of(first_step, first_path)
+    last, k_last = rollouts_of(last_step, last_path)
+    run_cache = StepCache(out / "fixed")
+    set_settings = {k: getattr(fx, k) for k in ("rollouts", "counterfactual_problems", "max_prior", "seed")}
+    k_set = stage_key(set_settings, k_first, k_last, template)
+    texts = run_cache.json(
+        "texts",
+        k_set,
+        lambda: fixed_records(
+            first,
+            last,
+            problems[: cfg.rollout.problems],
+            template,
+            fx.rollouts,
+            fx.counterfactual_problems,
+            fx.seed,
+            fx.max_prior,
+            AutoTokenizer.from_pretrained(last_path),
+        ),
+    )
+    keys = {
+        s: stage_key(fx, cfg.capture, cfg.probe, fingerprint(p), k_set, inference_dtype(cfg.precision))
+        for s, p in ckpts
+    }
+    order = [ckpts[-1], *ckpts[:-1]]  # the last first: its direction is every other checkpoint's "final"
+    summaries: dict[int, Any] = {}
+    final: dict[str, np.ndarray] = {}
+    steering: dict[int, Any] = {}
+    scale_info: dict[str, Any] = {}
+    for step, path in order:
+        cache = StepCache(out / f"step_{step}")
+        loaded: dict[str, Any] = {}
+
+        def model(path: Path = path, loaded: dict = loaded) -> tuple[Any, Any]:
+            if "m" not in loaded:
+                loaded["m"] = load_model(path, cfg.device, cfg.precision)
+            return loaded["m"]
+
+        k = keys[step]
+        if cache.valid("fixed", k, "npz") and cache.valid("fixed_summary", k):
+            arrays, summary = cache.npz("fixed", k, dict), cache.json("fixed_summary", k, dict)
+        else:
+            say(f"step {step}: fixed text ({len(texts)} texts)")
+            arrays, summary = fixed_checkpoint(*model(), texts, roles, cfg)
+            arrays = cache.npz("fixed", k, lambda arrays=arrays: arrays)
+            summary = cache.json("fixed_summary", k, lambda summary=summary: summary)
+        summaries[step] = summary
+        if step == last_step:
+            final = arrays
+            scale_info = _calibrate(cfg, run_cache, keys[step], texts, roles, final, model, say)
+        summaries[step]["versus_final"] = versus_final(arrays, final, roles, fx.bootstrap)
+        k_steer = stage_key(cfg.steering, fx, keys[step], keys[last_step], scale_info["scale"])
+
+        def steer(
+            arrays: dict = arrays,
+            model: Callable = model,
+            step: int = step,
+            final: dict = final,
+            scale: float = scale_info["scale"],
+        ) -> dict[str, Any]:
+            say(f"step {step}: fixed-text steering (own and final direction, scale {scale:g})")
+            m, tok = model()
+            dirs = {"own": _units(arrays["w_paren_verdict"], cfg), "final": _units(final["w_paren_verdict"], cfg)}
+            rands = random_units(dirs["own"], cfg.steering.random_seed, cfg.steering.random_draws)
+            return {
+                pos: flip_rates(
+                    m,
+                    tok,
+                    wrong_line_cases(texts, roles, "report", pos, fx.steer_cases),
+                    dirs,
+                    rands,
+                    scale,
+                    cfg.steering.flip_new_tokens,
+                    cfg.steering.batch_size,
+                    fx.bootstrap,
+                )
+                for pos in POSITIONS
+            }
+
+        steering[step] = cache.json("fixed_steering", k_steer, steer)
+    steps = [s for s, _ in ckpts]
+    return {
+        "steps": steps,
+        "headline_layer": headline_layer(cfg),
+        "roles": {r: int((roles == r).sum()) for r in ("calibration", "train", "report")},
+        "texts": {s: sum(t["subset"] == s for t in texts) for s in SUBSETS},
+        "scale": scale_info,
+        "per_step": [summaries[s] for s in steps],
+        "steering": [steering[s] for s in steps],
+    }
+
+
+def _calibrate(
+    cfg: AnalysisConfig,
+    run_cache: StepCache,
+    key: str,
+    texts: list,
+    roles: np.ndarray,
+    final: dict,
+    model: Callable,
+    say: Any,
+) -> dict[str, Any]:
+    """The run's one steering scale: the preset's, or the smallest swept scale flipping ``flip_target`` of the
+    calibration problems' wrong lines at the last checkpoint with its own direction (headline position)."""
+    s = cfg.steering
+    if s.scale is not None:
+        return {"scale": float(s.scale), "source": "preset (steering.scale)"}
+
+    def sweep() -> dict[str, Any]:
+        say(f"calibration: steering scale on {int((roles == 'calibration').sum())} calibration problems")
+        m, tok = model()
+        units = {"final": _units(final["w_paren_verdict"], cfg)}
+        cases = wrong_line_cases(texts, roles, "calibration", s.position, cfg.fixed.steer_cases)
+        rows = [
+            flip_rates(m, tok, cases, units, [], x, s.flip_new_tokens, s.batch_size, cfg.fixed.bootstrap)
+            for x in s.scales
+        ]
+        chosen = choose_scale(rows, "final", s.flip_target)
+        return {"scale": float(chosen), "source": f"calibration problems, position {s.position}", "sweep": rows}
+
+    return run_cache.json("calibration", stage_key(s, key), sweep)
+
+
+def versus_final(
+    arrays: dict[str, np.ndarray], final: dict[str, np.ndarray], roles: np.ndarray, n_boot: int
+) -> dict[str, Any]:
+    """Per kind/label: cosine of this checkpoint's direction with the final checkpoint's at each layer, and the
+    final checkpoint's probe scored on this checkpoint's activations (report problems, per subset; AUROC, CI)."""
+    out: dict[str, Any] = {}
+    report = role_mask(arrays["problem"], roles, "report")
+    for key in [k for k in arrays if k.startswith("w_")]:
+        kind, label = key[2:].split("_", 1)
+        w, wf, bf = arrays[key], final[key], final[f"b_{kind}_{label}"]
+        x = arrays[f"act_{kind}"]
+        rows = {"cosine": [pr.cosine(w[i], wf[i]) for i in range(w.shape[0])], "final_probe_auroc": {}}
+        for si, subset in enumerate(SUBSETS):
+            te = report & (arrays["subset"] == si)
+            y, groups = arrays[label][te].astype(bool), arrays["problem"][te]
+            rows["final_probe_auroc"][subset] = [
+                stats.auroc_ci(pr.predict(wf[i], float(bf[i]), x[te, i].astype(np.float32)), y, groups, n_boot=n_boot)
+                if np.any(wf[i]) and len(np.unique(y)) == 2
+                else None
+                for i in range(w.shape[0])
+            ]
+        out[f"{kind}/{label}"] = rows
+    return out

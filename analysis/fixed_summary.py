@@ -1,0 +1,111 @@
+"""The fixed-text protocol's headline numbers (summary.json) and its one-sentence answers, each with its CI.
+
+Every number here is measured on *report* problems at the preset's headline layer (never a layer or scale picked
+on these data). The questions:
+
+* **in the base?** the final checkpoint's verdict probe read on the first checkpoint's activations (same texts),
+  and the final direction steering the first checkpoint, against random directions of the same norm;
+* **made by RL, and when?** the first step whose verdict-probe AUROC interval lies above the first step's;
+* **what does the verdict follow?** the share of lines each checkpoint accepts by category: a checker accepts
+  right lines and rejects slips (stated == target, arithmetic wrong); a pattern-matcher accepts both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from analysis.stats import fmt_ci
+
+
+def _row(per_step: dict[str, Any], kind: str, label: str, layer: int, subset: str) -> dict[str, Any] | None:
+    return next(
+        (
+            r
+            for r in per_step["probes"]
+            if r["kind"] == kind and r["label"] == label and r["layer"] == layer and r["subset"] == subset
+        ),
+        None,
+    )
+
+
+def _auroc(row: dict[str, Any] | None, source: str = "probe") -> dict[str, Any] | None:
+    return ((row or {}).get(source) or {}).get("auroc")
+
+
+def step_headline(fixed: dict[str, Any], i: int) -> dict[str, Any]:
+    """The headline numbers of the i-th analysed checkpoint."""
+    layer = fixed["headline_layer"]
+    ps = fixed["per_step"][i]
+    vf = ps["versus_final"]
+    row = _row(ps, "paren", "verdict", layer, "last")
+    out: dict[str, Any] = {
+        "step": fixed["steps"][i],
+        "accepts": ps["own_verdict"]["by_category"],
+        "accepts_by_position": ps["own_verdict"]["by_position"],
+        "verdict_follows_stated_auroc": ps["own_verdict"]["auroc_stated"],
+        "verdict_follows_truth_auroc": ps["own_verdict"]["auroc_truth"],
+        "verdict_probe_auroc": _auroc(row),
+        "verdict_shuffled_auroc": _auroc(row, "shuffled"),
+        "verdict_lens_auroc": _auroc(row, "lens"),
+        "truth_probe_auroc_at_value": _auroc(_row(ps, "value", "truth", layer, "counterfactual")),
+        "truth_probe_auroc_at_paren": _auroc(_row(ps, "paren", "truth", layer, "counterfactual")),
+        "stated_probe_auroc_at_paren": _auroc(_row(ps, "paren", "stated", layer, "counterfactual")),
+        "verdict_leak_on_pairs_auroc": _auroc(_row(ps, "paren", "verdict", layer, "counterfactual")),
+        "cosine_with_final": vf["paren/verdict"]["cosine"][layer],
+        "final_probe_auroc": vf["paren/verdict"]["final_probe_auroc"]["last"][layer],
+        "pair_max_diff": ps["own_verdict"]["pair_max_diff"],
+    }
+    for pos, st in fixed["steering"][i].items():
+        out[f"steer_{pos}"] = {k: st.get(k) for k in ("n", "own", "final", "random", "final_minus_random")}
+    return out
+
+
+def _above(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    return bool(a and b and a.get("lo") is not None and b.get("hi") is not None and a["lo"] > b["hi"])
+
+
+def answers(heads: list[dict[str, Any]], position: str = "before_paren") -> dict[str, str]:
+    """One sentence per question, from the per-step headlines (first = base, last = final)."""
+    base, final = heads[0], heads[-1]
+    out = {}
+    fb = base.get(f"steer_{position}") or {}
+    out["in_base"] = (
+        f"The final checkpoint's '(' verdict probe reads the base's activations on the final texts at AUROC "
+        f"{fmt_ci(base['final_probe_auroc'] or {})} (at the final step itself: "
+        f"{fmt_ci(final['final_probe_auroc'] or {})}); the final direction makes the base accept "
+        f"{fmt_ci(fb.get('final') or {}, pct=True)} of the wrong lines it rejects, random directions "
+        f"{fmt_ci(fb.get('random') or {}, pct=True)} (difference {fmt_ci(fb.get('final_minus_random') or {}, True)})."
+    )
+    first = next((h["step"] for h in heads[1:] if _above(h["verdict_probe_auroc"], base["verdict_probe_auroc"])), None)
+    out["when"] = (
+        f"Verdict probe AUROC at '(' on the final texts: base {fmt_ci(base['verdict_probe_auroc'] or {})}, final "
+        f"{fmt_ci(final['verdict_probe_auroc'] or {})}; "
+        + (
+            f"the first step whose interval lies above the base's is {first}."
+            if first is not None
+            else "no step's interval lies above the base's (no measurable emergence on these texts)."
+        )
+    )
+    acc = final["accepts"]
+    out["follows"] = (
+        f"Final checkpoint accepts right lines {fmt_ci(acc.get('right') or {}, True)}, slips (stated = target, "
+        f"arithmetic wrong) {fmt_ci(acc.get('slip') or {}, True)}, wrong lines {fmt_ci(acc.get('wrong') or {}, True)}, "
+        f"misstated right lines {fmt_ci(acc.get('misstated') or {}, True)}; its verdict separates stated == target at "
+        f"AUROC {fmt_ci(final['verdict_follows_stated_auroc'] or {})} and truth at "
+        f"{fmt_ci(final['verdict_follows_truth_auroc'] or {})} (base: slips "
+        f"{fmt_ci(base['accepts'].get('slip') or {}, True)}, right {fmt_ci(base['accepts'].get('right') or {}, True)})."
+    )
+    return out
+
+
+def fixed_headline(fixed: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's ``fixed_text`` block."""
+    heads = [step_headline(fixed, i) for i in range(len(fixed["steps"]))]
+    return {
+        "headline_layer": fixed["headline_layer"],
+        "roles": fixed["roles"],
+        "texts": fixed["texts"],
+        "scale": {k: v for k, v in fixed["scale"].items() if k != "sweep"},
+        "answers": answers(heads) if heads else {},
+        "per_step": heads,
+    }

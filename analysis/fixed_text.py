@@ -1,0 +1,212 @@
+"""The fixed-text stage for one checkpoint: the same texts teacher-forced through every checkpoint of a run.
+
+Own-rollout probing (:mod:`analysis.pipeline`) mixes a change in what a checkpoint writes with a change in how it
+represents it, and finds nothing at a checkpoint that writes no "(" at all. Here every checkpoint reads one text
+set, built once per run (:func:`fixed_records`):
+
+* ``last``: completions of the last checkpoint (its rollouts), so the final behaviour is read by every earlier model;
+* ``counterfactual``: :mod:`tasks.countdown.counterfactual` lines, where verdict, stated == target and truth are set
+  independently (pairs identical up to "(");
+* ``first``: completions of the first checkpoint.
+
+Per checkpoint, position kind ("(", last "=", stated value), label and layer: a probe fitted on ``train`` problems
+and scored (AUROC, accuracy, bootstrap CI over problems) on ``report`` problems of each subset, with a shuffled-label
+control; the logit-lens margin at "(" as the baseline beside it; and the checkpoint's own verdict (the margin at the
+output) on the counterfactual lines by category and by position. The verdict probe is fitted on the rollout subsets
+only: on the counterfactual pairs the written verdict comes after "(", which is what makes them a leakage check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from analysis import probes as pr
+from analysis import stats
+from analysis.lens import lens_margin, verdict_token_ids
+from analysis.positions import KINDS, LABELS, find_sites
+from analysis.splits import role_mask
+from tasks.countdown.counterfactual import CATEGORIES, counterfactual_texts
+from tasks.countdown.generate import Problem
+from tasks.countdown.prompts import make_prompt
+
+SUBSETS = ("last", "counterfactual", "first")
+
+
+def _has_sites(r: dict[str, Any], tokenizer: Any) -> bool:
+    enc = tokenizer(r["prompt"] + r["completion"], return_offsets_mapping=True, add_special_tokens=False)
+    return bool(find_sites(r["completion"], r["numbers"], r["target"], enc.offset_mapping, len(r["prompt"])))
+
+
+def fixed_records(
+    first: Sequence[dict[str, Any]],
+    last: Sequence[dict[str, Any]],
+    problems: Sequence[Problem],
+    template: str,
+    rollouts: int,
+    counterfactual_problems: int,
+    seed: int,
+    max_prior: int,
+    tokenizer: Any,
+) -> list[dict[str, Any]]:
+    """The run's evaluation text set, as records the capture stage reads (``subset`` says where each came from)."""
+    out: list[dict[str, Any]] = []
+    for name, recs in (("last", last), ("first", first)):
+        kept = [r for r in recs if _has_sites(r, tokenizer)][:rollouts]
+        out += [{**_strip(r), "subset": name, "category": "", "position": -1} for r in kept]
+    chosen = list(problems)[:counterfactual_problems]
+    for c in counterfactual_texts(chosen, seed, max_prior):
+        p = chosen[c.problem]
+        out.append(
+            {
+                "problem": c.problem,
+                "numbers": list(p.numbers),
+                "target": p.target,
+                "kind": "counterfactual",
+                "prompt": make_prompt(p.numbers, p.target, template),
+                "completion": c.completion,
+                "subset": "counterfactual",
+                "category": c.category,
+                "position": c.position,
+                "written": c.verdict,
+            }
+        )
+    return out
+
+
+def _strip(r: dict[str, Any]) -> dict[str, Any]:
+    keys = ("problem", "numbers", "target", "kind", "prompt", "completion")
+    return {k: r[k] for k in keys}
+
+
+def annotate(cap: dict[str, np.ndarray], records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Add per-site ``subset`` / ``category`` / ``position`` indices to a capture. The earlier (rejected) lines of a
+    counterfactual text are context, not tested lines: they get subset -1 and are neither fitted nor scored."""
+    rec = cap["record"]
+    tested = np.array(
+        [
+            records[i]["subset"] != "counterfactual" or line == records[i]["position"]
+            for i, line in zip(rec, cap["line"], strict=True)
+        ],
+        dtype=bool,
+    )
+    subset = np.array([SUBSETS.index(records[i]["subset"]) for i in rec], dtype=np.int64)
+    cap["subset"] = np.where(tested, subset, -1)
+    cats = [records[i]["category"] for i in rec]
+    cap["category"] = np.where(tested, [CATEGORIES.index(c) if c else -1 for c in cats], -1).astype(np.int64)
+    cap["position"] = np.array([records[i]["position"] for i in rec], dtype=np.int64)
+    return cap
+
+
+def _score(score: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int) -> dict[str, Any]:
+    """AUROC and accuracy (score > 0) with bootstrap CIs; None where a class is missing."""
+    if len(y) == 0:
+        return {"n": 0}
+    acc = stats.accuracy_ci(score > 0, y, groups, n_boot=n_boot)
+    auc = stats.auroc_ci(score, y, groups, n_boot=n_boot) if len(np.unique(y)) == 2 else None
+    return {"n": int(len(y)), "accuracy": acc, "auroc": auc}
+
+
+def fixed_probes(
+    cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray, c: float, max_iter: int, n_boot: int
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Probe and lens rows for every kind x label x layer x subset, and the raw-unit directions."""
+    train = role_mask(cap["problem"], roles, "train")
+    report = role_mask(cap["problem"], roles, "report")
+    rollout = (cap["subset"] >= 0) & (cap["subset"] != SUBSETS.index("counterfactual"))
+    train &= cap["subset"] >= 0
+    rows: list[dict[str, Any]] = []
+    dirs: dict[str, np.ndarray] = {}
+    rng = np.random.default_rng(0)
+    for kind in KINDS:
+        x_all = cap[f"act_{kind}"].astype(np.float32)
+        n_layers = x_all.shape[1]
+        for label in LABELS:
+            y = cap[label]
+            fit_rows = train & (rollout if label == "verdict" else True)
+            w_stack = np.zeros((n_layers, x_all.shape[2]), dtype=np.float32)
+            b_stack = np.zeros(n_layers, dtype=np.float32)
+            ok = min(int((y[fit_rows] == 0).sum()), int((y[fit_rows] == 1).sum())) >= 5
+            for layer in range(n_layers):
+                x = x_all[:, layer]
+                if ok:
+                    xf = x[fit_rows].astype(np.float64)
+                    w, b, _ = pr.fit_logistic(xf, y[fit_rows], c, max_iter)
+                    ws, bs, _ = pr.fit_logistic(xf, rng.permutation(y[fit_rows]), c, max_iter)
+                    w_stack[layer], b_stack[layer] = w, b
+                for si, subset in enumerate(SUBSETS):
+                    te = report & (cap["subset"] == si)
+                    row = {"kind": kind, "label": label, "layer": layer, "subset": subset, "fit": ok}
+                    if ok:
+                        row["probe"] = _score(pr.predict(w, b, x[te]), y[te], cap["problem"][te], n_boot)
+                        row["shuffled"] = _score(pr.predict(ws, bs, x[te]), y[te], cap["problem"][te], n_boot)
+                    if kind == "paren":
+                        row["lens"] = _score(margin[te, layer], y[te], cap["problem"][te], n_boot)
+                    rows.append(row)
+            dirs[f"w_{kind}_{label}"], dirs[f"b_{kind}_{label}"] = w_stack, b_stack
+    return rows, dirs
+
+
+def own_verdict(cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray, n_boot: int) -> dict[str, Any]:
+    """The checkpoint's own verdict on the counterfactual lines (report problems): the share it accepts
+    (output margin > 0) per category and per position, and how well the margin separates stated == target and
+    truth (AUROC). Also the largest activation difference at "(" within a this/not pair (0: no leakage)."""
+    cf = (cap["subset"] == SUBSETS.index("counterfactual")) & role_mask(cap["problem"], roles, "report")
+    out_margin = margin[:, -1]
+    accept = (out_margin > 0).astype(np.float64)
+    groups = cap["problem"]
+    res: dict[str, Any] = {"by_category": {}, "by_position": {}}
+    for ci, cat in enumerate(CATEGORIES):
+        m = cf & (cap["category"] == ci)
+        res["by_category"][cat] = stats.mean_ci(accept[m], groups[m], n_boot=n_boot)
+    for pos in sorted(set(cap["position"][cf].tolist())):
+        m = cf & (cap["position"] == pos)
+        res["by_position"][str(pos)] = stats.mean_ci(accept[m], groups[m], n_boot=n_boot)
+    for label in ("stated", "truth"):
+        y = cap[label][cf]
+        res[f"auroc_{label}"] = (
+            stats.auroc_ci(out_margin[cf], y, groups[cf], n_boot=n_boot) if len(np.unique(y)) == 2 else None
+        )
+    res["pair_max_diff"] = _pair_diff(cap)
+    return res
+
+
+def _pair_diff(cap: dict[str, np.ndarray]) -> float | None:
+    """Max |activation difference| at "(" between the two texts of each counterfactual pair (they differ only
+    after it, so anything above float noise means the written verdict leaked into the '(' position)."""
+    cf = np.flatnonzero(cap["subset"] == SUBSETS.index("counterfactual"))
+    if len(cf) < 2:
+        return None
+    x = cap["act_paren"][cf].astype(np.float32)
+    key = list(zip(cap["problem"][cf], cap["category"][cf], strict=True))
+    first: dict[tuple, int] = {}
+    worst = 0.0
+    for i, k in enumerate(key):
+        if k in first:
+            worst = max(worst, float(np.abs(x[i] - x[first[k]]).max()))
+        else:
+            first[k] = i
+    return worst
+
+
+def fixed_checkpoint(
+    model: Any, tok: Any, records: Sequence[dict[str, Any]], roles: np.ndarray, cfg: Any
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Capture the fixed set through ``model``; returns (arrays to store, JSON summary of this checkpoint)."""
+    from analysis.capture import capture
+
+    fx = cfg.fixed
+    cap = annotate(capture(model, tok, records, fx.batch_size, cfg.capture.dtype), records)
+    ids = verdict_token_ids(tok)
+    margin = lens_margin(model, cap["act_paren"], ids)
+    rows, dirs = fixed_probes(cap, roles, margin, cfg.probe.C, cfg.probe.max_iter, fx.bootstrap)
+    summary = {
+        "sites": {s: int((cap["subset"] == i).sum()) for i, s in enumerate(SUBSETS)},
+        "verdict_tokens": list(ids),
+        "probes": rows,
+        "own_verdict": own_verdict(cap, roles, margin, fx.bootstrap),
+    }
+    arrays = {**cap, "margin": margin, **dirs}
+    return arrays, summary

@@ -1,0 +1,38 @@
+"""Which held-out problems play which role in the analysis: calibration, probe training, or report.
+
+Every selection the analysis makes (the steering scale, a layer) is made on ``calibration`` problems; probes are
+fitted on ``train`` problems; every number in the report is measured on ``report`` problems, which neither choice
+nor fit has seen. Roles are assigned to problem *indices* of the run's held-out split with one seed, so they are
+the same at every checkpoint and for every text set (own rollouts, fixed text), and a problem's sites never sit on
+two sides.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ROLES = ("calibration", "train", "report")
+
+
+def problem_roles(n_problems: int, calibration: float, test: float, seed: int) -> np.ndarray:
+    """Role name per problem index 0..n_problems-1: ``calibration`` and ``report`` shares as given (at least one
+    problem each when there are three or more), ``train`` the rest."""
+    if not (0 <= calibration < 1 and 0 < test < 1 and calibration + test < 1):
+        raise ValueError(f"calibration ({calibration}) and test ({test}) shares must be in [0, 1) and sum below 1")
+    order = np.random.default_rng(seed).permutation(n_problems)
+    n_cal = int(round(n_problems * calibration))
+    n_rep = int(round(n_problems * test))
+    if n_problems >= 3:
+        n_cal = max(n_cal, 1 if calibration > 0 else 0)
+        n_rep = max(n_rep, 1)
+        n_cal = min(n_cal, n_problems - n_rep - 1)
+    roles = np.full(n_problems, "train", dtype=object)
+    roles[order[:n_cal]] = "calibration"
+    roles[order[n_cal : n_cal + n_rep]] = "report"
+    return roles.astype(str)
+
+
+def role_mask(problem: np.ndarray, roles: np.ndarray, role: str) -> np.ndarray:
+    """Boolean mask over sites (``problem`` indices) of the sites whose problem has ``role``."""
+    problem = np.asarray(problem, dtype=np.int64)
+    return roles[problem] == role if len(problem) else np.zeros(0, dtype=bool)

@@ -1,0 +1,89 @@
+"""Whether an attempt line says it is accepted: the word lists and the one rule that reads them.
+
+Kept apart from :mod:`tasks.countdown.trace` so the span parser stays small and the vocabulary can be read
+and changed in one place. Pure Python, deterministic, case-insensitive. The rule judges only the text after
+the last stated number of a parsed attempt line (the *tail*):
+
+1. A "(" right after the number (``= 52 (correct)``): its first word decides alone: ``this`` or an
+   acceptance word is True, ``not`` or a rejection word is False, any other word or none is None.
+2. Otherwise the tail's words decide: a rejection word, or an acceptance word right after ``not``/``isn't``
+   (``not correct``), rejects; an acceptance word or phrase (``is the target``) accepts. Both -> None;
+   only rejection -> False; only acceptance, or a "!" with no rejection (``= 52!``) -> True; neither -> None.
+
+The two lists are disjoint, so a single word never says both.
+"""
+
+from __future__ import annotations
+
+import re
+
+ACCEPT_WORDS = frozenset(
+    {
+        "yes",
+        "yay",
+        "exactly",
+        "works",
+        "worked",
+        "correct",
+        "right",
+        "success",
+        "found",
+        "perfect",
+        "done",
+        "bingo",
+        "equals",
+        "reached",
+        "got",
+        "solved",
+    }
+)
+REJECT_WORDS = frozenset(
+    {
+        "no",
+        "not",
+        "nope",
+        "wrong",
+        "incorrect",
+        "close",
+        "too",
+        "off",
+        "fail",
+        "fails",
+        "failed",
+        "isn't",
+        "doesn't",
+        "missed",
+    }
+)
+ACCEPT_PHRASES = ("is the target", "is our target")
+_NEGATORS = frozenset({"not", "isn't"})
+_TOKEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+
+assert not ACCEPT_WORDS & REJECT_WORDS
+
+
+def line_acceptance(tail: str, paren: bool, word: str | None) -> bool | None:
+    """The rule above; ``tail`` is the text after the last stated number, ``paren``/``word`` the parser's
+    "(" right after it and the word that follows it (None when there is none)."""
+    if paren:
+        w = (word or "").lower()
+        if w == "this" or w in ACCEPT_WORDS:
+            return True
+        if w == "not" or w in REJECT_WORDS:
+            return False
+        return None
+    tokens = [t.lower() for t in _TOKEN.findall(tail)]
+    accept = reject = False
+    for k, t in enumerate(tokens):
+        if t in REJECT_WORDS:
+            reject = True
+        elif t in ACCEPT_WORDS:
+            if k > 0 and tokens[k - 1] in _NEGATORS:
+                reject = True
+            else:
+                accept = True
+    joined = f" {' '.join(tokens)} "
+    accept = accept or any(f" {p} " in joined for p in ACCEPT_PHRASES)
+    if reject:
+        return None if accept else False
+    return True if accept or "!" in tail else None

@@ -1,0 +1,109 @@
+"""The fixed-text stage on a random-weight Qwen2 with the tiny digit tokenizer: leakage check, lens, CIs, roles."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.config import AnalysisConfig, FixedTextSettings, RolloutSettings, SteeringSettings
+from analysis.fixed_steer import POSITIONS, accepted, flip_rates, wrong_line_cases
+from analysis.fixed_text import SUBSETS, fixed_checkpoint, fixed_records
+from analysis.lens import lens_margin, verdict_token_ids
+from analysis.splits import problem_roles
+from analysis.steer_eval import random_units
+from tasks.countdown.generate import ProblemSpec, generate_problems
+from tasks.countdown.prompts import make_prompt
+from tasks.countdown.synth import TraceStyle, write_trace
+from tests.analysis.conftest import load
+
+SPEC = ProblemSpec(num_operands=(3,), operand_min=1, operand_max=20, operators=("+", "-", "*", "/"))
+
+
+def _rollouts(problems: list, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    style = TraceStyle(max_wrong=3, slip_rate=0.2, verdict_noise=0.3)
+    return [
+        {
+            "problem": i,
+            "numbers": list(p.numbers),
+            "target": p.target,
+            "kind": "greedy",
+            "prompt": make_prompt(p.numbers, p.target),
+            "completion": write_trace(p, rng, style, SPEC.operators).completion,
+        }
+        for i, p in enumerate(problems)
+    ]
+
+
+@pytest.fixture(scope="module")
+def fixed(digit_dir: Path) -> tuple:
+    model, tok = load(digit_dir)
+    problems = generate_problems(SPEC, 30, seed=0)
+    texts = fixed_records(_rollouts(problems, 1), _rollouts(problems, 2), problems, "base", 30, 30, 0, 2, tok)
+    cfg = AnalysisConfig(
+        rollout=RolloutSettings(problems=30),
+        steering=SteeringSettings(problems=10),
+        fixed=FixedTextSettings(bootstrap=50),
+    )
+    roles = problem_roles(30, 0.2, 0.4, 0)
+    arrays, summary = fixed_checkpoint(model, tok, texts, roles, cfg)
+    return model, tok, texts, roles, cfg, arrays, summary
+
+
+def test_text_set_has_all_subsets_and_the_pairs_do_not_leak(fixed: tuple) -> None:
+    _, _, texts, _, _, arrays, summary = fixed
+    assert {t["subset"] for t in texts} == set(SUBSETS)
+    assert all(summary["sites"][s] > 0 for s in SUBSETS)
+    # the two texts of a pair are identical up to "(", so their activations there are too (float16 storage)
+    assert summary["own_verdict"]["pair_max_diff"] < 1e-2
+    leak = [
+        r["probe"]["auroc"]["value"]
+        for r in summary["probes"]
+        if r["kind"] == "paren" and r["label"] == "verdict" and r["subset"] == "counterfactual" and r["fit"]
+    ]
+    assert leak and all(abs(v - 0.5) < 0.02 for v in leak)
+
+
+def test_lens_at_the_output_is_the_models_own_next_token_preference(fixed: tuple) -> None:
+    model, tok, texts, _, _, arrays, _ = fixed
+    this_id, not_id = verdict_token_ids(tok)
+    assert tok.decode([this_id]).strip().startswith("t") and tok.decode([not_id]).strip().startswith("n")
+    r = texts[arrays["record"][0]]
+    enc = tok(r["prompt"] + r["completion"], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        logits = model(**enc).logits[0, arrays["paren_pos"][0]].float()
+    want = float(logits[this_id] - logits[not_id])
+    got = lens_margin(model, arrays["act_paren"][:1].astype(np.float32), (this_id, not_id))[0, -1]
+    assert got == pytest.approx(want, abs=2e-2 * max(1.0, abs(want)))
+
+
+def test_every_reported_number_comes_from_report_problems_with_an_interval(fixed: tuple) -> None:
+    _, _, _, roles, _, arrays, summary = fixed
+    assert set(np.unique(roles)) == {"calibration", "train", "report"}
+    rows = [r for r in summary["probes"] if r["fit"] and r["kind"] == "paren" and r["label"] == "truth"]
+    assert rows
+    n_report = int(sum((roles[p] == "report") for p in arrays["problem"][arrays["subset"] == 1]))
+    cf = next(r for r in rows if r["subset"] == "counterfactual")
+    assert cf["probe"]["n"] == n_report
+    ci = cf["probe"]["auroc"]
+    assert ci["lo"] <= ci["value"] <= ci["hi"] and ci["groups"] == int((roles == "report").sum())
+    by_cat = summary["own_verdict"]["by_category"]
+    assert set(by_cat) == {"right", "wrong", "slip", "misstated"}
+    assert all(0 <= v["value"] <= 1 for v in by_cat.values())
+
+
+def test_flip_cases_are_cut_where_configured_and_zero_scale_flips_nothing(fixed: tuple) -> None:
+    model, tok, texts, roles, cfg, arrays, _ = fixed
+    units = {2: np.eye(model.config.hidden_size)[0]}
+    for pos in POSITIONS:
+        cases = wrong_line_cases(texts, roles, "report", pos, 10)
+        assert cases and all(roles[c.problem] == "report" for c in cases)
+        assert all(c.prefix.endswith("(") == (pos == "paren") for c in cases)
+        res = flip_rates(model, tok, cases, {"own": units}, random_units(units, 0, 5), 0.0, 6, 8, 50)
+        assert res["own"]["value"] in (0.0, None) and res["random"]["value"] in (0.0, None)
+    c = wrong_line_cases(texts, roles, "report", "before_paren", 1)[0]
+    assert accepted(c, "! Yes, we got it!") and accepted(c, " (this works)") and not accepted(c, " (not 5)")
