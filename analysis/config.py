@@ -39,13 +39,17 @@ class CaptureSettings:
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """Per-layer logistic-regression probes (scikit-learn)."""
+    """Per-layer linear probes: standardised logistic regression (scikit-learn), or the original study's softmax."""
 
     source: Literal["greedy", "sampled", "all"] = "all"  # which rollouts train and test the probes
     # Problem roles (analysis/splits.py): calibration problems choose the steering scale, train problems fit the
     # probes, report ("test") problems give every reported number; no problem has two roles.
     test_fraction: float = 0.3  # share of problems whose sites are reported
     calibration_fraction: float = 0.2  # share of problems only used to choose the steering scale
+    # logistic: scikit-learn on standardised activations, weights mapped back to raw units (own-rollout and
+    # fixed-text stages). softmax: the study's two-class softmax on raw activations with AdamW
+    # (analysis/softmax_probe.py), used by the fixed-text stage, whose direction is the headline one.
+    method: Literal["logistic", "softmax"] = "logistic"
     C: float = 1.0
     max_iter: int = 2000
     min_per_class: int = 5  # below this many examples of a class a probe is reported as not fit
@@ -77,7 +81,8 @@ class SteeringSettings:
     # this one is the headline.
     position: Literal["before_paren", "paren"] = "before_paren"
     every: int = 3  # steer at every k-th "(" of an attempt line ...
-    mode: Literal["every_kth", "from_kth"] = "every_kth"  # ... or at every "(" from the k-th on (original code)
+    # ... or at every token once k "(" have appeared (from_kth: the original study's released code, k = 3)
+    mode: Literal["every_kth", "from_kth"] = "every_kth"
     problems: int = 100  # problems for free steered generation
     max_flip_cases: int = 200  # wrong-rejected (and right-accepted) attempts used for the flip test
     flip_new_tokens: int = 8  # tokens generated after the steered position (acceptance in any form is a flip)
@@ -128,6 +133,7 @@ class ReportSettings:
     """What the report shows."""
 
     top_k_tokens: int = 10  # tokens listed per unembedded direction
+    unembed_gain: bool = True  # include the final norm's gain (the study unembedded lm_head @ W without it)
     text_samples: int = 6  # original vs steered completions shown side by side
     reach: float = 0.95  # "earliest layer that reaches" this probe accuracy
 

@@ -109,8 +109,25 @@ def _score(score: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int) ->
     return {"n": int(len(y)), "accuracy": acc, "auroc": auc}
 
 
+def _fit_layers(x: np.ndarray, y: np.ndarray, method: str, c: float, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw-unit binary weights (layers, d) and biases (layers,) of one probe per layer of ``x`` (n, layers, d)."""
+    if method == "softmax":
+        from analysis.softmax_probe import fit_softmax_probes
+
+        w2, b2 = fit_softmax_probes(x, y)
+        return w2[:, 1] - w2[:, 0], b2[:, 1] - b2[:, 0]
+    fits = [pr.fit_logistic(x[:, layer].astype(np.float64), y, c, max_iter) for layer in range(x.shape[1])]
+    return np.stack([f[0] for f in fits]), np.array([f[1] for f in fits])
+
+
 def fixed_probes(
-    cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray, c: float, max_iter: int, n_boot: int
+    cap: dict[str, np.ndarray],
+    roles: np.ndarray,
+    margin: np.ndarray,
+    c: float,
+    max_iter: int,
+    n_boot: int,
+    method: str = "logistic",
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Probe and lens rows for every kind x label x layer x subset, and the raw-unit directions."""
     train = role_mask(cap["problem"], roles, "train")
@@ -129,13 +146,13 @@ def fixed_probes(
             w_stack = np.zeros((n_layers, x_all.shape[2]), dtype=np.float32)
             b_stack = np.zeros(n_layers, dtype=np.float32)
             ok = min(int((y[fit_rows] == 0).sum()), int((y[fit_rows] == 1).sum())) >= 5
+            if ok:
+                w_stack, b_stack = _fit_layers(x_all[fit_rows], y[fit_rows], method, c, max_iter)
+                ws_stack, bs_stack = _fit_layers(x_all[fit_rows], rng.permutation(y[fit_rows]), method, c, max_iter)
             for layer in range(n_layers):
                 x = x_all[:, layer]
                 if ok:
-                    xf = x[fit_rows].astype(np.float64)
-                    w, b, _ = pr.fit_logistic(xf, y[fit_rows], c, max_iter)
-                    ws, bs, _ = pr.fit_logistic(xf, rng.permutation(y[fit_rows]), c, max_iter)
-                    w_stack[layer], b_stack[layer] = w, b
+                    w, b, ws, bs = w_stack[layer], float(b_stack[layer]), ws_stack[layer], float(bs_stack[layer])
                 for si, subset in enumerate(SUBSETS):
                     te = report & (cap["subset"] == si)
                     row = {"kind": kind, "label": label, "layer": layer, "subset": subset, "fit": ok}
@@ -145,7 +162,8 @@ def fixed_probes(
                     if kind == "paren":
                         row["lens"] = _score(margin[te, layer], y[te], cap["problem"][te], n_boot)
                     rows.append(row)
-            dirs[f"w_{kind}_{label}"], dirs[f"b_{kind}_{label}"] = w_stack, b_stack
+            dirs[f"w_{kind}_{label}"] = w_stack.astype(np.float32)
+            dirs[f"b_{kind}_{label}"] = b_stack.astype(np.float32)
     return rows, dirs
 
 
@@ -201,7 +219,8 @@ def fixed_checkpoint(
     cap = annotate(capture(model, tok, records, fx.batch_size, cfg.capture.dtype), records)
     ids = verdict_token_ids(tok)
     margin = lens_margin(model, cap["act_paren"], ids)
-    rows, dirs = fixed_probes(cap, roles, margin, cfg.probe.C, cfg.probe.max_iter, fx.bootstrap)
+    p = cfg.probe
+    rows, dirs = fixed_probes(cap, roles, margin, p.C, p.max_iter, fx.bootstrap, p.method)
     summary = {
         "sites": {s: int((cap["subset"] == i).sum()) for i, s in enumerate(SUBSETS)},
         "verdict_tokens": list(ids),

@@ -171,7 +171,7 @@ def analyse_checkpoint(
     records, k_roll = checkpoint_rollouts(cfg, step, path, out_dir, problems, template, engine, say)
     k_cap = stage_key(cfg.capture, k_roll)
     k_probe = stage_key(cfg.probe, k_cap)
-    k_unembed = stage_key(cfg.report.top_k_tokens, k_probe)
+    k_unembed = stage_key([cfg.report.top_k_tokens, cfg.report.unembed_gain], k_probe)
     k_steer = stage_key(cfg.steering, k_probe, k_roll, scale)
     loaded: dict[str, Any] = {}
     if roles is None:
@@ -203,6 +203,8 @@ def analyse_checkpoint(
 
         m, tok = model()
         mats = model_matrices(m)
+        if not cfg.report.unembed_gain:
+            mats["gain"] = None
         w = dirs["w_paren_verdict"]
         return {str(layer): describe(w[layer], mats, tok, cfg.report.top_k_tokens) for layer in range(w.shape[0])}
 

@@ -101,6 +101,12 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
     ok = [r for r in results if "error" not in r]
     parts = [f"<h1>Verification direction: {html.escape(run_dir.name)}</h1>"]
     parts.append(f"<p>Checkpoints analysed: {steps}. Summary:</p><pre>{html.escape(_short(summary))}</pre>")
+    dev = summary.get("deviations_from_study")
+    if dev is not None:
+        parts.append(
+            "<h3>Deviations from the original study's protocol</h3>"
+            + ("<ul>" + "".join(f"<li>{html.escape(d)}</li>" for d in dev) + "</ul>" if dev else "<p>none</p>")
+        )
     for b in em["broken"]:
         parts.append(f'<p class="broken">step {b["step"]}: NOT analysed: {html.escape(b["error"])}</p>')
     from analysis.fixed_report import fixed_section

@@ -141,6 +141,9 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     em["fixed"] = fixed
     write_json(out / "emergence.json", em)
     summary = summarize(run, results, em, time.time() - t0)
+    from analysis.protocol import deviations
+
+    summary["deviations_from_study"] = deviations(cfg, layers)
     if fixed is not None:
         from analysis.fixed_summary import fixed_headline
 

@@ -7,7 +7,7 @@
   the model accepted (a flip there is "not"). Swept over the configured scales.
 * **Free generation**: generate from the prompts with the steering rule (every k-th "(" or from the k-th on) at the
   chosen scale, against unsteered and random-direction generation: answer success, format, the share of wrong
-  attempts accepted overall and at the steered "(" (accepted = "(this" or the final answer is that attempt).
+  attempts accepted overall and at the steered "(" (accepted in any form: tasks.countdown.trace.accepted_attempts).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import torch
 from analysis.hooks import MaskHolder, add_to_residual
 from analysis.steering import ParenCounter, SteerRule, TriggerVocab, steered_generate
 from tasks.countdown.generate import Problem
-from tasks.countdown.prompts import extract_answer, make_prompt
+from tasks.countdown.prompts import make_prompt
 from tasks.countdown.reward import breakdown
-from tasks.countdown.trace import parse_attempts
+from tasks.countdown.trace import accepted_attempts, parse_attempts
 
 
 def flip_cases(records: Sequence[dict[str, Any]], limit: int) -> dict[str, list[str]]:
@@ -173,33 +173,26 @@ def flip_sweep(
     return rows
 
 
-def choose_scale(rows: Sequence[dict[str, Any]], target: float) -> float:
-    """The smallest swept scale whose direction flip rate reaches ``target``; else the best-flipping scale."""
-    hit = [r["scale"] for r in rows if (r["flip_direction"] or 0) >= target and r["scale"] > 0]
-    if hit:
-        return min(hit)
-    return max(rows, key=lambda r: (r["flip_direction"] or 0, -r["scale"]))["scale"]
-
-
 def _accepted_wrong(text: str, p: Problem, steered_ordinals: set[int]) -> tuple[int, int, int, int]:
-    """(wrong lines, accepted among them, steered wrong lines, accepted among those) of one completion."""
-    answer = extract_answer(text)
+    """(wrong lines, accepted among them, steered wrong lines, accepted among those) of one completion.
+
+    A wrong line counts when the model judged it in any form (:func:`tasks.countdown.trace.accepted_attempts`:
+    "(this works)", "= 52! Yes, we got it!", or the answer right after it); accepted means that judgement was
+    acceptance. The ordinal of a line is the count of attempt-line "(" up to it, as the steering rule counts.
+    """
     wrong = acc = s_wrong = s_acc = 0
     ordinal = 0
-    for a in parse_attempts(text, p.numbers, p.target):
-        if not a.parsed or a.paren_span is None:
+    for a, judged in accepted_attempts(text, p.numbers, p.target):
+        if not a.parsed:
             continue
-        ordinal += 1
-        if a.correct or a.verdict is None:
+        ordinal += a.paren_span is not None
+        if a.correct or judged is None:
             continue
-        ok = a.verdict == "this" or (
-            answer is not None and a.expression is not None and answer.replace(" ", "") == a.expression.replace(" ", "")
-        )
         wrong += 1
-        acc += ok
+        acc += judged
         if ordinal in steered_ordinals:
             s_wrong += 1
-            s_acc += ok
+            s_acc += judged
     return wrong, acc, s_wrong, s_acc
 
 

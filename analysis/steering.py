@@ -5,7 +5,8 @@ by re-running the whole sequence for every new token (quadratic). Here each forw
 token, per-sequence counters decide whether that token is a steered "(", and :func:`analysis.hooks.add_to_residual`
 adds ``scale * unit(direction)`` to the chosen layers at exactly those positions. A "(" counts when it follows an
 "=" on the same line (an attempt line's verdict paren); with ``every = k`` the rule steers the k-th, 2k-th, ...
-such "(" (``every_kth``) or every one from the k-th on (``from_kth``, the variant the original code used).
+such "(" (``every_kth``), or *every token* once k such "(" have appeared (``from_kth``: what the original study's
+released code did, with k = 3; its vector therefore also acts at the positions that predict later " (" tokens).
 
 Trigger tokens come from decoding the vocabulary (any token whose text contains "(", "=" or a newline), never from
 hard-coded ids, so Qwen's " (" and the tiny tokenizer's " (" both work. With all vectors zero the loop reproduces
@@ -46,7 +47,8 @@ def trigger_vocab(tokenizer: Any, size: int | None = None) -> TriggerVocab:
 
 @dataclass(frozen=True)
 class SteerRule:
-    """Which attempt-line "(" tokens are steered: ``every_kth`` or ``from_kth`` with k = ``every``."""
+    """Which tokens are steered: ``every_kth`` (the k-th, 2k-th, ... attempt-line "(") or ``from_kth`` (every token
+    from the k-th attempt-line "(" on, the original released code), with k = ``every``."""
 
     every: int = 3
     mode: str = "every_kth"
@@ -70,8 +72,10 @@ class ParenCounter:
         is_paren = v.paren[tok] & self.line_eq & live
         self.count += is_paren.long()
         k = self.rule.every
-        hit = (self.count % k == 0) if self.rule.mode == "every_kth" else (self.count >= k)
-        steer = is_paren & hit & allowed
+        if self.rule.mode == "every_kth":
+            steer = is_paren & (self.count % k == 0) & allowed
+        else:
+            steer = (self.count >= k) & live & allowed
         self.line_eq |= v.eq[tok] & live
         self.line_eq &= ~(v.newline[tok] & live)
         return steer

@@ -66,13 +66,18 @@ def test_counter_rules_every_kth_and_from_kth(which: str, request: pytest.Fixtur
     ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
     voc = trigger_vocab(tok)
 
-    def steered_ordinals(rule: SteerRule) -> list[int]:
+    def hits(rule: SteerRule) -> list[bool]:
         c = ParenCounter(1, voc, rule, torch.device("cpu"))
-        hits = [bool(c.step(t[None], torch.ones(1, dtype=torch.bool), True)) for t in ids]
-        return [int(n) for n, h in zip(_counts(ids, voc), hits, strict=True) if h]
+        return [bool(c.step(t[None], torch.ones(1, dtype=torch.bool), True)) for t in ids]
+
+    def steered_ordinals(rule: SteerRule) -> list[int]:
+        return [int(n) for n, h in zip(_counts(ids, voc), hits(rule), strict=True) if h]
 
     assert steered_ordinals(SteerRule(every=3)) == [3, 6]
-    assert steered_ordinals(SteerRule(every=3, mode="from_kth")) == [3, 4, 5, 6, 7]
+    # from_kth (the released code): every token from the 3rd attempt-line "(" on, not only the parens
+    counts = _counts(ids, voc)
+    assert hits(SteerRule(every=3, mode="from_kth")) == [n >= 3 for n in counts]
+    assert sum(hits(SteerRule(every=3, mode="from_kth"))) > 5
     assert steered_ordinals(SteerRule(every=1)) == list(range(1, 8))  # the "(" of "a (b)" has no "=": not counted
 
 
@@ -130,3 +135,24 @@ def test_flip_continuations_reuse_prefix_cache_exactly(which: str, request: pyte
         )
         assert texts == tok.batch_decode(ref, skip_special_tokens=True)
     assert got[0] != got[1]
+
+
+@pytest.mark.parametrize(
+    ("completion", "want"),
+    [
+        # the original study's steered lines: accepted without "(" count as accepting the wrong line
+        ("\n- 44 + 35 - 19 = 52! Yes, we got it!\n", (1, 1)),
+        ("\n- 8 * 8 + 2 = 28 exactly!\n", (1, 1)),
+        ("\n- 44 + 35 - 19 = 28 (this works)\n", (1, 1)),
+        ("\n- 44 + 35 - 19 = 60 (not 28)\n", (1, 0)),
+        ("\n- 44 + 35 - 19 = 28\n</think>\n<answer> 44 + 35 - 19 </answer>", (1, 1)),  # answered right after it
+        ("\n- 44 + 35 - 19 = 60\n- 44 * 35 - 19 = 1521\n", (0, 0)),  # no verdict in any form: not counted
+        ("\n- 44 + 19 - 35 = 28 (this works)\n", (0, 0)),  # a right line is not a wrong one
+    ],
+)
+def test_free_generation_counts_acceptance_in_any_form(completion: str, want: tuple[int, int]) -> None:
+    from analysis.steer_eval import _accepted_wrong
+    from tasks.countdown.generate import Problem
+
+    wrong, acc, _, _ = _accepted_wrong(completion, Problem((44, 19, 35), 28), set())
+    assert (wrong, acc) == want
