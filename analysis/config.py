@@ -98,7 +98,8 @@ class FixedTextSettings:
 
     enabled: bool = True
     rollouts: int = 200  # completions with verdict sites taken from each of the first and last checkpoints
-    counterfactual_problems: int = 200  # problems written as counterfactual lines (4 categories x 2 verdicts)
+    # problems written as counterfactual lines (4 categories x 2 verdicts each); None: every analysed problem
+    counterfactual_problems: int | None = None
     max_prior: int = 2  # up to this many rejected lines before the tested one (its position varies)
     seed: int = 0
     batch_size: int = 32
@@ -172,6 +173,11 @@ class AnalysisConfig:
             )
         if s.random_draws < 5:
             raise ConfigError(f"steering.random_draws: expected >= 5 random directions, got {s.random_draws}")
+        if (self.fixed.counterfactual_problems or 0) > r.problems:
+            raise ConfigError(
+                f"fixed.counterfactual_problems ({self.fixed.counterfactual_problems}) exceeds rollout.problems "
+                f"({r.problems}): counterfactual lines are written for the analysed problems only"
+            )
         if self.fixed.bootstrap < 50:
             raise ConfigError(f"fixed.bootstrap: expected >= 50 replicates, got {self.fixed.bootstrap}")
         if not s.layers or any(layer < 0 for layer in s.layers):

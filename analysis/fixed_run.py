@@ -48,6 +48,7 @@ def run_fixed(
     rollouts_of: Callable[[int, Path], tuple[list[dict[str, Any]], str]],
     roles: np.ndarray,
     say: Any = print,
+    cache_of: Callable[[int], StepCache] | None = None,
 ) -> dict[str, Any]:
     """Run (or load) the protocol on ``ckpts`` (loadable checkpoints, in step order); returns its results."""
     from transformers import AutoTokenizer
@@ -68,7 +69,7 @@ def run_fixed(
             problems[: cfg.rollout.problems],
             template,
             fx.rollouts,
-            fx.counterfactual_problems,
+            fx.counterfactual_problems or cfg.rollout.problems,
             fx.seed,
             fx.max_prior,
             AutoTokenizer.from_pretrained(last_path),
@@ -84,7 +85,7 @@ def run_fixed(
     steering: dict[int, Any] = {}
     scale_info: dict[str, Any] = {}
     for step, path in order:
-        cache = StepCache(out / f"step_{step}")
+        cache = cache_of(step) if cache_of else StepCache(out / f"step_{step}")
         loaded: dict[str, Any] = {}
 
         def model(path: Path = path, loaded: dict = loaded) -> tuple[Any, Any]:

@@ -110,11 +110,20 @@ def flip_rates(
 
 
 def choose_scale(sweep: Sequence[dict[str, Any]], name: str, target: float) -> float:
-    """The smallest positive scale whose ``name`` flip rate reaches ``target``; else the best-flipping scale."""
+    """The smallest positive scale whose ``name`` flip rate reaches ``target``; else the smallest positive scale with
+    the best rate; the largest swept scale when nothing flips at all (the most generous test of a null)."""
 
     def rate(row: dict[str, Any]) -> float:
         v = (row.get(name) or {}).get("value")
         return v if v is not None else 0.0
 
-    hit = [r["scale"] for r in sweep if r["scale"] > 0 and rate(r) >= target]
-    return min(hit) if hit else max(sweep, key=lambda r: (rate(r), -r["scale"]))["scale"]
+    positive = [r for r in sweep if r["scale"] > 0]
+    if not positive:
+        return 0.0
+    hit = [r["scale"] for r in positive if rate(r) >= target]
+    if hit:
+        return min(hit)
+    best = max(rate(r) for r in positive)
+    if best == 0:
+        return max(r["scale"] for r in positive)
+    return min(r["scale"] for r in positive if rate(r) == best)

@@ -126,11 +126,12 @@ def checkpoint_rollouts(
     template: str,
     engine: Callable[[], str],
     say: Any = print,
+    cache: StepCache | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Stage 1 alone (cached): the checkpoint's rollouts and their cache key."""
     from analysis.rollouts import generate_rollouts
 
-    cache = StepCache(out_dir)
+    cache = cache or StepCache(out_dir)
     problems_key = stage_key([(list(p.numbers), p.target) for p in problems[: cfg.rollout.problems]], template)
     k_roll = stage_key(cfg.rollout, fingerprint(path), problems_key, inference_dtype(cfg.precision))
     if not cache.valid("rollouts", k_roll):
@@ -156,19 +157,21 @@ def analyse_checkpoint(
     last: bool = True,
     scale: float | None = None,
     roles: np.ndarray | None = None,
+    cache: StepCache | None = None,
 ) -> dict[str, Any]:
     """Run (or load) every per-checkpoint stage; returns the step's results for the emergence stage and report.
 
     ``scale`` is the run's one steering scale (calibrated or from the preset); ``roles`` the problem roles
     (:mod:`analysis.splits`): probes fit on ``train`` problems and everything is scored on ``report`` problems.
-    ``last`` marks the last checkpoint analysed (the component stage's extras run there by default).
+    ``last`` marks the last checkpoint analysed (the component stage's extras run there by default). ``cache`` is
+    the step's cache when the run shares it with the fixed-text stage (so ``computed`` lists both).
     ``engine()`` resolves the rollout engine; it is called only when rollouts must be generated (importing vLLM
     takes seconds, and a fully cached re-run should not pay for it). The cache key uses the *requested* engine.
     """
     from analysis.capture import capture
 
-    cache = StepCache(out_dir)
-    records, k_roll = checkpoint_rollouts(cfg, step, path, out_dir, problems, template, engine, say)
+    cache = cache or StepCache(out_dir)
+    records, k_roll = checkpoint_rollouts(cfg, step, path, out_dir, problems, template, engine, say, cache)
     k_cap = stage_key(cfg.capture, k_roll)
     k_probe = stage_key(cfg.probe, k_cap)
     k_unembed = stage_key([cfg.report.top_k_tokens, cfg.report.unembed_gain], k_probe)

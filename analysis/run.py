@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analysis.cache import write_json
+from analysis.cache import StepCache, write_json
 from analysis.config import AnalysisConfig
 from analysis.pipeline import CheckpointError, analyse_checkpoint, check_checkpoint, checkpoint_rollouts, run_roles
 from tasks.config import ConfigError, dump_config, load_config
@@ -100,14 +100,23 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
             broken[step] = str(e)
     loadable = [(s, p) for s, p in ckpts if s not in broken]
 
+    caches: dict[int, StepCache] = {}
+
+    def cache_of(step: int) -> StepCache:
+        if step not in caches:
+            caches[step] = StepCache(out / f"step_{step}")
+        return caches[step]
+
     def rollouts_of(step: int, path: Path) -> tuple[list[dict[str, Any]], str]:
-        return checkpoint_rollouts(cfg, step, path, out / f"step_{step}", problems, template, engine, say)
+        return checkpoint_rollouts(
+            cfg, step, path, out / f"step_{step}", problems, template, engine, say, cache_of(step)
+        )
 
     fixed, scale = None, cfg.steering.scale
     if cfg.fixed.enabled and loadable:
         from analysis.fixed_run import run_fixed
 
-        fixed = run_fixed(cfg, loadable, out, problems, template, rollouts_of, roles, say)
+        fixed = run_fixed(cfg, loadable, out, problems, template, rollouts_of, roles, say, cache_of)
         scale = fixed["scale"]["scale"]
     elif scale is None:
         raise ConfigError("steering.scale: set one scale for the run, or keep fixed.enabled (it calibrates one)")

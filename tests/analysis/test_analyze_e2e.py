@@ -62,9 +62,20 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     out = micro_run / "analysis"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == [0, 1, 2] and summary["broken_steps"] == []
-    assert all("rollouts" in c and "capture" in c for c in summary["computed"].values())
+    assert all({"rollouts", "capture", "fixed", "fixed_steering"} <= set(c) for c in summary["computed"].values())
+    fixed = summary["fixed_text"]
+    assert [h["step"] for h in fixed["per_step"]] == [0, 1, 2]
+    assert set(fixed["answers"]) == {"in_base", "when", "follows"}
+    assert fixed["roles"]["report"] > 0 and fixed["texts"]["counterfactual"] > 0
+    for h in fixed["per_step"]:  # every headline number carries an interval, and the pair leak check holds
+        for cat in ("right", "wrong", "slip", "misstated"):
+            ci = h["accepts"][cat]
+            assert ci["value"] is None or ci["lo"] <= ci["value"] <= ci["hi"]
+        assert h["pair_max_diff"] < 1e-2
+    assert summary["deviations_from_study"]  # the tiny preset is not the study's protocol, and says how
     html = (out / "report.html").read_text()
     assert html.startswith("<!doctype html>") and "data:image/png;base64" in html
+    assert "Fixed text: every checkpoint reads the same texts" in html and "Deviations from the original" in html
     assert not re.search(r"(src|href)=[\"']?(https?:|//)", html)  # self-contained: nothing fetched when opened
     em = json.loads((out / "emergence.json").read_text())
     assert len(em["accuracy"]["paren/verdict"]) == 3 and len(em["eval"]) == 3
@@ -83,7 +94,7 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     third = analyze(micro_run, "steering.scales=[0.0,20.0]", engine="auto")
     assert third.returncode == 0
     computed = json.loads((out / "summary.json").read_text())["computed"].values()
-    assert all(c == ["steering", "components"] for c in computed), list(computed)
+    assert all(c == ["fixed_steering", "steering", "components"] for c in computed), list(computed)
 
 
 @pytest.mark.slow
@@ -99,7 +110,9 @@ def test_analyze_killed_midway_resumes_without_loss(micro_run: Path, tmp_path: P
     )
     keys = run / "analysis" / "step_1" / "keys.json"
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and not (keys.is_file() and "capture" in keys.read_text()):
+    # killed once the fixed-text stage is done at step 1 (it runs before the per-step stages and needs only the first
+    # and last checkpoints' rollouts): step 1's own rollouts are still to come
+    while time.monotonic() < deadline and not (keys.is_file() and '"fixed"' in keys.read_text()):
         assert proc.poll() is None, "analysis ended before it could be killed"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -108,8 +121,8 @@ def test_analyze_killed_midway_resumes_without_loss(micro_run: Path, tmp_path: P
     done = analyze(run)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     computed = json.loads((run / "analysis" / "summary.json").read_text())["computed"]
-    assert "rollouts" not in computed["0"] and "rollouts" not in computed["1"]  # nothing done before the kill redone
-    assert "rollouts" in computed["2"]
+    assert "rollouts" not in computed["0"] and "rollouts" not in computed["2"]  # nothing done before the kill redone
+    assert "fixed" not in computed["1"] and "rollouts" in computed["1"]
 
 
 @pytest.mark.slow

@@ -107,3 +107,14 @@ def test_flip_cases_are_cut_where_configured_and_zero_scale_flips_nothing(fixed:
         assert res["own"]["value"] in (0.0, None) and res["random"]["value"] in (0.0, None)
     c = wrong_line_cases(texts, roles, "report", "before_paren", 1)[0]
     assert accepted(c, "! Yes, we got it!") and accepted(c, " (this works)") and not accepted(c, " (not 5)")
+
+
+def test_scale_choice_smallest_hit_else_best_else_largest() -> None:
+    from analysis.fixed_steer import choose_scale
+
+    def sweep(rates: list[float]) -> list[dict]:
+        return [{"scale": s, "final": {"value": r}} for s, r in zip([0.0, 2.0, 4.0, 8.0], rates, strict=True)]
+
+    assert choose_scale(sweep([0, 0.2, 0.6, 0.9]), "final", 0.5) == 4.0
+    assert choose_scale(sweep([0, 0.3, 0.3, 0.1]), "final", 0.5) == 2.0
+    assert choose_scale(sweep([0, 0, 0, 0]), "final", 0.5) == 8.0
