@@ -100,7 +100,9 @@ class FixedTextSettings:
     rollouts: int = 200  # completions with verdict sites taken from each of the first and last checkpoints
     # problems written as counterfactual lines (4 categories x 2 verdicts each); None: every analysed problem
     counterfactual_problems: int | None = None
-    max_prior: int = 2  # up to this many rejected lines before the tested one (its position varies)
+    # up to this many rejected lines before the tested one: positions 0..max_prior, so a verdict that counts lines
+    # (the tiny model accepts mostly late in a completion) shows up against one that reads the line
+    max_prior: int = 5
     seed: int = 0
     batch_size: int = 32
     bootstrap: int = 200  # bootstrap replicates (resampling problems) behind every confidence interval

@@ -76,6 +76,15 @@ def fixed_section(fixed: dict[str, Any] | None) -> list[str]:
         bands(
             steps,
             {
+                f"after {p} rejected lines": [hd["accepts_by_position"].get(p) for hd in heads]
+                for p in sorted({p for hd in heads for p in hd["accepts_by_position"]}, key=int)
+            },
+            "share of counterfactual lines accepted, by position (content mixed): a line counter rises with position",
+            "accepted",
+        ),
+        bands(
+            steps,
+            {
                 "verdict probe": [hd["verdict_probe_auroc"] for hd in heads],
                 "logit lens (same layer)": [hd["verdict_lens_auroc"] for hd in heads],
                 "final step's probe": [hd["final_probe_auroc"] for hd in heads],

@@ -139,6 +139,7 @@ def run_fixed(
     return {
         "steps": steps,
         "headline_layer": headline_layer(cfg),
+        "position": cfg.steering.position,
         "roles": {r: int((roles == r).sum()) for r in ("calibration", "train", "report")},
         "texts": {s: sum(t["subset"] == s for t in texts) for s in SUBSETS},
         "scale": scale_info,

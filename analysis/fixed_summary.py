@@ -42,6 +42,8 @@ def step_headline(fixed: dict[str, Any], i: int) -> dict[str, Any]:
         "step": fixed["steps"][i],
         "accepts": ps["own_verdict"]["by_category"],
         "accepts_by_position": ps["own_verdict"]["by_position"],
+        "content_effect": ps["own_verdict"].get("content_effect"),
+        "position_effect": ps["own_verdict"].get("position_effect"),
         "verdict_follows_stated_auroc": ps["own_verdict"]["auroc_stated"],
         "verdict_follows_truth_auroc": ps["own_verdict"]["auroc_truth"],
         "verdict_probe_auroc": _auroc(row),
@@ -72,7 +74,7 @@ def answers(heads: list[dict[str, Any]], position: str = "before_paren") -> dict
     out["in_base"] = (
         f"The final checkpoint's '(' verdict probe reads the base's activations on the final texts at AUROC "
         f"{fmt_ci(base['final_probe_auroc'] or {})} (at the final step itself: "
-        f"{fmt_ci(final['final_probe_auroc'] or {})}); the final direction makes the base accept "
+        f"{fmt_ci(final['final_probe_auroc'] or {})}); the final direction (at {position}) makes the base accept "
         f"{fmt_ci(fb.get('final') or {}, pct=True)} of the wrong lines it rejects, random directions "
         f"{fmt_ci(fb.get('random') or {}, pct=True)} (difference {fmt_ci(fb.get('final_minus_random') or {}, True)})."
     )
@@ -95,6 +97,15 @@ def answers(heads: list[dict[str, Any]], position: str = "before_paren") -> dict
         f"{fmt_ci(final['verdict_follows_truth_auroc'] or {})} (base: slips "
         f"{fmt_ci(base['accepts'].get('slip') or {}, True)}, right {fmt_ci(base['accepts'].get('right') or {}, True)})."
     )
+    ce, pe = final.get("content_effect") or {}, final.get("position_effect") or {}
+    if pe:
+        base_ce, base_pe = base.get("content_effect") or {}, base.get("position_effect") or {}
+        out["content_or_position"] = (
+            f"Final checkpoint: a right line instead of a wrong one (same problem, same place) changes the accept "
+            f"rate by {fmt_ci(ce, True)}; lines after {pe['positions'][1]} rejected lines instead of "
+            f"{pe['positions'][0]} are accepted {fmt_ci(pe, True)} more often (base: content "
+            f"{fmt_ci(base_ce, True)}, position {fmt_ci(base_pe, True)})."
+        )
     return out
 
 
@@ -106,6 +117,7 @@ def fixed_headline(fixed: dict[str, Any]) -> dict[str, Any]:
         "roles": fixed["roles"],
         "texts": fixed["texts"],
         "scale": {k: v for k, v in fixed["scale"].items() if k != "sweep"},
-        "answers": answers(heads) if heads else {},
+        "position": fixed.get("position", "before_paren"),
+        "answers": answers(heads, fixed.get("position", "before_paren")) if heads else {},
         "per_step": heads,
     }

@@ -182,6 +182,14 @@ def own_verdict(cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarra
     for pos in sorted(set(cap["position"][cf].tolist())):
         m = cf & (cap["position"] == pos)
         res["by_position"][str(pos)] = stats.mean_ci(accept[m], groups[m], n_boot=n_boot)
+    res["content_effect"] = _content_effect(cap, cf, accept, n_boot)
+    pos = sorted(set(cap["position"][cf].tolist()))
+    if len(pos) > 1:
+        hi, lo = cf & (cap["position"] == pos[-1]), cf & (cap["position"] == pos[0])
+        res["position_effect"] = {
+            "positions": [pos[0], pos[-1]],
+            **stats.diff_ci(accept[hi], groups[hi], accept[lo], groups[lo], n_boot=n_boot),
+        }
     for label in ("stated", "truth"):
         y = cap[label][cf]
         res[f"auroc_{label}"] = (
@@ -189,6 +197,19 @@ def own_verdict(cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarra
         )
     res["pair_max_diff"] = _pair_diff(cap)
     return res
+
+
+def _content_effect(cap: dict[str, np.ndarray], cf: np.ndarray, accept: np.ndarray, n_boot: int) -> dict[str, Any]:
+    """Accept rate of right lines minus wrong lines of the *same* problem (same prior lines, same position):
+    what the line's content alone does to the verdict (paired, CI over problems)."""
+    rows: dict[int, dict[int, list[float]]] = {}
+    for i in np.flatnonzero(cf):
+        rows.setdefault(int(cap["problem"][i]), {}).setdefault(int(cap["category"][i]), []).append(accept[i])
+    r, w = CATEGORIES.index("right"), CATEGORIES.index("wrong")
+    both = [(p, float(np.mean(c[r])), float(np.mean(c[w]))) for p, c in rows.items() if r in c and w in c]
+    a = np.array([x[1] for x in both])
+    b = np.array([x[2] for x in both])
+    return stats.paired_diff_ci(a, b, np.array([x[0] for x in both], dtype=np.int64), n_boot=n_boot)
 
 
 def _pair_diff(cap: dict[str, np.ndarray]) -> float | None:
