@@ -120,6 +120,17 @@ def _fit_layers(x: np.ndarray, y: np.ndarray, method: str, c: float, max_iter: i
     return np.stack([f[0] for f in fits]), np.array([f[1] for f in fits])
 
 
+def _disagreements(pred: np.ndarray, cap: dict[str, np.ndarray], te: np.ndarray, n_boot: int) -> dict[str, Any]:
+    """Verdict-probe accuracy on the sites where the written verdict disagrees with stated == target and with the
+    truth: the only sites where "reads the verdict" and "reads the value / the arithmetic" predict differently."""
+    y, groups = cap["verdict"][te], cap["problem"][te]
+    out = {}
+    for other in ("stated", "truth"):
+        m = y != cap[other][te]
+        out[f"accuracy_verdict_ne_{other}"] = stats.accuracy_ci(pred[m], y[m], groups[m], n_boot=n_boot)
+    return out
+
+
 def fixed_probes(
     cap: dict[str, np.ndarray],
     roles: np.ndarray,
@@ -158,6 +169,8 @@ def fixed_probes(
                     row = {"kind": kind, "label": label, "layer": layer, "subset": subset, "fit": ok}
                     if ok:
                         row["probe"] = _score(pr.predict(w, b, x[te]), y[te], cap["problem"][te], n_boot)
+                        if label == "verdict" and subset != "counterfactual":
+                            row.update(_disagreements(pr.predict(w, b, x[te]) > 0, cap, te, n_boot))
                         row["shuffled"] = _score(pr.predict(ws, bs, x[te]), y[te], cap["problem"][te], n_boot)
                     if kind == "paren":
                         row["lens"] = _score(margin[te, layer], y[te], cap["problem"][te], n_boot)

@@ -241,7 +241,7 @@ def analyse_checkpoint(
     return {
         "step": step,
         "path": str(path),
-        "rollouts": _rollout_summary(records),
+        "rollouts": _rollout_summary(records, roles),
         "sites": int(len(cap["problem"])),
         "probes": probe_rows,
         "unembed": unembed,
@@ -251,14 +251,19 @@ def analyse_checkpoint(
     }
 
 
-def _rollout_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _rollout_summary(records: Sequence[dict[str, Any]], roles: np.ndarray) -> dict[str, Any]:
+    """Success, format and truncation per rollout kind on the report problems; success with a bootstrap CI."""
+    from analysis.stats import mean_ci
+
     out = {}
     for kind in ("greedy", "sampled"):
-        rs = [r for r in records if r["kind"] == kind]
+        rs = [r for r in records if r["kind"] == kind and roles[r["problem"]] == "report"]
         if rs:
+            ok = np.array([r["success"] for r in rs], dtype=np.float64)
             out[kind] = {
                 "n": len(rs),
-                "success": float(np.mean([r["success"] for r in rs])),
+                "success": float(ok.mean()),
+                "success_ci": mean_ci(ok, np.array([r["problem"] for r in rs]), n_boot=200),
                 "format": float(np.mean([r["has_answer"] for r in rs])),
                 "truncated": float(np.mean([r["truncated"] for r in rs])),
             }

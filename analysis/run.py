@@ -141,6 +141,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
                     step == loadable[-1][0],
                     scale,
                     roles,
+                    cache_of(step),
                 )
             )
         except CheckpointError as e:

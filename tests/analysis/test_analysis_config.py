@@ -10,15 +10,17 @@ from analysis.config import load_analysis_config
 from tasks.config import ConfigError
 
 
-@pytest.mark.parametrize("preset", ["tiny", "qwen2.5-3b"])
+@pytest.mark.parametrize("preset", ["tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "study-qwen2.5-3b"])
 def test_presets_load(preset: str) -> None:
     cfg = load_analysis_config(preset)
     assert cfg.steering.layers and cfg.rollout.problems >= cfg.steering.problems
 
 
-def test_qwen_preset_is_the_original_protocol() -> None:
-    s = load_analysis_config("qwen2.5-3b").steering
-    assert s.layers == tuple(range(24, 37)) and s.scale == 20.0 and s.every == 3 and s.mode == "every_kth"
+def test_study_preset_is_the_original_protocol() -> None:
+    cfg = load_analysis_config("study-qwen2.5-3b")
+    s = cfg.steering
+    assert s.layers == tuple(range(25, 37)) and s.scale == 20.0 and s.every == 3 and s.mode == "from_kth"
+    assert s.position == "before_paren" and cfg.probe.method == "softmax" and not cfg.report.unembed_gain
 
 
 @pytest.mark.parametrize(

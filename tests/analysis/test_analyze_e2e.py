@@ -62,10 +62,13 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     out = micro_run / "analysis"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == [0, 1, 2] and summary["broken_steps"] == []
-    assert all({"rollouts", "capture", "fixed", "fixed_steering"} <= set(c) for c in summary["computed"].values())
+    assert all({"rollouts", "capture", "fixed", "fixed_steering"} <= set(c) for c in summary["computed"].values()), (
+        summary["computed"],
+        first.stdout[-3000:],
+    )
     fixed = summary["fixed_text"]
     assert [h["step"] for h in fixed["per_step"]] == [0, 1, 2]
-    assert set(fixed["answers"]) == {"in_base", "when", "follows"}
+    assert {"in_base", "when", "follows", "content_or_position"} == set(fixed["answers"])
     assert fixed["roles"]["report"] > 0 and fixed["texts"]["counterfactual"] > 0
     for h in fixed["per_step"]:  # every headline number carries an interval, and the pair leak check holds
         for cat in ("right", "wrong", "slip", "misstated"):

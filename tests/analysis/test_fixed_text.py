@@ -118,3 +118,24 @@ def test_scale_choice_smallest_hit_else_best_else_largest() -> None:
     assert choose_scale(sweep([0, 0.2, 0.6, 0.9]), "final", 0.5) == 4.0
     assert choose_scale(sweep([0, 0.3, 0.3, 0.1]), "final", 0.5) == 2.0
     assert choose_scale(sweep([0, 0, 0, 0]), "final", 0.5) == 8.0
+
+
+def test_checkpoints_that_wrote_no_paren_still_get_every_fixed_text_number(digit_dir: Path) -> None:
+    """A checkpoint whose own rollouts have no "(" sites (an early real-model checkpoint) still reads the
+    counterfactual lines: its own verdict, the content/position effects and the stated/truth probes exist."""
+    model, tok = load(digit_dir)
+    problems = generate_problems(SPEC, 30, seed=0)
+    bare = [{**r, "completion": "\nI guess 1 + 2.\n</think>\n<answer> 1 + 2 </answer>"} for r in _rollouts(problems, 1)]
+    texts = fixed_records(bare, bare, problems, "base", 30, 30, 0, 2, tok)
+    assert {t["subset"] for t in texts} == {"counterfactual"}
+    cfg = AnalysisConfig(
+        rollout=RolloutSettings(problems=30),
+        steering=SteeringSettings(problems=10),
+        fixed=FixedTextSettings(bootstrap=50),
+    )
+    arrays, summary = fixed_checkpoint(model, tok, texts, problem_roles(30, 0.2, 0.4, 0), cfg)
+    assert summary["sites"]["last"] == 0 and summary["sites"]["counterfactual"] > 0
+    assert not np.any(arrays["w_paren_verdict"])  # no rollout verdicts to fit on: reported as not fit
+    assert any(r["fit"] for r in summary["probes"] if r["label"] == "truth")
+    ov = summary["own_verdict"]
+    assert ov["content_effect"]["value"] is not None and ov["position_effect"]["positions"] == [0, 2]
