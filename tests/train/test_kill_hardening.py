@@ -37,7 +37,7 @@ def _writing(run: Path) -> bool:
 def test_five_random_kills_then_resume_lose_nothing(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    steps, save_every = 12, 1
+    steps, save_every = 16, 1  # room for five kills: a resumed run must not finish before its kill lands
     args = micro_overrides(tmp_path, "kills", "hf", steps=steps, save_every=save_every)
     run = tmp_path / "kills"
     rng = random.Random(0)
