@@ -260,11 +260,27 @@ def _rollout_summary(records: Sequence[dict[str, Any]], roles: np.ndarray) -> di
         rs = [r for r in records if r["kind"] == kind and roles[r["problem"]] == "report"]
         if rs:
             ok = np.array([r["success"] for r in rs], dtype=np.float64)
+            groups = np.array([r["problem"] for r in rs], dtype=np.int64)
+            fa, fa_groups = _false_accepts(rs)
             out[kind] = {
                 "n": len(rs),
                 "success": float(ok.mean()),
-                "success_ci": mean_ci(ok, np.array([r["problem"] for r in rs]), n_boot=200),
+                "success_ci": mean_ci(ok, groups, n_boot=200),
+                "false_accept_ci": mean_ci(fa, fa_groups, n_boot=200),
                 "format": float(np.mean([r["has_answer"] for r in rs])),
                 "truncated": float(np.mean([r["truncated"] for r in rs])),
             }
     return out
+
+
+def _false_accepts(records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """One row per wrong attempt line the model judged (in any form): 1 if it accepted it, with its problem."""
+    from tasks.countdown.trace import accepted_attempts
+
+    vals, groups = [], []
+    for r in records:
+        for a, judged in accepted_attempts(r["completion"], r["numbers"], r["target"]):
+            if a.parsed and not a.correct and judged is not None:
+                vals.append(float(judged))
+                groups.append(r["problem"])
+    return np.array(vals, dtype=np.float64), np.array(groups, dtype=np.int64)

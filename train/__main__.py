@@ -33,6 +33,13 @@ def _report(summary: dict) -> None:
         f"{summary['lines_per_completion/final']:.2f}\n"
         f"truncated          {pct('truncation_rate')}"
     )
+    if summary.get("repeated_lines/first") is not None:
+        print(
+            f"with verdict lines {pct('verdict_share')}\n"
+            f"repeated lines     {pct('repeated_lines')}\n"
+            f"fabricated '= T'   {pct('fabricated_equalities')}  (wrong lines stating the target)\n"
+            f"both verdicts      {pct('both_verdicts')}  (expressions accepted and rejected in one completion)"
+        )
     for name, row in (summary.get("success_by_ways") or {}).items():
         label = f"success, {name} way{'s' if name != '1' else ''}"
         print(f"{label:<18} {row['first']:.1%} -> {row['final']:.1%}  ({row['problems']} problems)")

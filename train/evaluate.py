@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tasks.countdown.degeneracy import LineCounts, count_lines, rates
 from tasks.countdown.generate import Problem
 from tasks.countdown.reward import breakdown
 from tasks.countdown.trace import parse_attempts
@@ -37,6 +38,12 @@ class EvalMetrics:
     line_verdict_follows_written: float  # verdict "this" exactly when the written value is the target
     line_arithmetic_ok: float  # written value == true value
     unparsed_lines: float  # share of candidate lines the parser could not read
+    # how real the search is (tasks/countdown/degeneracy.py): completions with a judged line, attempt lines that
+    # repeat an earlier one, wrong lines stating the target, expressions both accepted and rejected
+    verdict_share: float = 0.0
+    repeated_lines: float = 0.0
+    fabricated_equalities: float = 0.0
+    both_verdicts: float = 0.0
     # successful samples of each problem, in problem order: two checkpoints' counts give a paired standard error
     # of the success change (see :func:`paired_gain_se`)
     solved_per_problem: tuple[int, ...] = ()
@@ -74,6 +81,7 @@ def score_completions(
     lines = verdict_lines = matches = false_acc = false_rej = follows = arith_ok = unparsed = 0
     wrong = right = 0
     solved = []
+    counts: list[LineCounts] = []
     for i, (p, samples) in enumerate(zip(problems, completions, strict=True)):
         solved.append(0)
         for j, text in enumerate(samples):
@@ -85,6 +93,7 @@ def score_completions(
             fmt += b.has_answer
             if truncated is not None:
                 trunc += bool(truncated[i][j])
+            counts.append(count_lines(text, p.numbers, p.target))
             for a in parse_attempts(text, p.numbers, p.target):
                 lines += 1
                 if not a.parsed:
@@ -103,7 +112,12 @@ def score_completions(
                 else:
                     wrong += 1
                     false_acc += accept
+    deg = rates(counts)
     return EvalMetrics(
+        verdict_share=deg["verdict_share"] or 0.0,
+        repeated_lines=deg["repeated"] or 0.0,
+        fabricated_equalities=deg["fabricated"] or 0.0,
+        both_verdicts=deg["both_verdicts"] or 0.0,
         completions=n,
         success_rate=_share(ok, n),
         format_rate=_share(fmt, n),

@@ -143,13 +143,17 @@ def summarize(
         "line_false_reject",
         "lines_per_completion",
         "truncation_rate",
+        "verdict_share",
+        "repeated_lines",
+        "fabricated_equalities",
+        "both_verdicts",
     ]
     summary = {
         "first_step": first["step"],
         "final_step": last["step"],
         "checkpoints": [s for s, _ in ck.list_checkpoints(run_dir)],
-        **{f"{k}/first": first[k] for k in keys},
-        **{f"{k}/final": last[k] for k in keys},
+        **{f"{k}/first": first.get(k) for k in keys},  # .get: runs logged before a metric existed
+        **{f"{k}/final": last.get(k) for k in keys},
         "success_gain_points": 100 * (last["success_rate"] - first["success_rate"]),
         "success_gain_se_points": _gain_se_points(first, last),
         "false_accept_change_points": 100 * (last["false_accept_given_wrong"] - first["false_accept_given_wrong"]),
