@@ -61,6 +61,11 @@ class GRPOSettings:
     min_solutions: int = 1
     format_score: float = 0.1
     correct_score: float = 1.0
+    # what the policy is rewarded for. countdown: TinyZero's reward. The controls of `make study` keep the data,
+    # steps and compute but not the signal: shuffled permutes the countdown rewards within each prompt's group
+    # (same reward distribution, no information about which completion was right); format pays format_score for
+    # an answer tag and nothing for being right
+    reward: Literal["countdown", "shuffled", "format"] = "countdown"
     sample_every: int = 10  # print and save sample completions every N steps
     truncation_warn: float = 0.2  # warn loudly when more completions than this hit max_completion_length
 

@@ -39,9 +39,10 @@ def reward_functions(cfg: TrainConfig, samples_path: Path | None = None) -> tupl
             breakdown(c, n, t, format_score=g.format_score, correct_score=g.correct_score, template=cfg.template).score
             for c, n, t in zip(completions, numbers, target, strict=True)
         ]
+        state = kw.get("trainer_state")
+        out = control_rewards(out, completions, numbers, target, g, getattr(state, "global_step", 0), cfg)
         if "log_metric" in kw:
             kw["log_metric"]("time/reward_s", time.perf_counter() - t0)
-        state = kw.get("trainer_state")
         if samples_path is not None and state is not None and state.global_step % g.sample_every == 0:
             with open(samples_path, "a") as f:
                 for c, n, t, r in list(zip(completions, numbers, target, out, strict=True))[:4]:
@@ -69,6 +70,30 @@ def reward_functions(cfg: TrainConfig, samples_path: Path | None = None) -> tupl
 
     funcs = [countdown_reward, success, has_answer, false_accepts, attempt_lines]
     return funcs, [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def control_rewards(
+    rewards: list[float], completions: list[str], numbers: list, target: list, g: Any, step: int, cfg: TrainConfig
+) -> list[float]:
+    """``grpo.reward``: the countdown rewards as they are, permuted within each group of ``num_generations``
+    consecutive completions (TRL's sampler repeats each prompt that many times in a row), or format-only."""
+    if g.reward == "countdown":
+        return rewards
+    if g.reward == "format":
+        return [
+            g.format_score if breakdown(c, n, t, template=cfg.template).has_answer else 0.0
+            for c, n, t in zip(completions, numbers, target, strict=True)
+        ]
+    import random
+
+    rng = random.Random(cfg.seed * 1_000_003 + step)
+    out = list(rewards)
+    k = g.num_generations
+    for start in range(0, len(out) - len(out) % k, k):
+        group = out[start : start + k]
+        rng.shuffle(group)
+        out[start : start + k] = group
+    return out
 
 
 def solution_counts(problems: list[Problem], cfg: TrainConfig) -> list[int]:
