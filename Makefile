@@ -9,6 +9,7 @@ EXTRA ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 DATA_PRESET ?= configs/data/default.yaml
 PRESET ?= tiny
 APRESET ?= tiny
+SPRESET ?= tiny
 RUN ?=
 ARGS ?=
 PYTEST_ARGS ?=
@@ -29,12 +30,12 @@ TRAIN_FLAGS := --preset $(PRESET) $(if $(filter 1,$(RESUME)),--resume) $(if $(fi
 TRAIN_PRECISION = $(if $(PRECISION),base.precision=$(PRECISION) grpo.precision=$(PRECISION))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint data base train analyze bench clean-venv
+.PHONY: help setup test lint data base train analyze study bench clean-venv
 
 help:  ## List every target with what it does
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "Variables: PRESET=$(PRESET) RESUME=1 DRY_RUN=1 ARGS=\"key=value ...\" EXTRA=cpu|gpu (auto: $(EXTRA))"
-	@echo "           RUN=checkpoints/<run> (default: latest run) APRESET=$(APRESET) (configs/analysis/)"
+	@echo "           RUN=checkpoints/<run> (default: latest run) APRESET=$(APRESET) (configs/analysis/) SPRESET=$(SPRESET) (configs/study/)"
 	@echo "           DATA_PRESET=$(DATA_PRESET) PYTEST_ARGS=... MALLOC=$(MALLOC) (empty: glibc malloc)"
 	@echo "           PRECISION=auto|bf16|fp32 (every stage; default: the preset's auto) CPU_ISA=avx2 (rehearse AVX2)"
 
@@ -78,6 +79,9 @@ train: setup  ## GRPO on Countdown (PRESET=tiny|qwen2.5-0.5b|qwen2.5-1.5b|qwen2.
 
 analyze: setup  ## Probe, unembed and steer every checkpoint of a run; writes <run>/analysis/report.html (RUN=dir, APRESET=tiny, ARGS="k=v")
 	$(RUN_PY) -m analysis --preset $(APRESET) $(if $(RUN),run=$(RUN)) $(if $(PRECISION),precision=$(PRECISION)) $(ARGS)
+
+study: setup  ## N seeds + control runs of a preset, each analysed, one report: checkpoints/study-<name>/report.html (SPRESET=tiny, ARGS="k=v")
+	$(RUN_PY) -m train.study --preset $(SPRESET) $(ARGS)
 
 bench: setup  ## Speed/memory ratios vs their baselines (reward, parser, rollouts, GRPO step, steering, capture, RSS) -> bench/results.json
 	$(RUN_PY) -m tasks.countdown.bench
