@@ -5,7 +5,8 @@ until it says "(this works)", or stating the target after a wrong expression ("1
 10). A verdict probe on such text may read "how many lines so far" rather than the line's content. These counters
 make that visible per checkpoint (``make train`` logs them in eval.jsonl) and in the analysis:
 
-* ``verdict_share``: completions with at least one judged attempt line (accepted or rejected in any form);
+* ``verdict_share``: completions with at least one verdict line (an explicit verdict on the line: "(this works)",
+  "(not 46)", "= 52! Yes"; answering with a line's expression judges it but is not a verdict line);
 * ``repeated``: attempt lines whose expression already appeared earlier in the same completion;
 * ``fabricated``: wrong lines (the expression misses the target) whose stated value is the target;
 * ``both_verdicts``: expressions that are both accepted and rejected within one completion;
@@ -53,9 +54,11 @@ def count_lines(text: str, numbers: Sequence[int], target: int, template: str = 
     verdicts: dict[str, set[bool]] = {}
     c = dict.fromkeys((f.name for f in fields(LineCounts)), 0)
     c["completions"] = 1
+    explicit = False
     for a, judged in accepted_attempts(text, numbers, target, template):
         if not a.parsed:
             continue
+        explicit |= a.accepted is not None
         key = _norm(a.expression)
         c["lines"] += 1
         c["repeated"] += key in seen
@@ -72,7 +75,7 @@ def count_lines(text: str, numbers: Sequence[int], target: int, template: str = 
         else:
             c["judged_wrong"] += 1
             c["accepted_wrong"] += judged
-    c["with_verdict"] = int(bool(verdicts))
+    c["with_verdict"] = int(explicit)
     c["judged_expressions"] = len(verdicts)
     c["both_verdicts"] = sum(len(v) == 2 for v in verdicts.values())
     return LineCounts(**c)

@@ -8,6 +8,11 @@ The knobs in :class:`TraceStyle` make the checking imperfect on purpose, because
 have something to fix: ``slip_rate`` writes a wrong value for an attempt, ``verdict_noise`` accepts a wrong
 line ("(this works)") and ends the trace with that wrong answer, ``reject_noise`` rejects the right line and
 searches on, ``wrong_numbers_rate`` uses an operand that was not given.
+
+``verdict_rate`` < 1 mixes styles as a pre-trained model's text would: only that share of traces writes structured
+verdict lines; the others commit without any verdict, half of them with a single guess ("Let me try ..."), half
+with attempt lines that state a value but never judge it, stopping at the first line whose value is the target.
+At 1 (the default) no random number is drawn for it, so existing corpora are unchanged bit for bit.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class TraceStyle:
     reject_noise: float = 0.0
     chain_rate: float = 0.0
     wrong_numbers_rate: float = 0.0
+    verdict_rate: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,8 @@ def write_trace(
     """
     if not problem.solution:
         raise ValueError("write_trace needs a problem with a reference solution (a generated problem)")
+    if style.verdict_rate < 1.0 and rng.random() >= style.verdict_rate:
+        return _plain_trace(problem, rng, style, operators)
     t = problem.target
     nums = ", ".join(str(n) for n in problem.numbers)
     text = f"\nWe have the numbers {nums} and need to reach {t}. Let's try different combinations:\n"
@@ -186,3 +194,31 @@ def write_trace(
         answer = lines[-1].expression if lines else problem.solution
     text += f"So the equation is {answer}.\n</think>\n<answer> {answer} </answer>"
     return SynthTrace(problem, text, tuple(lines), answer)
+
+
+def _plain_trace(problem: Problem, rng: random.Random, style: TraceStyle, operators: tuple[str, ...]) -> SynthTrace:
+    """A trace without verdicts: a single guess, or attempt lines ("- expr = value") that stop at the target."""
+    t = problem.target
+    nums = ", ".join(str(n) for n in problem.numbers)
+    text = f"\nWe have the numbers {nums} and need to reach {t}.\n"
+    if rng.random() < 0.5:
+        made = _attempt(problem, rng, style, operators, rng.random() < 0.5)
+        answer = made[1].text if made is not None else problem.solution
+        text += f"Let me try {answer}.\n"
+    else:
+        answer = ""
+        for k in range(rng.randint(1, style.max_wrong + 1)):
+            made = _attempt(problem, rng, style, operators, k == style.max_wrong or rng.random() < 0.35)
+            if made is None:
+                continue
+            head, expr = made
+            stated = expr.value
+            if rng.random() < style.slip_rate:
+                stated = expr.value + rng.choice([d for d in range(-10, 11) if d])
+            text += f"- {head} = {stated}\n"
+            answer = expr.text
+            if stated == t:
+                break
+        answer = answer or problem.solution
+    text += f"So the equation is {answer}.\n</think>\n<answer> {answer} </answer>"
+    return SynthTrace(problem, text, (), answer)

@@ -54,3 +54,20 @@ def test_slips_and_chains_and_invented_operands_appear_at_their_rates() -> None:
 def test_problem_without_solution_is_refused() -> None:
     with pytest.raises(ValueError, match="reference solution"):
         write_trace(Problem((1, 2, 3), 6), random.Random(0))
+
+
+def test_verdict_rate_mixes_plain_traces_and_keeps_the_default_corpus() -> None:
+    from tasks.countdown.degeneracy import count_lines, rates
+
+    style = TraceStyle(max_wrong=3, verdict_rate=0.15)
+    rng = random.Random(3)
+    traces = [write_trace(p, rng, style) for p in PROBLEMS for _ in range(3)]
+    r = rates([count_lines(t.completion, t.problem.numbers, t.problem.target) for t in traces])
+    assert 0.10 < r["verdict_share"] < 0.20  # only the structured share writes a verdict in any form
+    plain = [t for t in traces if not t.lines]
+    assert all("<answer>" in t.completion and "(not" not in t.completion for t in plain)
+    assert any("Let me try" in t.completion for t in plain) and any("\n- " in t.completion for t in plain)
+    # the default draws no extra random number: the same traces as an explicit verdict_rate of 1
+    a = [write_trace(p, random.Random(9), TraceStyle(max_wrong=3)).completion for p in PROBLEMS[:50]]
+    b = [write_trace(p, random.Random(9), TraceStyle(max_wrong=3, verdict_rate=1.0)).completion for p in PROBLEMS[:50]]
+    assert a == b
