@@ -97,6 +97,21 @@ class RunExists(FileExistsError):
     """The run directory exists and resuming was not asked for (never overwritten silently)."""
 
 
+def config_diff(old: dict, new: dict, defaults: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between a run's saved config and the new one. A key the saved config lacks
+    counts as its dataclass default (a field added by a later version of this code, whose default keeps the old
+    behaviour, does not block a resume)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        d = defaults.get(k) if isinstance(defaults, dict) else None
+        a, b = old.get(k, d), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, d if isinstance(d, dict) else {}, f"{prefix}{k}.")
+        elif a != b:
+            out.append(prefix + k)
+    return out
+
+
 def prepare_run_dir(cfg: Any, resume: bool) -> tuple[Path, tuple[int, Path] | None]:
     """Create (or reopen, with ``resume``) the run directory; returns it and the checkpoint to resume from.
 
@@ -120,7 +135,7 @@ def prepare_run_dir(cfg: Any, resume: bool) -> tuple[Path, tuple[int, Path] | No
         new = to_dict(cfg)
         old.get("grpo", {}).pop("steps", None)
         new["grpo"].pop("steps", None)
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        diff = config_diff(old, new, to_dict(type(cfg)()))
         if diff:
             raise ValueError(f"cannot resume {run}: its config differs in {', '.join(diff)}")
         last = latest_checkpoint(run)

@@ -44,8 +44,18 @@ def test_run_dir_is_never_overwritten_and_resume_checks_config(tmp_path: Path) -
     longer = load_train_config("tiny", [f"output_root={tmp_path}", "grpo.steps=200"])
     assert ck.prepare_run_dir(longer, resume=True)[0] == run  # only the step budget may change
     other = load_train_config("tiny", [f"output_root={tmp_path}", "grpo.learning_rate=0.5"])
-    with pytest.raises(ValueError, match="differs in grpo"):
+    with pytest.raises(ValueError, match="differs in grpo.learning_rate"):
         ck.prepare_run_dir(other, resume=True)
+    # a run saved by an older version that lacked a field resumes when the field keeps its default
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["base"]["trace"]["verdict_rate"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert ck.prepare_run_dir(longer, resume=True)[0] == run
+    emerge = load_train_config("tiny", [f"output_root={tmp_path}", "base.trace.verdict_rate=0.5"])
+    with pytest.raises(ValueError, match="differs in base.trace.verdict_rate"):
+        ck.prepare_run_dir(emerge, resume=True)
 
 
 def test_truncate_jsonl_drops_steps_after_the_checkpoint(tmp_path: Path) -> None:
