@@ -118,6 +118,24 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
             "writes itself (report problems). Changes here mix what a checkpoint writes with how it represents it; the "
             "fixed-text section above separates the two.</p>"
         )
+        from analysis.stats import fmt_ci
+
+        parts.append(
+            _table(
+                ["step", *(f"{k} {m}" for k in ("greedy", "sampled") for m in ("success", "false accepts | wrong"))],
+                [
+                    [
+                        r["step"],
+                        *(
+                            fmt_ci((r["rollouts"].get(k) or {}).get(m) or {}, pct=True)
+                            for k in ("greedy", "sampled")
+                            for m in ("success_ci", "false_accept_ci")
+                        ),
+                    ]
+                    for r in ok
+                ],
+            )
+        )
         parts.append("<h3>Probe accuracy, step x layer</h3>")
         for key in ("paren/verdict", "paren/truth", "eq/verdict", "value/verdict", "paren/stated"):
             parts.append(heatmap(em["accuracy"][key], steps, f"{key} probe accuracy"))

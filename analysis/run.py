@@ -193,6 +193,8 @@ def summarize(run: Path, results: list[dict[str, Any]], em: dict[str, Any], seco
             "layers": s["layers"],
             "flip_direction": s["at_chosen"]["flip_direction"],
             "flip_random": s["at_chosen"]["flip_random"],
+            "flip_direction_ci": s["at_chosen"].get("flip_direction_ci"),
+            "flip_random_ci": s["at_chosen"].get("flip_random_ci"),
             "flip_negative_on_right": s["at_chosen"]["flip_negative_on_right"],
             "n_wrong": s["at_chosen"]["n_wrong"],
             "free": s["free"],

@@ -28,8 +28,9 @@ from tasks.countdown.trace import accepted_attempts, parse_attempts
 
 
 def flip_cases(records: Sequence[dict[str, Any]], limit: int) -> dict[str, list[str]]:
-    """Prefixes ending at the "(" of wrong-rejected (``wrong``) and right-accepted (``right``) attempt lines."""
-    out: dict[str, list[str]] = {"wrong": [], "right": []}
+    """Prefixes ending at the "(" of wrong-rejected (``wrong``) and right-accepted (``right``) attempt lines, and
+    the problem index of each (``wrong_problem``, ``right_problem``: the bootstrap resamples problems)."""
+    out: dict[str, list] = {"wrong": [], "right": [], "wrong_problem": [], "right_problem": []}
     seen: set[str] = set()
     for r in records:
         for a in parse_attempts(r["completion"], r["numbers"], r["target"]):
@@ -48,6 +49,7 @@ def flip_cases(records: Sequence[dict[str, Any]], limit: int) -> dict[str, list[
             if prefix not in seen:
                 seen.add(prefix)
                 out[key].append(prefix)
+                out[f"{key}_problem"].append(int(r["problem"]))
     return out
 
 
@@ -154,6 +156,7 @@ def flip_sweep(
     keep_w = [i for i, t in enumerate(wrong[0]) if t.lstrip().startswith("not")]
     keep_r = [i for i, t in enumerate(right[0]) if t.lstrip().startswith("this")]
     rows = []
+    groups = np.array([cases["wrong_problem"][i] for i in keep_w], dtype=np.int64) if "wrong_problem" in cases else None
     for k, s in enumerate(scales):
         w, n = wrong[1 + per * k], right[1 + k]
         rand_rates = [_rate([wrong[2 + per * k + j][i] for i in keep_w], "this") for j in range(len(rands))]
@@ -170,6 +173,17 @@ def flip_sweep(
                 "example": (cases["wrong"][keep_w[0]][-120:], w[keep_w[0]][:60]) if keep_w else None,
             }
         )
+        if groups is not None and keep_w:
+            from analysis.stats import mean_ci
+
+            own = np.array([w[i].lstrip().startswith("this") for i in keep_w], dtype=np.float64)
+            rand = np.mean(
+                [[wrong[2 + per * k + j][i].lstrip().startswith("this") for i in keep_w] for j in range(len(rands))]
+                or [[0.0] * len(keep_w)],
+                axis=0,
+            )
+            rows[-1]["flip_direction_ci"] = mean_ci(own, groups, n_boot=200)
+            rows[-1]["flip_random_ci"] = mean_ci(rand, groups, n_boot=200)
     return rows
 
 
