@@ -213,7 +213,13 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
                 _table(
                     ["condition", "success", "format", "wrong accepted", "steered wrong accepted"],
                     [
-                        [k, v["success"], v["format"], v["wrong_accepted"], v["steered_wrong_accepted"]]
+                        [
+                            k,
+                            fmt_ci(v.get("success_ci") or {"value": v["success"]}, pct=True),
+                            v["format"],
+                            fmt_ci(v.get("wrong_accepted_ci") or {"value": v["wrong_accepted"]}, pct=True),
+                            v["steered_wrong_accepted"],
+                        ]
                         for k, v in last["free"].items()
                     ],
                 )

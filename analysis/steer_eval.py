@@ -253,19 +253,32 @@ def free_generation(
             steered_sets += [set(ordinals[b][steered[b]].tolist()) for b in range(out.shape[0])]
     finally:
         tok.padding_side = side
+    from analysis.stats import bootstrap
+
     tot = np.zeros(4, dtype=np.int64)
     ok = fmt = 0
-    for p, t, ss in zip(problems, texts, steered_sets, strict=True):
+    rows = np.zeros((len(texts), 3))  # per problem: success, wrong lines, accepted wrong lines
+    for i, (p, t, ss) in enumerate(zip(problems, texts, steered_sets, strict=True)):
         b = breakdown(t, p.numbers, p.target)
         ok += b.correct
         fmt += b.has_answer
-        tot += np.array(_accepted_wrong(t, p, ss))
+        counts = np.array(_accepted_wrong(t, p, ss))
+        tot += counts
+        rows[i] = (b.correct, counts[0], counts[1])
     n = max(len(texts), 1)
+    groups = np.arange(len(texts))  # one completion per problem: resampling completions resamples problems
+
+    def ratio(idx: np.ndarray) -> float | None:
+        den = rows[idx, 1].sum()
+        return float(rows[idx, 2].sum() / den) if den else None
+
     metrics = {
         "success": ok / n,
+        "success_ci": bootstrap(lambda idx: float(rows[idx, 0].mean()), groups, n_boot=200) if len(texts) else None,
         "format": fmt / n,
         "wrong_lines": int(tot[0]),
         "wrong_accepted": float(tot[1] / tot[0]) if tot[0] else None,
+        "wrong_accepted_ci": bootstrap(ratio, groups, n_boot=200) if tot[0] else None,
         "steered_wrong_lines": int(tot[2]),
         "steered_wrong_accepted": float(tot[3] / tot[2]) if tot[2] else None,
     }
