@@ -40,15 +40,6 @@ class ProbeResult:
         return asdict(self)
 
 
-def group_split(groups: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
-    """Boolean test mask: a random ``test_fraction`` of the distinct groups (problems) and all their sites."""
-    uniq = np.unique(groups)
-    rng = np.random.default_rng(seed)
-    n_test = max(1, int(round(len(uniq) * test_fraction))) if len(uniq) > 1 else 0
-    test_groups = rng.choice(uniq, size=n_test, replace=False) if n_test else np.array([], dtype=groups.dtype)
-    return np.isin(groups, test_groups)
-
-
 def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int) -> tuple[np.ndarray, float, object]:
     """Logistic regression (scikit-learn) on standardized ``x``; returns the weight and bias in raw units and the
     fitted model."""

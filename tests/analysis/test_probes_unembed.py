@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis import probes as pr
+from analysis.splits import problem_roles, role_mask
 from analysis.unembed import token_scores, top_k
 
 
@@ -18,16 +19,24 @@ def _data(n: int = 600, d: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndar
     return x, y, groups, direction
 
 
-def test_group_split_keeps_problems_whole() -> None:
+def _split(groups: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Report-role mask over sites, as the pipeline splits them (analysis/splits.py)."""
+    return role_mask(groups, problem_roles(int(groups.max()) + 1, 0.2, 0.3, seed), "report")
+
+
+def test_problem_roles_keep_problems_whole() -> None:
     _, _, groups, _ = _data()
-    test = pr.group_split(groups, 0.3, seed=1)
-    assert set(groups[test]).isdisjoint(set(groups[~test]))
-    assert 0.25 < test.mean() < 0.35
+    roles = problem_roles(int(groups.max()) + 1, 0.2, 0.3, seed=1)
+    masks = [role_mask(groups, roles, r) for r in ("calibration", "train", "report")]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert set(groups[masks[i]]).isdisjoint(set(groups[masks[j]]))
+    assert 0.25 < masks[2].mean() < 0.35 and 0.15 < masks[0].mean() < 0.25
 
 
 def test_probe_finds_the_planted_direction_and_beats_controls() -> None:
     x, y, groups, direction = _data()
-    test = pr.group_split(groups, 0.3, 0)
+    test = _split(groups)
     res, w, b = pr.fit_probe(x, y, test, other=1 - y, kind="paren", label="verdict", layer=2)
     assert res.fit and res.accuracy > 0.9 and res.auroc > 0.95
     assert abs(res.shuffled - 0.5) < 0.15 and res.majority < 0.6
@@ -44,7 +53,7 @@ def test_probe_refuses_too_few_examples() -> None:
     x, y, groups, _ = _data(60)
     y = np.zeros_like(y)
     y[:2] = 1
-    res, w, _ = pr.fit_probe(x, y, pr.group_split(groups, 0.3, 0))
+    res, w, _ = pr.fit_probe(x, y, _split(groups))
     assert not res.fit and w is None and "class counts" in res.reason
 
 
