@@ -211,14 +211,15 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
             )
             parts.append(
                 _table(
-                    ["condition", "success", "format", "wrong accepted", "steered wrong accepted"],
+                    ["condition", "completions", "success", "format", "wrong accepted", "steered wrong accepted"],
                     [
                         [
-                            k,
-                            fmt_ci(v.get("success_ci") or {"value": v["success"]}, pct=True),
-                            v["format"],
-                            fmt_ci(v.get("wrong_accepted_ci") or {"value": v["wrong_accepted"]}, pct=True),
-                            v["steered_wrong_accepted"],
+                            k + (f" ({v['draws']} draws pooled)" if v.get("draws") else ""),
+                            v.get("completions", "-"),
+                            *(
+                                fmt_ci(v.get(f"{m}_ci") or {"value": v[m]}, pct=True)
+                                for m in ("success", "format", "wrong_accepted", "steered_wrong_accepted")
+                            ),
                         ]
                         for k, v in last["free"].items()
                     ],

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from analysis.hooks import MaskHolder, add_to_residual
-from analysis.steering import ParenCounter, SteerRule, TriggerVocab, steered_generate
+from analysis.steering import SteerRule, TriggerVocab, steered_generate
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 from tasks.countdown.reward import breakdown
@@ -187,30 +187,28 @@ def flip_sweep(
     return rows
 
 
-def _accepted_wrong(text: str, p: Problem, steered_ordinals: set[int]) -> tuple[int, int, int, int]:
+def _accepted_wrong(text: str, p: Problem, steered_at: set[int]) -> tuple[int, int, int, int]:
     """(wrong lines, accepted among them, steered wrong lines, accepted among those) of one completion.
 
     A wrong line counts when the model judged it in any form (:func:`tasks.countdown.trace.accepted_attempts`:
     "(this works)", "= 52! Yes, we got it!", or the answer right after it); accepted means that judgement was
-    acceptance. The ordinal of a line is the count of attempt-line "(" up to it, as the steering rule counts.
+    acceptance. A line is steered when one of the character offsets ``steered_at`` (where a steered token
+    starts) falls inside it, so a steered line counts whether or not it kept its "(".
     """
     wrong = acc = s_wrong = s_acc = 0
-    ordinal = 0
     for a, judged in accepted_attempts(text, p.numbers, p.target):
-        if not a.parsed:
-            continue
-        ordinal += a.paren_span is not None
-        if a.correct or judged is None:
+        if not a.parsed or a.correct or judged is None:
             continue
         wrong += 1
         acc += judged
-        if ordinal in steered_ordinals:
+        lo, hi = a.line_span
+        if any(lo <= o < hi for o in steered_at):
             s_wrong += 1
             s_acc += judged
     return wrong, acc, s_wrong, s_acc
 
 
-def free_generation(
+def generate_free(
     model: Any,
     tok: Any,
     problems: Sequence[Problem],
@@ -220,13 +218,14 @@ def free_generation(
     max_new_tokens: int,
     batch_size: int,
     template: str = "base",
-) -> tuple[dict[str, Any], list[str]]:
-    """Greedy generation on ``problems`` with the steering rule; metrics and the completions."""
+) -> tuple[list[str], list[set[int]]]:
+    """Greedy completions of ``problems`` under the steering rule, and per completion the character offsets at
+    which steered tokens start."""
     device = next(model.parameters()).device
     side = tok.padding_side
     tok.padding_side = "left"
     texts: list[str] = []
-    steered_sets: list[set[int]] = []
+    offsets: list[set[int]] = []
     try:
         for sl in _batches(len(problems), batch_size):
             prompts = [make_prompt(p.numbers, p.target, template) for p in problems[sl]]
@@ -243,43 +242,68 @@ def free_generation(
                 tok.pad_token_id,
             )
             texts += tok.batch_decode(out, skip_special_tokens=True)
-            # replay the rule's counter over the new tokens: the ordinal of each qualifying "(" = attempt line
-            counter = ParenCounter(out.shape[0], vocab, rule, out.device)
-            live = torch.ones(out.shape[0], dtype=torch.bool, device=out.device)
-            ordinals = torch.zeros_like(out)
-            for j in range(out.shape[1]):
-                counter.step(out[:, j], live, True)
-                ordinals[:, j] = counter.count
-            steered_sets += [set(ordinals[b][steered[b]].tolist()) for b in range(out.shape[0])]
+            for b in range(out.shape[0]):
+                cols = steered[b].nonzero().flatten().tolist()
+                offsets.append({len(tok.decode(out[b, :j], skip_special_tokens=True)) for j in cols})
     finally:
         tok.padding_side = side
+    return texts, offsets
+
+
+def score_free(texts: Sequence[str], offsets: Sequence[set[int]], problems: Sequence[Problem]) -> np.ndarray:
+    """Per completion: (success, has answer, wrong lines, accepted wrong, steered wrong, accepted steered wrong)."""
+    rows = np.zeros((len(texts), 6))
+    for i, (p, t, ss) in enumerate(zip(problems, texts, offsets, strict=True)):
+        b = breakdown(t, p.numbers, p.target)
+        rows[i] = (b.correct, b.has_answer, *_accepted_wrong(t, p, ss))
+    return rows
+
+
+def summarise_free(rows: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    """Rates of :func:`score_free` rows with bootstrap CIs resampling ``groups`` (problems; several rows of one
+    problem, e.g. several random directions, move together)."""
     from analysis.stats import bootstrap
 
-    tot = np.zeros(4, dtype=np.int64)
-    ok = fmt = 0
-    rows = np.zeros((len(texts), 3))  # per problem: success, wrong lines, accepted wrong lines
-    for i, (p, t, ss) in enumerate(zip(problems, texts, steered_sets, strict=True)):
-        b = breakdown(t, p.numbers, p.target)
-        ok += b.correct
-        fmt += b.has_answer
-        counts = np.array(_accepted_wrong(t, p, ss))
-        tot += counts
-        rows[i] = (b.correct, counts[0], counts[1])
-    n = max(len(texts), 1)
-    groups = np.arange(len(texts))  # one completion per problem: resampling completions resamples problems
+    def mean_of(col: int) -> Any:
+        return lambda idx: float(rows[idx, col].mean())
 
-    def ratio(idx: np.ndarray) -> float | None:
-        den = rows[idx, 1].sum()
-        return float(rows[idx, 2].sum() / den) if den else None
+    def ratio(num: int, den: int) -> Any:
+        return lambda idx: float(rows[idx, num].sum() / rows[idx, den].sum()) if rows[idx, den].sum() else None
 
-    metrics = {
-        "success": ok / n,
-        "success_ci": bootstrap(lambda idx: float(rows[idx, 0].mean()), groups, n_boot=200) if len(texts) else None,
-        "format": fmt / n,
-        "wrong_lines": int(tot[0]),
-        "wrong_accepted": float(tot[1] / tot[0]) if tot[0] else None,
-        "wrong_accepted_ci": bootstrap(ratio, groups, n_boot=200) if tot[0] else None,
-        "steered_wrong_lines": int(tot[2]),
-        "steered_wrong_accepted": float(tot[3] / tot[2]) if tot[2] else None,
+    n = len(rows)
+    tot = rows.sum(axis=0) if n else np.zeros(6)
+    out: dict[str, Any] = {
+        "completions": n,
+        "success": float(tot[0] / n) if n else None,
+        "format": float(tot[1] / n) if n else None,
+        "wrong_lines": int(tot[2]),
+        "wrong_accepted": float(tot[3] / tot[2]) if tot[2] else None,
+        "steered_wrong_lines": int(tot[4]),
+        "steered_wrong_accepted": float(tot[5] / tot[4]) if tot[4] else None,
     }
-    return metrics, texts
+    for key, fn, ok in (
+        ("success", mean_of(0), n > 0),
+        ("format", mean_of(1), n > 0),
+        ("wrong_accepted", ratio(3, 2), tot[2] > 0),
+        ("steered_wrong_accepted", ratio(5, 4), tot[4] > 0),
+    ):
+        out[f"{key}_ci"] = bootstrap(fn, groups, n_boot=200) if ok else None
+    return out
+
+
+def free_generation(
+    model: Any,
+    tok: Any,
+    problems: Sequence[Problem],
+    vectors: dict[int, torch.Tensor],
+    vocab: TriggerVocab,
+    rule: SteerRule,
+    max_new_tokens: int,
+    batch_size: int,
+    template: str = "base",
+) -> tuple[dict[str, Any], list[str]]:
+    """Greedy generation on ``problems`` with the steering rule; metrics (with CIs over problems) and the
+    completions."""
+    texts, offsets = generate_free(model, tok, problems, vectors, vocab, rule, max_new_tokens, batch_size, template)
+    rows = score_free(texts, offsets, problems)
+    return summarise_free(rows, np.arange(len(texts))), texts

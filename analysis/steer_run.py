@@ -14,7 +14,15 @@ import torch
 
 from analysis.config import AnalysisConfig
 from analysis.hooks import residual_module
-from analysis.steer_eval import flip_cases, flip_sweep, free_generation, random_units, scaled
+from analysis.steer_eval import (
+    flip_cases,
+    flip_sweep,
+    generate_free,
+    random_units,
+    scaled,
+    score_free,
+    summarise_free,
+)
 from analysis.steering import SteerRule, trigger_vocab
 from tasks.countdown.generate import Problem
 
@@ -65,18 +73,29 @@ def run_steering(
     cases = flip_cases(records, s.max_flip_cases)
     sweep = flip_sweep(model, tok, cases, units, rands, s.scales, s.flip_new_tokens, s.batch_size)
     chosen = scale
-    rule = SteerRule(every=s.every, mode=s.mode)
+    rule = SteerRule(every=s.every, mode=s.mode, position=s.position)
     probs = list(problems)[: s.problems]
-    runs = {}
-    texts = {}
-    for name, vecs in (
-        ("unsteered", scaled(units, 0.0)),
-        ("direction", scaled(units, chosen)),
-        ("random", scaled(rands[0], chosen)),
-    ):
-        runs[name], texts[name] = free_generation(
-            model, tok, probs, vecs, vocab, rule, s.max_new_tokens, s.batch_size, template
-        )
+    gen = (model, tok, probs)
+    args = (vocab, rule, s.max_new_tokens, s.batch_size, template)
+    runs: dict[str, Any] = {}
+    texts: dict[str, list[str]] = {}
+    one = np.arange(len(probs))
+    for name, vecs in (("unsteered", scaled(units, 0.0)), ("direction", scaled(units, chosen))):
+        texts[name], offsets = generate_free(*gen, vecs, *args)
+        runs[name] = summarise_free(score_free(texts[name], offsets, probs), one)
+    # every random draw at the same scale, pooled: the CI resamples problems, a problem's draws move together
+    pooled, per_draw = [], []
+    for k, rand in enumerate(rands):
+        rt, offsets = generate_free(*gen, scaled(rand, chosen), *args)
+        if k == 0:
+            texts["random"] = rt
+        rows = score_free(rt, offsets, probs)
+        pooled.append(rows)
+        per_draw.append(summarise_free(rows, one))
+    runs["random"] = summarise_free(np.concatenate(pooled), np.tile(one, len(rands)))
+    runs["random"]["draws"] = len(rands)
+    runs["random"]["per_draw_wrong_accepted"] = [d["wrong_accepted"] for d in per_draw]
+    runs["random"]["per_draw_success"] = [d["success"] for d in per_draw]
     differ = [i for i in range(len(probs)) if texts["unsteered"][i] != texts["direction"][i]]
     samples = [
         {
@@ -90,7 +109,7 @@ def run_steering(
     norms = residual_norms(model, tok, [r["prompt"] + r["completion"] for r in records[:16]], list(units))
     return {
         "layers": list(units),
-        "rule": {"every": s.every, "mode": s.mode},
+        "rule": {"every": s.every, "mode": s.mode, "position": s.position},
         "residual_norm": {str(k): v for k, v in norms.items()},
         "sweep": sweep,
         "chosen_scale": chosen,

@@ -8,6 +8,13 @@ adds ``scale * unit(direction)`` to the chosen layers at exactly those positions
 such "(" (``every_kth``), or *every token* once k such "(" have appeared (``from_kth``: what the original study's
 released code did, with k = 3; its vector therefore also acts at the positions that predict later " (" tokens).
 
+``position`` says where an ``every_kth`` vector goes: on the "(" itself (``paren``: only the verdict word after it
+can change), or on the token that *predicts* the "(" (``before_paren``: the stated value, the original study's
+place, so the model may write "= 52! Yes, we got it!" instead of a "("). ``before_paren`` needs a lookahead: each
+step runs unsteered; rows whose next token would be the steered "(" drop that position from the KV cache
+(``Cache.crop(-1)``: negative = tokens to remove, in transformers 4.4x and 5.x alike) and re-run it with the vector,
+then take the token the steered position predicts. The line keeps its ordinal even if no "(" follows.
+
 Trigger tokens come from decoding the vocabulary (any token whose text contains "(", "=" or a newline), never from
 hard-coded ids, so Qwen's " (" and the tiny tokenizer's " (" both work. With all vectors zero the loop reproduces
 unsteered greedy generation token for token.
@@ -52,6 +59,7 @@ class SteerRule:
 
     every: int = 3
     mode: str = "every_kth"
+    position: str = "paren"  # "paren" | "before_paren" (every_kth only; from_kth steers every token anyway)
     in_prompt: bool = True  # also steer qualifying "(" inside the prompt (prefilled text)
     in_generation: bool = True
 
@@ -80,6 +88,17 @@ class ParenCounter:
         self.line_eq &= ~(v.newline[tok] & live)
         return steer
 
+    def next_is_steered(self, tok: torch.Tensor, live: torch.Tensor, allowed: bool) -> torch.Tensor:
+        """Rows where ``tok`` (not yet stepped) would be a "(" that ``every_kth`` steers: the ``before_paren``
+        lookahead's trigger."""
+        v = self.vocab
+        is_paren = v.paren[tok.clamp(0, len(v.paren) - 1)] & self.line_eq & live
+        return is_paren & ((self.count + 1) % self.rule.every == 0) & allowed
+
+    def is_paren(self, tok: torch.Tensor) -> torch.Tensor:
+        """Rows where ``tok`` (not yet stepped) is an attempt-line "("."""
+        return self.vocab.paren[tok.clamp(0, len(self.vocab.paren) - 1)] & self.line_eq
+
 
 def steered_generate(
     model: Any,
@@ -99,7 +118,8 @@ def steered_generate(
 
     ``prompt_mask`` (batch, T), when given, overrides the rule inside the prompt (for example: steer only its last
     token). Returns the new tokens (batch, <= max_new_tokens; pad after EOS) and a bool mask of which new tokens
-    were steered.
+    carry the vector (with ``before_paren``: the token before the "(", whose prediction was re-run; a trigger on
+    the prompt's last token is applied but not marked).
     """
     device = input_ids.device
     b, t = input_ids.shape
@@ -108,6 +128,9 @@ def steered_generate(
     pmask = torch.zeros((b, t), dtype=torch.bool, device=device)
     for j in range(t):
         pmask[:, j] = counter.step(input_ids[:, j], live_prompt[:, j], rule.in_prompt)
+    lookahead = rule.position == "before_paren" and rule.mode == "every_kth"
+    if lookahead:  # the token before each steered "(" of the prompt instead of the "(" itself
+        pmask = torch.cat([pmask[:, 1:], torch.zeros_like(pmask[:, :1])], dim=1)
     if prompt_mask is not None:
         pmask = prompt_mask.bool().to(device)
     holder = MaskHolder()
@@ -128,17 +151,34 @@ def steered_generate(
                     input_ids=feed, attention_mask=mask, position_ids=feed_pos, past_key_values=cache, use_cache=True
                 )
                 cache = res.past_key_values
-                logits = res.logits[:, -1, :].float()
-                if temperature > 0:
-                    probs = torch.softmax(logits / temperature, dim=-1)
-                    nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-                else:
-                    nxt = logits.argmax(-1)
+                nxt = _pick(res.logits[:, -1, :], temperature, generator)
                 nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
-                out[:, i] = nxt
                 live = ~done
-                step_mask = counter.step(nxt, live, rule.in_generation)
-                steered[:, i] = step_mask
+                ahead = torch.zeros_like(done)
+                if lookahead:
+                    ahead = counter.next_is_steered(nxt, live, rule.in_generation)
+                    if bool(ahead.any()):  # re-run this position with the vector on the rows about to write "("
+                        if i > 0:
+                            cache.crop(-feed.shape[1])
+                        rerun = feed_mask.clone()
+                        rerun[:, -1] |= ahead
+                        holder.mask = rerun.float()
+                        res = model(
+                            input_ids=feed,
+                            attention_mask=mask,
+                            position_ids=feed_pos,
+                            past_key_values=None if i == 0 else cache,
+                            use_cache=True,
+                        )
+                        cache = res.past_key_values
+                        nxt = torch.where(ahead, _pick(res.logits[:, -1, :], temperature, generator), nxt)
+                        if i > 0:
+                            steered[:, i - 1] |= ahead
+                out[:, i] = nxt
+                wrote_paren = counter.is_paren(nxt)
+                step_mask = counter.step(nxt, live, rule.in_generation) & (not lookahead)
+                counter.count += (ahead & ~wrote_paren).long()  # a steered line keeps its ordinal without "("
+                steered[:, i] |= step_mask
                 done |= nxt == eos_token_id
                 if bool(done.all()):
                     out, steered = out[:, : i + 1], steered[:, : i + 1]
@@ -150,6 +190,15 @@ def steered_generate(
     finally:
         model.train(was_training)
     return out, steered
+
+
+def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Greedy (``temperature`` 0) or sampled next tokens from (batch, vocab) logits."""
+    logits = logits.float()
+    if temperature > 0:
+        probs = torch.softmax(logits / temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return logits.argmax(-1)
 
 
 def naive_steered_generate(

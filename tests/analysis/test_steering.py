@@ -59,6 +59,66 @@ def test_cached_steering_equals_naive_full_rerun(which: str, request: pytest.Fix
     assert unsteered.tolist() != fast.tolist()  # both prompts end in a steered "(": the vector mattered
 
 
+def _everything_triggers(voc):  # noqa: ANN001, ANN202
+    """A vocabulary table in which every token is an attempt-line "(": the rule then fires on random models."""
+    from analysis.steering import TriggerVocab
+
+    n = len(voc.paren)
+    return TriggerVocab(
+        torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+    )
+
+
+@pytest.mark.parametrize("which", ["digit_dir", "qwen_dir"])
+def test_before_paren_lookahead_equals_full_recompute(which: str, request: pytest.FixtureRequest) -> None:
+    """The lookahead drops the cached position, re-runs it with the vector and keeps its K/V: every new token is
+    what a full uncached forward of the final sequence, with the vector at the marked positions, predicts."""
+    from analysis.hooks import MaskHolder, add_to_residual
+
+    model, tok = load(request.getfixturevalue(which))
+    enc = _enc(tok, PROMPTS[:2])
+    torch.manual_seed(3)
+    vec = {2: 10 * torch.randn(model.config.hidden_size)}
+    voc = _everything_triggers(trigger_vocab(tok))
+    rule = SteerRule(every=3, position="before_paren", in_prompt=False)
+    out, steered = steered_generate(model, enc.input_ids, enc.attention_mask, vec, voc, rule, 16, -1, tok.pad_token_id)
+    assert out.shape[1] == 16
+    # every prompt token after the first (which has no "=" before it) counts as a "(" too: new token i is "("
+    # number P + i, and the vector goes on the token before each 3rd one
+    for b, n_prompt in enumerate(enc.attention_mask.sum(1).tolist()):
+        want = [i - 1 for i in range(1, 16) if (n_prompt + i) % 3 == 0]
+        assert steered[b].nonzero().flatten().tolist() == want
+    seq = torch.cat([enc.input_ids, out], 1)
+    mask = torch.cat([enc.attention_mask, torch.ones_like(out)], 1)
+    where = torch.cat([torch.zeros_like(enc.input_ids, dtype=torch.bool), steered], 1)
+    where[:, enc.input_ids.shape[1] - 1] = enc.attention_mask.sum(1) % 3 == 0  # applied at the prompt's end, unmarked
+    holder = MaskHolder()
+    holder.mask = where.float()
+    with torch.no_grad(), add_to_residual(model, vec, holder):
+        logits = model(input_ids=seq, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    t = enc.input_ids.shape[1]
+    assert logits[:, t - 1 : -1].argmax(-1).tolist() == out.tolist()
+    plain, none = steered_generate(model, enc.input_ids, enc.attention_mask, {}, voc, rule, 16, -1, tok.pad_token_id)
+    assert plain.tolist() != out.tolist()
+    zero = {2: torch.zeros(model.config.hidden_size)}
+    same, _ = steered_generate(model, enc.input_ids, enc.attention_mask, zero, voc, rule, 16, -1, tok.pad_token_id)
+    assert same.tolist() == plain.tolist()  # scale 0: the lookahead changes nothing
+
+
+def test_before_paren_line_keeps_its_ordinal_without_paren(digit_dir: Path) -> None:
+    """A steered line that no longer writes "(" still counts, so the next steered line is the k-th after it."""
+    model, tok = load(digit_dir)
+    voc = trigger_vocab(tok)
+    c = ParenCounter(1, voc, SteerRule(every=2), torch.device("cpu"))
+    live = torch.ones(1, dtype=torch.bool)
+    for t in tok("- 1 + 2 = 3", add_special_tokens=False, return_tensors="pt").input_ids[0]:
+        c.step(t[None], live, True)
+    paren = tok(" (", add_special_tokens=False).input_ids[-1]
+    assert bool(c.next_is_steered(torch.tensor([paren]), live, True)) is False  # 1st "(" of every 2nd
+    c.count += 1
+    assert bool(c.next_is_steered(torch.tensor([paren]), live, True)) is True
+
+
 @pytest.mark.parametrize("which", ["digit_dir", "qwen_dir"])
 def test_counter_rules_every_kth_and_from_kth(which: str, request: pytest.FixtureRequest) -> None:
     _, tok = load(request.getfixturevalue(which))
@@ -156,3 +216,45 @@ def test_free_generation_counts_acceptance_in_any_form(completion: str, want: tu
 
     wrong, acc, _, _ = _accepted_wrong(completion, Problem((44, 19, 35), 28), set())
     assert (wrong, acc) == want
+
+
+def test_steered_lines_are_found_by_offset_with_or_without_paren() -> None:
+    """A steered token inside a line makes it a steered line, whether the line kept its "(" (paren position) or
+    was accepted without one (before_paren: "= 52! Yes, we got it!")."""
+    from analysis.steer_eval import _accepted_wrong
+    from tasks.countdown.generate import Problem
+
+    p = Problem((44, 19, 35), 28)
+    text = "\n- 44 + 35 - 19 = 60 (not 28)\n- 44 + 35 - 19 = 52! Yes, we got it!\n"
+    second = text.index("52")
+    assert _accepted_wrong(text, p, {second}) == (2, 1, 1, 1)
+    assert _accepted_wrong(text, p, {text.index("(")}) == (2, 1, 1, 0)
+    assert _accepted_wrong(text, p, {len(text)}) == (2, 1, 0, 0)  # past every line: nothing steered
+
+
+def test_free_summary_pools_draws_and_resamples_problems() -> None:
+    import numpy as np
+
+    from analysis.steer_eval import summarise_free
+
+    # two draws over 3 problems: success 1/6, one of 4 wrong lines accepted
+    rows = np.array(
+        [
+            [1, 1, 1, 0, 1, 0],
+            [0, 1, 1, 1, 1, 1],
+            [0, 0, 0, 0, 0, 0],
+            [0, 1, 1, 0, 0, 0],
+            [0, 1, 1, 0, 1, 0],
+            [0, 0, 0, 0, 0, 0],
+        ],
+        dtype=float,
+    )
+    m = summarise_free(rows, np.tile(np.arange(3), 2))
+    assert m["completions"] == 6 and m["success"] == pytest.approx(1 / 6)
+    assert m["format"] == pytest.approx(4 / 6) and m["wrong_accepted"] == pytest.approx(1 / 4)
+    assert m["steered_wrong_accepted"] == pytest.approx(1 / 3) and m["steered_wrong_lines"] == 3
+    for key in ("success", "format", "wrong_accepted", "steered_wrong_accepted"):
+        ci = m[f"{key}_ci"]
+        assert ci["groups"] == 3 and ci["lo"] <= m[key] <= ci["hi"]
+    empty = summarise_free(np.zeros((0, 6)), np.zeros(0, dtype=int))
+    assert empty["success"] is None and empty["wrong_accepted_ci"] is None
