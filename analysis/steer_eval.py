@@ -243,11 +243,20 @@ def generate_free(
             )
             texts += tok.batch_decode(out, skip_special_tokens=True)
             for b in range(out.shape[0]):
-                cols = steered[b].nonzero().flatten().tolist()
-                offsets.append({len(tok.decode(out[b, :j], skip_special_tokens=True)) for j in cols})
+                starts = _token_starts(tok, out[b].tolist())
+                offsets.append({starts[j] for j in steered[b].nonzero().flatten().tolist()})
     finally:
         tok.padding_side = side
     return texts, offsets
+
+
+def _token_starts(tok: Any, ids: Sequence[int]) -> list[int]:
+    """Character offset at which each token's text starts in ``tok.decode(ids)``: one decode per token, checked
+    against the whole text; prefix decodes (quadratic) only where pieces do not concatenate (split UTF-8)."""
+    pieces = [tok.decode([i], skip_special_tokens=True) for i in ids]
+    if "".join(pieces) == tok.decode(ids, skip_special_tokens=True):
+        return np.concatenate([[0], np.cumsum([len(p) for p in pieces])[:-1]]).astype(int).tolist() if ids else []
+    return [len(tok.decode(ids[:j], skip_special_tokens=True)) for j in range(len(ids))]
 
 
 def score_free(texts: Sequence[str], offsets: Sequence[set[int]], problems: Sequence[Problem]) -> np.ndarray:

@@ -77,7 +77,7 @@ class ParenCounter:
         """Advance on token column ``tok`` (batch,) for rows in ``live``; return which rows steer this token."""
         v = self.vocab
         tok = tok.clamp(0, len(v.paren) - 1)
-        is_paren = v.paren[tok] & self.line_eq & live
+        is_paren = self.is_paren(tok) & live
         self.count += is_paren.long()
         k = self.rule.every
         if self.rule.mode == "every_kth":
@@ -91,9 +91,7 @@ class ParenCounter:
     def next_is_steered(self, tok: torch.Tensor, live: torch.Tensor, allowed: bool) -> torch.Tensor:
         """Rows where ``tok`` (not yet stepped) would be a "(" that ``every_kth`` steers: the ``before_paren``
         lookahead's trigger."""
-        v = self.vocab
-        is_paren = v.paren[tok.clamp(0, len(v.paren) - 1)] & self.line_eq & live
-        return is_paren & ((self.count + 1) % self.rule.every == 0) & allowed
+        return self.is_paren(tok) & live & ((self.count + 1) % self.rule.every == 0) & allowed
 
     def is_paren(self, tok: torch.Tensor) -> torch.Tensor:
         """Rows where ``tok`` (not yet stepped) is an attempt-line "("."""

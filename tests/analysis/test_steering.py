@@ -258,3 +258,13 @@ def test_free_summary_pools_draws_and_resamples_problems() -> None:
         assert ci["groups"] == 3 and ci["lo"] <= m[key] <= ci["hi"]
     empty = summarise_free(np.zeros((0, 6)), np.zeros(0, dtype=int))
     assert empty["success"] is None and empty["wrong_accepted_ci"] is None
+
+
+@pytest.mark.parametrize("which", ["digit_dir", "qwen_dir"])
+def test_token_starts_match_prefix_decodes(which: str, request: pytest.FixtureRequest) -> None:
+    from analysis.steer_eval import _token_starts
+
+    _, tok = load(request.getfixturevalue(which))
+    ids = tok("\n- 44 + 35 - 19 = 52 (not 28)\n- 9 = 9 (this works)</think>", add_special_tokens=False).input_ids
+    assert _token_starts(tok, ids) == [len(tok.decode(ids[:j], skip_special_tokens=True)) for j in range(len(ids))]
+    assert _token_starts(tok, []) == []
