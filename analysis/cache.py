@@ -5,7 +5,8 @@ hashes the stage's settings, the upstream stage's key and the checkpoint's finge
 ``state.json``). A stage whose file exists with a matching key is loaded instead of recomputed, so a re-run with
 nothing changed only reads files, and a run killed mid-way resumes at the first missing artifact. Files are
 written to a temporary name and renamed, and ``keys.json`` is updated only after the artifact is in place, so a
-kill never leaves a half-written artifact marked valid.
+kill never leaves a half-written artifact marked valid. ``seconds.json`` keeps how long each stage's last
+computation took, so a slow analysis says where its time went (summary.json's ``stage_seconds``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,16 +78,29 @@ class StepCache:
         self._keys_path = self.dir / "keys.json"
         self.keys: dict[str, str] = json.loads(self._keys_path.read_text()) if self._keys_path.is_file() else {}
         self.computed: list[str] = []
+        self._seconds_path = self.dir / "seconds.json"
 
     def _mark(self, stage: str, key: str) -> None:
         self.keys[stage] = key
         write_json(self._keys_path, self.keys)
 
+    def record(self, stage: str, seconds: float) -> None:
+        """Keep the wall time of ``stage``'s last computation in ``seconds.json``."""
+        data = self.seconds()
+        data[stage] = round(seconds, 2)
+        write_json(self._seconds_path, data)
+
+    def seconds(self) -> dict[str, float]:
+        """Wall time of each stage's last computation (stages loaded from cache keep their earlier time)."""
+        return json.loads(self._seconds_path.read_text()) if self._seconds_path.is_file() else {}
+
     def json(self, stage: str, key: str, compute: Callable[[], Any]) -> Any:
         path = self.dir / f"{stage}.json"
         if self.keys.get(stage) == key and path.is_file():
             return json.loads(path.read_text())
+        t0 = time.perf_counter()
         data = compute()
+        self.record(stage, time.perf_counter() - t0)
         write_json(path, data)
         self._mark(stage, key)
         self.computed.append(stage)
@@ -95,7 +110,9 @@ class StepCache:
         path = self.dir / f"{stage}.npz"
         if self.keys.get(stage) == key and path.is_file():
             return read_npz(path)
+        t0 = time.perf_counter()
         data = compute()
+        self.record(stage, time.perf_counter() - t0)
         write_npz(path, data)
         self._mark(stage, key)
         self.computed.append(stage)

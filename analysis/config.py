@@ -173,6 +173,11 @@ class AnalysisConfig:
                 f"probe.calibration_fraction: expected a share in [0, 0.5] leaving training problems beside "
                 f"probe.test_fraction ({p.test_fraction}), got {p.calibration_fraction}"
             )
+        if self.fixed.enabled and s.scale is None and p.calibration_fraction == 0:
+            raise ConfigError(
+                "probe.calibration_fraction: 0 leaves the calibration split empty, and steering.scale: null is "
+                "calibrated on it; set a share > 0 (e.g. 0.2) or a fixed steering.scale"
+            )
         if s.random_draws < 5:
             raise ConfigError(f"steering.random_draws: expected >= 5 random directions, got {s.random_draws}")
         if (self.fixed.counterfactual_problems or 0) > r.problems:

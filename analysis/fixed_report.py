@@ -42,6 +42,81 @@ def bands(x: Sequence[Any], series: dict[str, Sequence[dict[str, Any] | None]], 
     return _png(fig)
 
 
+QUESTIONS = {
+    "readable_at_base": "Is the verdict readable at step 0 on fixed text?",
+    "slip_p_not_rises": "Does the checkpoint's own P('not') on slip lines rise over training?",
+    "truth_at_paren_rises": "Does the arithmetic's truth become more decodable at '('?",
+    "final_direction_steers_base": "Does the final direction steer step 0?",
+}
+
+
+def questions_figure(steps: Sequence[Any], heads: Sequence[dict[str, Any]], layer: int, position: str) -> str:
+    """One figure, one panel per opening question, every point with its 95% interval over report problems."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        (
+            f"1. verdict at '(' (layer {layer}), final texts",
+            "accuracy",
+            {
+                "probe": [h.get("verdict_probe_accuracy") for h in heads],
+                "logit lens": [h.get("verdict_lens_accuracy") for h in heads],
+                "shuffled labels": [h.get("verdict_shuffled_accuracy") for h in heads],
+            },
+        ),
+        ("2. own P('not') at '(' on slip lines", "P('not')", {"slip lines": [h.get("slip_p_not") for h in heads]}),
+        (
+            f"3. truth at '(' (layer {layer}), counterfactual lines",
+            "AUROC",
+            {"truth probe": [h.get("truth_probe_auroc_at_paren") for h in heads]},
+        ),
+        (
+            f"4. steering at {position}: rejected wrong lines accepted",
+            "flip rate",
+            {n: [(h.get(f"steer_{position}") or {}).get(n) for h in heads] for n in ("final", "own", "random")},
+        ),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 5.6))
+    for ax, (title, ylabel, series) in zip(axes.flat, panels, strict=True):
+        for name, ys in series.items():
+            pts = [(a, y) for a, y in zip(steps, ys, strict=False) if y and y.get("value") is not None]
+            if not pts:
+                continue
+            xs = [a for a, _ in pts]
+            (line,) = ax.plot(xs, [y["value"] for _, y in pts], marker="o", ms=3, label=name)
+            lo = [y["lo"] if y.get("lo") is not None else y["value"] for _, y in pts]
+            hi = [y["hi"] if y.get("hi") is not None else y["value"] for _, y in pts]
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def questions_section(fixed: dict[str, Any] | None) -> list[str]:
+    """The report's opening: one figure and one sentence per question (empty when the fixed-text stage was off)."""
+    if not fixed:
+        return []
+    h = fixed_headline(fixed)
+    q = h["questions"]
+    return [
+        "<h2>Four questions, answered on fixed text</h2>",
+        questions_figure(fixed["steps"], h["per_step"], h["headline_layer"], h["position"]),
+        "<ol>"
+        + "".join(f"<li><b>{html.escape(QUESTIONS[k])}</b> {html.escape(q[k])}</li>" for k in QUESTIONS if k in q)
+        + "</ol>",
+        "<p>Every checkpoint read the same texts; probes fit on train problems, every number is on report problems "
+        "with a 95% bootstrap interval over problems; layer and scale fixed by the preset or chosen on calibration "
+        "problems. Details below.</p>",
+    ]
+
+
 def _grid(fixed: dict[str, Any], kind: str, label: str, subset: str, source: str) -> list[list[float | None]]:
     grid = []
     for ps in fixed["per_step"]:

@@ -9,6 +9,7 @@ cached like the per-checkpoint stages (``<run>/analysis/fixed/`` and ``step_<N>/
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from analysis import stats
 from analysis.cache import StepCache, fingerprint, stage_key
 from analysis.config import AnalysisConfig
 from analysis.fixed_steer import POSITIONS, choose_scale, flip_rates, wrong_line_cases
-from analysis.fixed_text import SUBSETS, fixed_checkpoint, fixed_records
+from analysis.fixed_text import SUBSETS, fixed_checkpoint, fixed_records, slip_p_not
 from analysis.pipeline import load_model
 from analysis.splits import role_mask
 from analysis.steer_eval import random_units
+from tasks.config import ConfigError
 from train.precision import inference_dtype
 
 
@@ -75,6 +77,13 @@ def run_fixed(
             AutoTokenizer.from_pretrained(last_path),
         ),
     )
+    missing = [s for s in ("counterfactual",) if not any(t["subset"] == s for t in texts)]
+    if not texts or missing or not any(roles[t["problem"]] == "report" for t in texts):
+        raise ConfigError(
+            f"fixed: this run's fixed-text set ({run_cache.dir / 'texts.json'}) has {len(texts)} texts"
+            f"{', no ' + missing[0] + ' lines' if missing else ''}; it needs counterfactual lines on report problems "
+            "(raise fixed.counterfactual_problems or rollout.problems, or set fixed.enabled=false and a steering.scale)"
+        )
     keys = {
         s: stage_key(fx, cfg.capture, cfg.probe, fingerprint(p), k_set, inference_dtype(cfg.precision))
         for s, p in ckpts
@@ -84,6 +93,7 @@ def run_fixed(
     final: dict[str, np.ndarray] = {}
     steering: dict[int, Any] = {}
     scale_info: dict[str, Any] = {}
+    slips: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for step, path in order:
         cache = cache_of(step) if cache_of else StepCache(out / f"step_{step}")
         loaded: dict[str, Any] = {}
@@ -98,10 +108,13 @@ def run_fixed(
             arrays, summary = cache.npz("fixed", k, dict), cache.json("fixed_summary", k, dict)
         else:
             say(f"step {step}: fixed text ({len(texts)} texts)")
+            t0 = time.perf_counter()
             arrays, summary = fixed_checkpoint(*model(), texts, roles, cfg)
+            cache.record("fixed", time.perf_counter() - t0)
             arrays = cache.npz("fixed", k, lambda arrays=arrays: arrays)
             summary = cache.json("fixed_summary", k, lambda summary=summary: summary)
         summaries[step] = summary
+        slips[step] = slip_p_not(arrays, roles)
         if step == last_step:
             final = arrays
             scale_info = _calibrate(cfg, run_cache, keys[step], texts, roles, final, model, say)
@@ -136,6 +149,14 @@ def run_fixed(
 
         steering[step] = cache.json("fixed_steering", k_steer, steer)
     steps = [s for s, _ in ckpts]
+    base_p, groups = slips[steps[0]]
+    for step in steps:
+        p_not, g = slips[step]
+        summaries[step]["slip_p_not"] = stats.mean_ci(p_not, g, n_boot=fx.bootstrap)
+        same = len(p_not) == len(base_p) and np.array_equal(g, groups)  # same texts: rows align
+        summaries[step]["slip_p_not_change"] = (
+            stats.paired_diff_ci(p_not, base_p, g, n_boot=fx.bootstrap) if same and len(g) else None
+        )
     return {
         "steps": steps,
         "headline_layer": headline_layer(cfg),
@@ -169,6 +190,11 @@ def _calibrate(
         m, tok = model()
         units = {"final": _units(final["w_paren_verdict"], cfg)}
         cases = wrong_line_cases(texts, roles, "calibration", s.position, cfg.fixed.steer_cases)
+        if not cases:
+            raise ConfigError(
+                f"probe.calibration_fraction: the calibration split ({int((roles == 'calibration').sum())} problems)"
+                f" holds no wrong counterfactual line to calibrate steering.scale on; raise it, or set steering.scale"
+            )
         rows = [
             flip_rates(m, tok, cases, units, [], x, s.flip_new_tokens, s.batch_size, cfg.fixed.bootstrap)
             for x in s.scales

@@ -46,6 +46,11 @@ def step_headline(fixed: dict[str, Any], i: int) -> dict[str, Any]:
         "position_effect": ps["own_verdict"].get("position_effect"),
         "verdict_follows_stated_auroc": ps["own_verdict"]["auroc_stated"],
         "verdict_follows_truth_auroc": ps["own_verdict"]["auroc_truth"],
+        "verdict_probe_accuracy": ((row or {}).get("probe") or {}).get("accuracy"),
+        "verdict_shuffled_accuracy": ((row or {}).get("shuffled") or {}).get("accuracy"),
+        "verdict_lens_accuracy": ((row or {}).get("lens") or {}).get("accuracy"),
+        "slip_p_not": ps.get("slip_p_not"),
+        "slip_p_not_change": ps.get("slip_p_not_change"),
         "verdict_probe_auroc": _auroc(row),
         "verdict_shuffled_auroc": _auroc(row, "shuffled"),
         "verdict_lens_auroc": _auroc(row, "lens"),
@@ -109,6 +114,60 @@ def answers(heads: list[dict[str, Any]], position: str = "before_paren") -> dict
     return out
 
 
+def _verdict(ci: dict[str, Any] | None, above: float = 0.0) -> str:
+    """ "Yes" when the interval lies above ``above``, "No, the opposite" when below, else "No measurable effect"."""
+    if not ci or ci.get("lo") is None or ci.get("hi") is None:
+        return "Not measured"
+    if ci["lo"] > above:
+        return "Yes"
+    return "No, the opposite" if ci["hi"] < above else "No measurable effect"
+
+
+def questions(heads: list[dict[str, Any]], layer: int, position: str = "before_paren") -> dict[str, str]:
+    """The report's four opening questions, each answered in one sentence with its numbers and CIs, whichever way
+    they go. "Yes/No/Unclear" is read off the interval named in the sentence (95%, resampling report problems)."""
+    base, final = heads[0], heads[-1]
+    b_acc, sh = base.get("verdict_probe_accuracy") or {}, base.get("verdict_shuffled_accuracy") or {}
+    readable = "Not measured"
+    if b_acc.get("lo") is not None and sh.get("hi") is not None:
+        readable = "Yes" if b_acc["lo"] > sh["hi"] else "No: its interval overlaps the shuffled-label control's"
+    out = {
+        "readable_at_base": (
+            f"{readable}: at '(' (layer {layer}), a probe fit on step {base['step']}'s activations of the final "
+            f"checkpoint's texts reads their verdict at accuracy {fmt_ci(b_acc, True)} (shuffled labels "
+            f"{fmt_ci(sh, True)}, logit lens {fmt_ci(base.get('verdict_lens_accuracy') or {}, True)}); at step "
+            f"{final['step']}: {fmt_ci(final.get('verdict_probe_accuracy') or {}, True)}."
+        )
+    }
+    change = final.get("slip_p_not_change")
+    out["slip_p_not_rises"] = (
+        f"{_verdict(change)}: on slip lines (stated value = target, arithmetic wrong) the checkpoint's own "
+        f"P('not' | 'this' or 'not') at '(' is {fmt_ci(base.get('slip_p_not') or {}, True)} at step {base['step']} "
+        f"and {fmt_ci(final.get('slip_p_not') or {}, True)} at step {final['step']} (paired change "
+        f"{fmt_ci(change or {}, True)}); a checker would reject them."
+    )
+    tb, tf = base.get("truth_probe_auroc_at_paren"), final.get("truth_probe_auroc_at_paren")
+    rise = next((h["step"] for h in heads[1:] if _above(h.get("truth_probe_auroc_at_paren"), tb)), None)
+    out["truth_at_paren_rises"] = (
+        ("Yes" if rise is not None else "No")
+        + f": the arithmetic's truth is decodable at '(' on counterfactual lines at AUROC {fmt_ci(tb or {})} at step "
+        f"{base['step']} and {fmt_ci(tf or {})} at step {final['step']}; "
+        + (
+            f"the first step whose interval lies above step {base['step']}'s is {rise}."
+            if rise is not None
+            else f"no step's interval lies above step {base['step']}'s."
+        )
+    )
+    st = base.get(f"steer_{position}") or {}
+    out["final_direction_steers_base"] = (
+        f"{_verdict(st.get('final_minus_random'))}: added at {position} with the run's one scale, the final "
+        f"checkpoint's direction makes step {base['step']} accept {fmt_ci(st.get('final') or {}, True)} of the wrong "
+        f"lines it rejects, random directions of equal norm {fmt_ci(st.get('random') or {}, True)} (difference "
+        f"{fmt_ci(st.get('final_minus_random') or {}, True)})."
+    )
+    return out
+
+
 def fixed_headline(fixed: dict[str, Any]) -> dict[str, Any]:
     """summary.json's ``fixed_text`` block."""
     heads = [step_headline(fixed, i) for i in range(len(fixed["steps"]))]
@@ -118,6 +177,7 @@ def fixed_headline(fixed: dict[str, Any]) -> dict[str, Any]:
         "texts": fixed["texts"],
         "scale": {k: v for k, v in fixed["scale"].items() if k != "sweep"},
         "position": fixed.get("position", "before_paren"),
+        "questions": questions(heads, fixed["headline_layer"], fixed.get("position", "before_paren")) if heads else {},
         "answers": answers(heads, fixed.get("position", "before_paren")) if heads else {},
         "per_step": heads,
     }

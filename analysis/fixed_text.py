@@ -212,6 +212,16 @@ def own_verdict(cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarra
     return res
 
 
+def slip_p_not(arrays: dict[str, np.ndarray], roles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per slip line of the report problems (stated == target, arithmetic wrong; both texts of each pair, which
+    are identical up to "("): the checkpoint's own ``P("not" | "this" or "not")`` at "(" from its output margin,
+    and the line's problem. The texts are the same at every checkpoint, so the rows align across steps."""
+    cf = (arrays["subset"] == SUBSETS.index("counterfactual")) & role_mask(arrays["problem"], roles, "report")
+    m = cf & (arrays["category"] == CATEGORIES.index("slip"))
+    p_not = 1.0 / (1.0 + np.exp(arrays["margin"][m, -1].astype(np.float64)))
+    return p_not, arrays["problem"][m].astype(np.int64)
+
+
 def _content_effect(cap: dict[str, np.ndarray], cf: np.ndarray, accept: np.ndarray, n_boot: int) -> dict[str, Any]:
     """Accept rate of right lines minus wrong lines of the *same* problem (same prior lines, same position):
     what the line's content alone does to the verdict (paired, CI over problems)."""

@@ -7,6 +7,7 @@ and NumPy files and nothing else. Probe and steering maths live in :mod:`analysi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,9 @@ def analyse_checkpoint(
         dirs = cache.npz("directions", k_probe, lambda: {})
     else:
         say(f"step {step}: probes ({len(cap['problem'])} sites)")
+        t0 = time.perf_counter()
         probe_rows, dirs = _probe_all(cap, cfg, roles)
+        cache.record("probes", time.perf_counter() - t0)
         dirs = cache.npz("directions", k_probe, lambda: dirs)
         probe_rows = cache.json("probes", k_probe, lambda: probe_rows)
 

@@ -99,8 +99,11 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
     """The whole report as one HTML string."""
     steps = em["steps"]
     ok = [r for r in results if "error" not in r]
+    from analysis.fixed_report import fixed_section, questions_section
+
     parts = [f"<h1>Verification direction: {html.escape(run_dir.name)}</h1>"]
-    parts.append(f"<p>Checkpoints analysed: {steps}. Summary:</p><pre>{html.escape(_short(summary))}</pre>")
+    parts += questions_section(em.get("fixed"))
+    parts.append(f"<p>Checkpoints analysed: {steps}; summary.json is at the end of this page.</p>")
     dev = summary.get("deviations_from_study")
     if dev is not None:
         parts.append(
@@ -109,8 +112,6 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
         )
     for b in em["broken"]:
         parts.append(f'<p class="broken">step {b["step"]}: NOT analysed: {html.escape(b["error"])}</p>')
-    from analysis.fixed_report import fixed_section
-
     parts += fixed_section(em.get("fixed"))
     if ok:
         parts.append(
@@ -281,6 +282,7 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
                 "step",
             )
         )
+    parts.append(f"<details><summary>summary.json</summary><pre>{html.escape(_short(summary))}</pre></details>")
     head = f"<!doctype html><html><head><meta charset='utf-8'><style>{CSS}</style></head>"
     return head + f"<body>{''.join(parts)}</body></html>"
 

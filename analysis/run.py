@@ -158,11 +158,25 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
         from analysis.fixed_summary import fixed_headline
 
         summary["fixed_text"] = fixed_headline(fixed)
+    summary["stage_seconds"] = stage_seconds([cache_of(s) for s, _ in loadable] + [StepCache(out / "fixed")])
     write_json(out / "summary.json", summary)
+    say(
+        f"analysis: {summary['seconds']:.0f} s this run; last computation of each stage (s, all checkpoints): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in summary["stage_seconds"].items())
+    )
     tmp = out / "report.html.tmp"
     tmp.write_text(render(run, em, results, summary))
     tmp.replace(out / "report.html")
     return summary
+
+
+def stage_seconds(caches: list[StepCache]) -> dict[str, float]:
+    """Wall seconds of each stage's last computation, summed over checkpoints, slowest first."""
+    total: dict[str, float] = {}
+    for c in caches:
+        for stage, sec in c.seconds().items():
+            total[stage] = round(total.get(stage, 0.0) + sec, 1)
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 
 def summarize(run: Path, results: list[dict[str, Any]], em: dict[str, Any], seconds: float) -> dict[str, Any]:

@@ -33,6 +33,7 @@ def test_study_preset_is_the_original_protocol() -> None:
         (["probe.test_fraction=1.5"], "probe.test_fraction"),
         (["rollout.samples=two"], "rollout.samples: expected an integer"),
         (["steering.mode=sometimes"], "steering.mode"),
+        (["probe.calibration_fraction=0"], "probe.calibration_fraction: 0 leaves the calibration split empty"),
     ],
 )
 def test_bad_fields_are_named(overrides: list[str], message: str) -> None:

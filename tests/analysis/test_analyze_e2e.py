@@ -69,6 +69,15 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     fixed = summary["fixed_text"]
     assert [h["step"] for h in fixed["per_step"]] == [0, 1, 2]
     assert {"in_base", "when", "follows", "content_or_position"} == set(fixed["answers"])
+    assert {"readable_at_base", "slip_p_not_rises", "truth_at_paren_rises", "final_direction_steers_base"} == set(
+        fixed["questions"]
+    )
+    assert all(re.match(r"(Yes|No|Not measured)", q) for q in fixed["questions"].values()), fixed["questions"]
+    for h in fixed["per_step"]:
+        assert 0 <= h["slip_p_not"]["value"] <= 1  # the micro run's probes may have too few sites to fit
+    assert fixed["per_step"][0]["slip_p_not_change"]["value"] == 0.0  # the base against itself
+    assert {"rollouts", "capture", "fixed", "probes"} <= set(summary["stage_seconds"])
+    assert all(v >= 0 for v in summary["stage_seconds"].values())
     assert fixed["roles"]["report"] > 0 and fixed["texts"]["counterfactual"] > 0
     for h in fixed["per_step"]:  # every headline number carries an interval, and the pair leak check holds
         for cat in ("right", "wrong", "slip", "misstated"):
@@ -78,6 +87,9 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     assert summary["deviations_from_study"]  # the tiny preset is not the study's protocol, and says how
     html = (out / "report.html").read_text()
     assert html.startswith("<!doctype html>") and "data:image/png;base64" in html
+    opening = html.split("<h2>")[1]  # the report opens with one figure and one sentence per question
+    assert opening.startswith("Four questions") and opening.count("data:image/png;base64") == 1
+    assert opening.split("</ol>")[0].count("<li>") == 4, opening[:3000]
     assert "Fixed text: every checkpoint reads the same texts" in html and "Deviations from the original" in html
     assert not re.search(r"(src|href)=[\"']?(https?:|//)", html)  # self-contained: nothing fetched when opened
     em = json.loads((out / "emergence.json").read_text())
@@ -143,3 +155,15 @@ def test_corrupt_checkpoint_is_named_and_skipped(micro_run: Path, tmp_path: Path
     assert summary["steps"] == [0] and summary["broken_steps"] == [1, 2]
     html = (run / "analysis" / "report.html").read_text()
     assert html.count("NOT analysed") == 2
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_line_naming_the_field(micro_run: Path) -> None:
+    for extra, field in (
+        (["steering.layers=[9]"], "steering.layers / steering.direction_layer: layers [9] do not exist"),
+        (["probe.calibration_fraction=0"], "probe.calibration_fraction: 0 leaves the calibration split empty"),
+    ):
+        proc = analyze(micro_run, *extra)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = [x for x in proc.stderr.splitlines() if x.strip()]
+        assert len(lines) == 1 and lines[0].startswith("config error: ") and field in lines[0], proc.stderr[-2000:]

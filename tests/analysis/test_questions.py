@@ -1,0 +1,74 @@
+"""The report's four opening sentences: each verdict word read off the interval it quotes, numbers included."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.fixed_summary import questions
+from analysis.fixed_text import SUBSETS, slip_p_not
+from tasks.countdown.counterfactual import CATEGORIES
+
+
+def ci(value: float, lo: float, hi: float) -> dict:
+    return {"value": value, "lo": lo, "hi": hi}
+
+
+def head(step: int, acc: dict, p_not: dict, change: dict | None, truth: dict, steer: dict) -> dict:
+    return {
+        "step": step,
+        "verdict_probe_accuracy": acc,
+        "verdict_shuffled_accuracy": ci(0.55, 0.5, 0.6),
+        "verdict_lens_accuracy": ci(0.7, 0.6, 0.8),
+        "slip_p_not": p_not,
+        "slip_p_not_change": change,
+        "truth_probe_auroc_at_paren": truth,
+        "steer_before_paren": steer,
+    }
+
+
+def test_questions_answer_each_way_with_the_quoted_numbers() -> None:
+    steer_yes = {"final": ci(0.4, 0.3, 0.5), "random": ci(0.02, 0.0, 0.05), "final_minus_random": ci(0.38, 0.28, 0.48)}
+    heads = [
+        head(0, ci(0.9, 0.85, 0.95), ci(0.2, 0.1, 0.3), ci(0.0, 0.0, 0.0), ci(0.6, 0.55, 0.65), steer_yes),
+        head(50, ci(0.9, 0.85, 0.95), ci(0.3, 0.2, 0.4), ci(0.1, -0.05, 0.2), ci(0.8, 0.75, 0.85), steer_yes),
+        head(100, ci(0.95, 0.9, 0.99), ci(0.7, 0.6, 0.8), ci(0.5, 0.4, 0.6), ci(0.7, 0.6, 0.8), steer_yes),
+    ]
+    q = questions(heads, layer=3)
+    assert q["readable_at_base"].startswith("Yes:") and "90% [85, 95]" in q["readable_at_base"]
+    assert q["slip_p_not_rises"].startswith("Yes:") and "paired change 50% [40, 60]" in q["slip_p_not_rises"]
+    assert q["truth_at_paren_rises"].startswith("Yes:") and "is 50." in q["truth_at_paren_rises"]
+    assert q["final_direction_steers_base"].startswith("Yes:") and "40% [30, 50]" in q["final_direction_steers_base"]
+
+    steer_no = {
+        "final": ci(0.03, 0.0, 0.06),
+        "random": ci(0.02, 0.0, 0.05),
+        "final_minus_random": ci(0.01, -0.03, 0.05),
+    }
+    heads = [
+        head(0, ci(0.58, 0.5, 0.66), ci(0.5, 0.4, 0.6), ci(0.0, 0.0, 0.0), ci(0.6, 0.55, 0.65), steer_no),
+        head(100, ci(0.9, 0.85, 0.95), ci(0.3, 0.2, 0.4), ci(-0.2, -0.3, -0.1), ci(0.62, 0.5, 0.7), steer_no),
+    ]
+    q = questions(heads, layer=3)
+    assert q["readable_at_base"].startswith("No:")  # overlaps the shuffled control
+    assert q["slip_p_not_rises"].startswith("No, the opposite:")
+    assert q["truth_at_paren_rises"].startswith("No:")
+    assert q["final_direction_steers_base"].startswith("No measurable effect:")
+    heads[-1]["slip_p_not_change"] = None
+    assert questions(heads, layer=3)["slip_p_not_rises"].startswith("Not measured")
+
+
+def test_slip_p_not_reads_the_output_margin_of_report_slip_lines_only() -> None:
+    cf, slip = SUBSETS.index("counterfactual"), CATEGORIES.index("slip")
+    arrays = {
+        "subset": np.array([cf, cf, cf, SUBSETS.index("last")]),
+        "category": np.array([slip, slip, CATEGORIES.index("right"), slip]),
+        "problem": np.array([0, 1, 0, 0]),
+        "margin": np.array([[9.0, 0.0], [9.0, np.log(3.0)], [0.0, -5.0], [0.0, -5.0]], dtype=np.float32),
+    }
+    roles = np.array(["report", "train"])
+    p_not, groups = slip_p_not(arrays, roles)
+    assert groups.tolist() == [0]  # problem 1 is a train problem; the right line and the 'last' site are not slips
+    assert np.allclose(p_not, [0.5])  # output margin 0: P('not' | 'this' or 'not') = 1/2
+    roles = np.array(["report", "report"])
+    p_not, groups = slip_p_not(arrays, roles)
+    assert np.allclose(p_not, [0.5, 0.25]) and groups.tolist() == [0, 1]  # margin log 3: P(this) = 3 P(not)
