@@ -6,6 +6,7 @@ scale, which samples to show) are easy to read in one place.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,8 +71,11 @@ def run_steering(
     rands = random_units(units, s.random_seed, s.random_draws)
     if any(not np.any(u) for u in units.values()):
         return {"error": "no verdict probe direction at a steered layer (too few 'not'/'this' examples)"}
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
     cases = flip_cases(records, s.max_flip_cases)
     sweep = flip_sweep(model, tok, cases, units, rands, s.scales, s.flip_new_tokens, s.batch_size)
+    seconds["flip_sweep"] = time.perf_counter() - t0
     chosen = scale
     rule = SteerRule(every=s.every, mode=s.mode, position=s.position)
     probs = list(problems)[: s.problems]
@@ -83,6 +87,7 @@ def run_steering(
     for name, vecs in (("unsteered", scaled(units, 0.0)), ("direction", scaled(units, chosen))):
         texts[name], offsets = generate_free(*gen, vecs, *args)
         runs[name] = summarise_free(score_free(texts[name], offsets, probs), one)
+    seconds["free_unsteered_and_direction"] = time.perf_counter() - t0 - sum(seconds.values())
     # every random draw at the same scale, pooled: the CI resamples problems, a problem's draws move together
     pooled, per_draw = [], []
     for k, rand in enumerate(rands):
@@ -92,6 +97,7 @@ def run_steering(
         rows = score_free(rt, offsets, probs)
         pooled.append(rows)
         per_draw.append(summarise_free(rows, one))
+    seconds["free_random_draws"] = time.perf_counter() - t0 - sum(seconds.values())
     runs["random"] = summarise_free(np.concatenate(pooled), np.tile(one, len(rands)))
     runs["random"]["draws"] = len(rands)
     runs["random"]["per_draw_wrong_accepted"] = [d["wrong_accepted"] for d in per_draw]
@@ -116,4 +122,5 @@ def run_steering(
         "at_chosen": next((r for r in sweep if r["scale"] == chosen), None),
         "free": runs,
         "samples": samples,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
