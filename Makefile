@@ -30,7 +30,7 @@ TRAIN_FLAGS := --preset $(PRESET) $(if $(filter 1,$(RESUME)),--resume) $(if $(fi
 TRAIN_PRECISION = $(if $(PRECISION),base.precision=$(PRECISION) grpo.precision=$(PRECISION))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint data base train analyze study bench clean-venv
+.PHONY: help setup test test-fast lint data base train analyze study bench clean-venv
 
 help:  ## List every target with what it does
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ $(STAMP): pyproject.toml Makefile
 
 test: setup  ## Run every test, slow end-to-end ones included
 	$(RUN_PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## The inner-loop tier: every test not marked slow (no end-to-end training or analysis runs)
+	$(RUN_PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check .

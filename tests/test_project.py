@@ -65,3 +65,19 @@ def test_the_allocator_make_finds_loads_into_python() -> None:
         check=True,
     ).stdout
     assert "libtcmalloc_minimal" in maps
+
+
+def test_gpu_extra_installs_what_the_gpu_launch_configs_use() -> None:
+    import tomllib
+
+    import yaml
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    gpu = {re.split(r"[=<>\[]", d)[0] for d in extras["gpu"]}
+    cpu = {re.split(r"[=<>\[]", d)[0] for d in extras["cpu"]}
+    configs = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        if yaml.safe_load(path.read_text()).get("distributed_type") == "DEEPSPEED":
+            assert "deepspeed" in gpu, f"{path.name} launches DeepSpeed but the gpu extra does not install it"
+    assert "vllm" in gpu and "deepspeed" not in cpu  # nothing CUDA-only on CPU hosts
