@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.config import ConfigError
 from tasks.countdown.dataset import load_problems, prepare
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
@@ -27,8 +28,23 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: 'cuda' requested but no CUDA device is visible; use device=cpu or device=auto")
+        raise ConfigError("device: 'cuda' requested but no CUDA device is visible; use device=cpu or device=auto")
     return requested
+
+
+def check_model(model: str) -> None:
+    """Fail with one line naming ``model`` when it is neither a loadable local directory nor a hub id whose config
+    can be fetched (or is cached): before vLLM or the trainer start on it and fail deep inside."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"model: {model!r} cannot be loaded ({first}); give a local model directory, a hub id reachable from "
+            "this machine (or in its hub cache), or model=tiny"
+        ) from None
 
 
 def ensure_base(cfg: TrainConfig, problems: list[Problem], separate_process: bool = False) -> str:
@@ -183,6 +199,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     cfg = resolve_precision(cfg, device)
+    if cfg.model != "tiny":
+        check_model(cfg.model)  # before the run directory exists, so a fixed retry is not refused as a rerun
     engine = choose_rollout(cfg.rollout.engine)
     run_dir, last = ck.prepare_run_dir(cfg, resume)
     if last is not None:

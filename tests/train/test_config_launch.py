@@ -76,6 +76,24 @@ def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "preset 'nope' not found" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-host error")
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["device=cuda"], "error: device: 'cuda' requested but no CUDA device is visible"),
+        (["device=cpu", "model=nobody/no-such-model-here"], "error: model: 'nobody/no-such-model-here' cannot be"),
+    ],
+)
+def test_gpu_preset_on_a_cpu_host_is_one_line(
+    overrides: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub lookup fails at once instead of after DNS retries
+    assert main(["--preset", "qwen2.5-0.5b", *overrides, f"output_root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err[-2000:]
+    assert not any(tmp_path.iterdir())  # nothing created: the fixed command is not refused as a rerun
+
+
 def test_server_mode_needs_server_gpus() -> None:
     cfg = load_train_config("qwen2.5-3b", ["launch.vllm_gpus=0"])
     with pytest.raises(ValueError, match="vllm_gpus"):
