@@ -94,25 +94,29 @@ class StepCache:
         """Wall time of each stage's last computation (stages loaded from cache keep their earlier time)."""
         return json.loads(self._seconds_path.read_text()) if self._seconds_path.is_file() else {}
 
-    def json(self, stage: str, key: str, compute: Callable[[], Any]) -> Any:
+    def json(self, stage: str, key: str, compute: Callable[[], Any], timed: bool = True) -> Any:
         path = self.dir / f"{stage}.json"
         if self.keys.get(stage) == key and path.is_file():
             return json.loads(path.read_text())
         t0 = time.perf_counter()
         data = compute()
-        self.record(stage, time.perf_counter() - t0)
+        if timed:  # untimed: the caller computed it and records its own time
+            self.record(stage, time.perf_counter() - t0)
         write_json(path, data)
         self._mark(stage, key)
         self.computed.append(stage)
         return json.loads(path.read_text())
 
-    def npz(self, stage: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def npz(
+        self, stage: str, key: str, compute: Callable[[], dict[str, np.ndarray]], timed: bool = True
+    ) -> dict[str, np.ndarray]:
         path = self.dir / f"{stage}.npz"
         if self.keys.get(stage) == key and path.is_file():
             return read_npz(path)
         t0 = time.perf_counter()
         data = compute()
-        self.record(stage, time.perf_counter() - t0)
+        if timed:
+            self.record(stage, time.perf_counter() - t0)
         write_npz(path, data)
         self._mark(stage, key)
         self.computed.append(stage)

@@ -27,10 +27,15 @@ def capture(
     dtype: str = "float16",
     progress: Any = None,
 ) -> dict[str, np.ndarray]:
-    """Activations ``act_<kind>`` of shape (sites, layers + 1, d_model) and per-site metadata arrays.
+    """Activations ``act_<kind>`` of shape (sites, layers + 1, d_model) and per-site metadata arrays, sites in
+    record order.
 
     Metadata: ``record`` (index into ``records``), ``problem``, ``greedy`` (1 for greedy rollouts), ``line``,
     the labels ``verdict``/``truth``/``stated``, and ``paren_pos`` (token index of the "(").
+
+    Each text is fed only up to its last probed token (causal attention: later tokens cannot change it) and texts
+    are batched by that length, so little of a batch is padding; only the last position's logits are computed
+    (a hub model's vocabulary would otherwise cost batch x length x 151,936 floats per pass).
     """
     device = next(model.parameters()).device
     n_layers = len(decoder_layers(model))
@@ -38,54 +43,58 @@ def capture(
     acts: dict[str, list[np.ndarray]] = {k: [] for k in KINDS}
     meta: dict[str, list[int]] = {k: [] for k in ("record", "problem", "greedy", "line", "paren_pos", *LABELS)}
     store = np.float16 if dtype == "float16" else np.float32
+    texts = [r["prompt"] + r["completion"] for r in records]
+    enc = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False) if texts else {}
+    sites = [
+        find_sites(r["completion"], r["numbers"], r["target"], enc["offset_mapping"][i], len(r["prompt"]))
+        for i, r in enumerate(records)
+    ]
+    need = [1 + max(getattr(s, k) for s in ss for k in KINDS) if ss else 0 for ss in sites]
+    order = sorted((i for i, ss in enumerate(sites) if ss), key=lambda i: need[i])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if progress is not None:
+        progress.update(len(records) - len(order))  # records without a probed site need no pass
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(records), batch_size):
-            batch = records[start : start + batch_size]
-            encs, sites = [], []
-            for r in batch:
-                enc = tokenizer(r["prompt"] + r["completion"], return_offsets_mapping=True, add_special_tokens=False)
-                encs.append(enc.input_ids)
-                sites.append(
-                    find_sites(r["completion"], r["numbers"], r["target"], enc.offset_mapping, len(r["prompt"]))
-                )
-            if progress is not None:
-                progress.update(len(batch))
-            if not any(sites):
-                continue
-            width = max(len(x) for x in encs)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(need[i] for i in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for b, x in enumerate(encs):
+            for b, i in enumerate(batch):
+                x = enc["input_ids"][i][: need[i]]
                 ids[b, : len(x)] = torch.tensor(x)
                 mask[b, : len(x)] = 1
-            rows = [b for b, ss in enumerate(sites) for s in ss for _ in KINDS]
-            cols = [getattr(s, k) for ss in sites for s in ss for k in KINDS]
+            rows = [b for b, i in enumerate(batch) for s in sites[i] for _ in KINDS]
+            cols = [getattr(s, k) for i in batch for s in sites[i] for k in KINDS]
             with (
                 torch.no_grad(),
                 record_residuals(model, torch.tensor(rows, device=device), torch.tensor(cols, device=device)) as out,
             ):
-                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False, logits_to_keep=1)
             stacked = torch.stack([out[layer] for layer in range(n_layers + 1)], dim=1).float().cpu().numpy()
             stacked = stacked.reshape(-1, len(KINDS), n_layers + 1, d)
             for ki, k in enumerate(KINDS):
                 acts[k].append(stacked[:, ki].astype(store))
-            for b, ss in enumerate(sites):
-                r = batch[b]
-                for s in ss:
-                    meta["record"].append(start + b)
+            for i in batch:
+                r = records[i]
+                for s in sites[i]:
+                    meta["record"].append(i)
                     meta["problem"].append(int(r["problem"]))
                     meta["greedy"].append(int(r["kind"] == "greedy"))
                     meta["line"].append(s.line)
                     meta["paren_pos"].append(s.paren)
                     for lab in LABELS:
                         meta[lab].append(getattr(s, lab))
+            if progress is not None:
+                progress.update(len(batch))
     finally:
         model.train(was_training)
+    back = np.argsort(np.asarray(meta["record"], dtype=np.int64), kind="stable")  # record order, sites in line order
     result = {
-        f"act_{k}": np.concatenate(v) if v else np.zeros((0, n_layers + 1, d), dtype=store) for k, v in acts.items()
+        f"act_{k}": np.concatenate(v)[back] if v else np.zeros((0, n_layers + 1, d), dtype=store)
+        for k, v in acts.items()
     }
-    result.update({k: np.asarray(v, dtype=np.int64) for k, v in meta.items()})
+    result.update({k: np.asarray(v, dtype=np.int64)[back] for k, v in meta.items()})
     return result

@@ -84,12 +84,18 @@ class SteeringSettings:
     # ... or at every token once k "(" have appeared (from_kth: the original study's released code, k = 3)
     mode: Literal["every_kth", "from_kth"] = "every_kth"
     problems: int = 100  # problems for free steered generation
+    # The own-rollout flip test over every swept scale on the last analysed checkpoint only ("last"; the others run
+    # the run's one scale, which is all the steering-vs-step curve reads) or on every checkpoint ("every").
+    sweep: Literal["last", "every"] = "last"
     max_flip_cases: int = 200  # wrong-rejected (and right-accepted) attempts used for the flip test
     flip_new_tokens: int = 8  # tokens generated after the steered position (acceptance in any form is a flip)
     max_new_tokens: int = 256
     random_seed: int = 0
     random_draws: int = 5  # random directions of the same norm per scale (>= 5; mean, max and CI reported)
     batch_size: int = 64
+    # free generation runs every condition (unsteered, W, each random draw) in one batched pass; on 2 CPU cores 256
+    # rows per batch took ~1.6x less time than 64 for the tiny model (lower it for a large model's KV cache)
+    free_batch_size: int = 256
 
 
 @dataclass(frozen=True)

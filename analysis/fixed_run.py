@@ -111,8 +111,8 @@ def run_fixed(
             t0 = time.perf_counter()
             arrays, summary = fixed_checkpoint(*model(), texts, roles, cfg)
             cache.record("fixed", time.perf_counter() - t0)
-            arrays = cache.npz("fixed", k, lambda arrays=arrays: arrays)
-            summary = cache.json("fixed_summary", k, lambda summary=summary: summary)
+            arrays = cache.npz("fixed", k, lambda arrays=arrays: arrays, timed=False)
+            summary = cache.json("fixed_summary", k, lambda summary=summary: summary, timed=False)
         summaries[step] = summary
         slips[step] = slip_p_not(arrays, roles)
         if step == last_step:

@@ -98,16 +98,19 @@ def add_to_residual(model: Any, vectors: dict[int, torch.Tensor], holder: MaskHo
     """Add ``holder.mask[b, t] * vectors[layer]`` to residual layer ``layer`` for each configured layer.
 
     The mask is whatever ``holder.mask`` is when the layer runs, shape (batch, seq) matching the current input
-    (seq is 1 in a cached decoding step). Hooks are removed on exit, also when the body raises.
+    (seq is 1 in a cached decoding step). A vector is (d_model,) for every row or (batch, d_model), one per row
+    (so several conditions share one batched generation). Hooks are removed on exit, also when the body raises.
     """
 
     def make(vec: torch.Tensor) -> Any:
+        per_row = vec[:, None, :] if vec.ndim == 2 else vec
+
         def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
             mask = holder.mask
             if mask is None:
                 return None
             h = _hidden(output)
-            add = mask.to(h.dtype)[..., None] * vec.to(device=h.device, dtype=h.dtype)
+            add = mask.to(h.dtype)[..., None] * per_row.to(device=h.device, dtype=h.dtype)
             return _replace(output, h + add)
 
         return hook

@@ -176,7 +176,8 @@ def analyse_checkpoint(
     k_cap = stage_key(cfg.capture, k_roll)
     k_probe = stage_key(cfg.probe, k_cap)
     k_unembed = stage_key([cfg.report.top_k_tokens, cfg.report.unembed_gain], k_probe)
-    k_steer = stage_key(cfg.steering, k_probe, k_roll, scale)
+    full_sweep = cfg.steering.sweep == "every" or last
+    k_steer = stage_key(cfg.steering, k_probe, k_roll, scale, full_sweep)
     loaded: dict[str, Any] = {}
     if roles is None:
         roles = run_roles(cfg)
@@ -201,8 +202,8 @@ def analyse_checkpoint(
         t0 = time.perf_counter()
         probe_rows, dirs = _probe_all(cap, cfg, roles)
         cache.record("probes", time.perf_counter() - t0)
-        dirs = cache.npz("directions", k_probe, lambda: dirs)
-        probe_rows = cache.json("probes", k_probe, lambda: probe_rows)
+        dirs = cache.npz("directions", k_probe, lambda: dirs, timed=False)
+        probe_rows = cache.json("probes", k_probe, lambda: probe_rows, timed=False)
 
     def do_unembed() -> dict[str, Any]:
         from analysis.unembed import describe, model_matrices
@@ -225,7 +226,7 @@ def analyse_checkpoint(
             raise ValueError("analyse_checkpoint: the run's steering scale must be given (see analysis/fixed_run.py)")
         report = [r for r in records if roles[r["problem"]] == "report"]
         probs = [p for i, p in enumerate(problems[: cfg.rollout.problems]) if roles[i] == "report"]
-        return run_steering(m, tok, report, probs, steering_units(dirs, cfg), cfg, template, scale)
+        return run_steering(m, tok, report, probs, steering_units(dirs, cfg), cfg, template, scale, full_sweep)
 
     steering = cache.json("steering", k_steer, do_steer)
     components = None

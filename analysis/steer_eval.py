@@ -140,16 +140,23 @@ def flip_sweep(
     scales: Sequence[float],
     new_tokens: int,
     batch_size: int,
+    all_draws_at: float | None = None,
 ) -> list[dict[str, Any]]:
     """Per scale: flip rates of W on wrong-rejected lines, of random directions there (mean and spread over the
-    draws in ``rands``), and of -W on right ones.
+    draws), and of -W on right ones.
 
-    Only cases whose *unsteered greedy* continuation keeps the original verdict count (a sampled rollout may have
-    said "not" where greedy says "this"), so every rate is a change caused by the vector and is 0 at scale 0.
+    Every draw in ``rands`` runs at ``all_draws_at`` (the run's one scale, whose numbers are reported); the other
+    scales of the curve run the first draw only (None: every draw at every scale). Only cases whose *unsteered
+    greedy* continuation keeps the original verdict count (a sampled rollout may have said "not" where greedy says
+    "this"), so every rate is a change caused by the vector and is 0 at scale 0.
     """
-    per = 1 + len(rands)
-    conds = [scaled(d, s) for s in scales for d in (units, *rands)]
-    wrong = continue_prefixes(model, tok, cases["wrong"], [{}, *conds], new_tokens, batch_size)
+    draws = {s: list(rands) if all_draws_at is None or s == all_draws_at else list(rands[:1]) for s in scales}
+    conds: list[dict] = [{}]
+    where: dict[float, tuple[int, list[int]]] = {}
+    for s in scales:
+        where[s] = (len(conds), list(range(len(conds) + 1, len(conds) + 1 + len(draws[s]))))
+        conds += [scaled(units, s)] + [scaled(d, s) for d in draws[s]]
+    wrong = continue_prefixes(model, tok, cases["wrong"], conds, new_tokens, batch_size)
     right = continue_prefixes(
         model, tok, cases["right"], [{}] + [scaled(units, s, -1.0) for s in scales], new_tokens, batch_size
     )
@@ -158,14 +165,16 @@ def flip_sweep(
     rows = []
     groups = np.array([cases["wrong_problem"][i] for i in keep_w], dtype=np.int64) if "wrong_problem" in cases else None
     for k, s in enumerate(scales):
-        w, n = wrong[1 + per * k], right[1 + k]
-        rand_rates = [_rate([wrong[2 + per * k + j][i] for i in keep_w], "this") for j in range(len(rands))]
+        (wi, ri), n = where[s], right[1 + k]
+        w = wrong[wi]
+        rand_rates = [_rate([wrong[j][i] for i in keep_w], "this") for j in ri]
         rand_rates = [x for x in rand_rates if x is not None]
         rows.append(
             {
                 "scale": float(s),
                 "n_wrong": len(keep_w),
                 "n_right": len(keep_r),
+                "random_draws": len(ri),
                 "flip_direction": _rate([w[i] for i in keep_w], "this"),
                 "flip_random": float(np.mean(rand_rates)) if rand_rates else None,
                 "flip_random_max": float(np.max(rand_rates)) if rand_rates else None,
@@ -178,8 +187,7 @@ def flip_sweep(
 
             own = np.array([w[i].lstrip().startswith("this") for i in keep_w], dtype=np.float64)
             rand = np.mean(
-                [[wrong[2 + per * k + j][i].lstrip().startswith("this") for i in keep_w] for j in range(len(rands))]
-                or [[0.0] * len(keep_w)],
+                [[wrong[j][i].lstrip().startswith("this") for i in keep_w] for j in ri] or [[0.0] * len(keep_w)],
                 axis=0,
             )
             rows[-1]["flip_direction_ci"] = mean_ci(own, groups, n_boot=200)
@@ -220,7 +228,7 @@ def generate_free(
     template: str = "base",
 ) -> tuple[list[str], list[set[int]]]:
     """Greedy completions of ``problems`` under the steering rule, and per completion the character offsets at
-    which steered tokens start."""
+    which steered tokens start. A vector may be (d_model,) for every problem or (len(problems), d_model)."""
     device = next(model.parameters()).device
     side = tok.padding_side
     tok.padding_side = "left"
@@ -234,7 +242,7 @@ def generate_free(
                 model,
                 enc.input_ids,
                 enc.attention_mask,
-                vectors,
+                {layer: v[sl] if v.ndim == 2 else v for layer, v in vectors.items()},
                 vocab,
                 rule,
                 max_new_tokens,

@@ -60,8 +60,10 @@ def run_steering(
     cfg: AnalysisConfig,
     template: str,
     scale: float,
+    full_sweep: bool = True,
 ) -> dict[str, Any]:
-    """Flip sweep over ``steering.scales``, then free generation at the run's one ``scale`` against the controls.
+    """Flip sweep over ``steering.scales`` (only the run's one ``scale`` without ``full_sweep``), then free
+    generation at ``scale`` against the controls.
 
     ``records`` and ``problems`` are the report problems' only (the scale was chosen on calibration problems).
     """
@@ -74,30 +76,30 @@ def run_steering(
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     cases = flip_cases(records, s.max_flip_cases)
-    sweep = flip_sweep(model, tok, cases, units, rands, s.scales, s.flip_new_tokens, s.batch_size)
+    scales = sorted({*s.scales, scale}) if full_sweep else [scale]
+    sweep = flip_sweep(model, tok, cases, units, rands, scales, s.flip_new_tokens, s.batch_size, all_draws_at=scale)
     seconds["flip_sweep"] = time.perf_counter() - t0
     chosen = scale
     rule = SteerRule(every=s.every, mode=s.mode, position=s.position)
     probs = list(problems)[: s.problems]
-    gen = (model, tok, probs)
-    args = (vocab, rule, s.max_new_tokens, s.batch_size, template)
     runs: dict[str, Any] = {}
     texts: dict[str, list[str]] = {}
     one = np.arange(len(probs))
-    for name, vecs in (("unsteered", scaled(units, 0.0)), ("direction", scaled(units, chosen))):
-        texts[name], offsets = generate_free(*gen, vecs, *args)
-        runs[name] = summarise_free(score_free(texts[name], offsets, probs), one)
-    seconds["free_unsteered_and_direction"] = time.perf_counter() - t0 - sum(seconds.values())
-    # every random draw at the same scale, pooled: the CI resamples problems, a problem's draws move together
-    pooled, per_draw = [], []
-    for k, rand in enumerate(rands):
-        rt, offsets = generate_free(*gen, scaled(rand, chosen), *args)
-        if k == 0:
-            texts["random"] = rt
-        rows = score_free(rt, offsets, probs)
-        pooled.append(rows)
-        per_draw.append(summarise_free(rows, one))
-    seconds["free_random_draws"] = time.perf_counter() - t0 - sum(seconds.values())
+    # every condition in one batched generation (a vector per row): unsteered, W, and each random draw
+    conds = [scaled(units, 0.0), scaled(units, chosen), *(scaled(r, chosen) for r in rands)]
+    stacked = {layer: torch.stack([c[layer] for c in conds for _ in probs]) for layer in units}
+    all_texts, all_offsets = generate_free(
+        model, tok, probs * len(conds), stacked, vocab, rule, s.max_new_tokens, s.free_batch_size, template
+    )
+    n = len(probs)
+    part = [(all_texts[i * n : (i + 1) * n], all_offsets[i * n : (i + 1) * n]) for i in range(len(conds))]
+    for name, (t, o) in zip(("unsteered", "direction"), part[:2], strict=True):
+        texts[name] = t
+        runs[name] = summarise_free(score_free(t, o, probs), one)
+    pooled = [score_free(t, o, probs) for t, o in part[2:]]
+    per_draw = [summarise_free(rows, one) for rows in pooled]
+    texts["random"] = part[2][0]
+    seconds["free_generation"] = time.perf_counter() - t0 - sum(seconds.values())
     runs["random"] = summarise_free(np.concatenate(pooled), np.tile(one, len(rands)))
     runs["random"]["draws"] = len(rands)
     runs["random"]["per_draw_wrong_accepted"] = [d["wrong_accepted"] for d in per_draw]

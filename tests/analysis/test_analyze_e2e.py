@@ -98,6 +98,12 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     for i, row in enumerate(em["accuracy"]["paren/verdict"]):  # the transfer diagonal is each step's own probe
         if layer is not None and row[layer] is not None and em["transfer"][i][i] is not None:
             assert abs(em["transfer"][i][i] - row[layer]) < 1e-9
+    steering = json.loads((out / "step_2" / "steering.json").read_text())
+    if "sweep" in steering:  # every random draw at the run's one scale, the first draw along the rest of the curve
+        draws = {r["scale"]: r["random_draws"] for r in steering["sweep"]}
+        assert draws.pop(steering["chosen_scale"]) == 5 and set(draws.values()) == {1}, draws
+        earlier = json.loads((out / "step_1" / "steering.json").read_text())  # not the last: the run's scale only
+        assert [(r["scale"], r["random_draws"]) for r in earlier["sweep"]] == [(steering["chosen_scale"], 5)]
     rollouts = json.loads((out / "step_2" / "rollouts.json").read_text())
     assert len(rollouts) == 8 * 3 and {r["kind"] for r in rollouts} == {"greedy", "sampled"}
     assert all(isinstance(r["token_ids"], list) for r in rollouts)

@@ -268,3 +268,28 @@ def test_token_starts_match_prefix_decodes(which: str, request: pytest.FixtureRe
     ids = tok("\n- 44 + 35 - 19 = 52 (not 28)\n- 9 = 9 (this works)</think>", add_special_tokens=False).input_ids
     assert _token_starts(tok, ids) == [len(tok.decode(ids[:j], skip_special_tokens=True)) for j in range(len(ids))]
     assert _token_starts(tok, []) == []
+
+
+@pytest.mark.parametrize("rule", [SteerRule(every=0, mode="from_kth"), SteerRule(every=1, position="before_paren")])
+def test_one_batched_generation_with_a_vector_per_row_equals_one_per_condition(
+    rule: SteerRule, digit_dir: Path
+) -> None:
+    """Free generation runs every condition in one batch (a vector per row): the texts and steered offsets are
+    those of one generation per condition."""
+    from analysis.steer_eval import generate_free
+    from tasks.countdown.generate import Problem
+
+    model, tok = load(digit_dir)
+    probs = [Problem((3, 5, 7), 16), Problem((12, 34, 6), 52), Problem((9, 2, 4), 9)]
+    torch.manual_seed(0)
+    conds = [{2: torch.zeros(model.config.hidden_size)}] + [
+        {2: 30 * torch.randn(model.config.hidden_size)} for _ in range(2)
+    ]
+    vocab = trigger_vocab(tok)
+    each = [generate_free(model, tok, probs, c, vocab, rule, 24, 8) for c in conds]
+    stacked = {2: torch.stack([c[2] for c in conds for _ in probs])}
+    texts, offsets = generate_free(model, tok, probs * len(conds), stacked, vocab, rule, 24, 5)
+    assert texts == [t for ts, _ in each for t in ts]
+    assert offsets == [o for _, os_ in each for o in os_]
+    if rule.mode == "from_kth":  # every token steered (k = 0): the vectors act
+        assert texts[:3] != texts[3:6] and all(offsets[3:])
