@@ -34,8 +34,9 @@ def capture(
     the labels ``verdict``/``truth``/``stated``, and ``paren_pos`` (token index of the "(").
 
     Each text is fed only up to its last probed token (causal attention: later tokens cannot change it) and texts
-    are batched by that length, so little of a batch is padding; only the last position's logits are computed
-    (a hub model's vocabulary would otherwise cost batch x length x 151,936 floats per pass).
+    are batched by that length, so little of a batch is padding; texts identical up to that token (the two texts
+    of a counterfactual pair) share one pass; only the last position's logits are computed (a hub model's
+    vocabulary would otherwise cost batch x length x 151,936 floats per pass).
     """
     device = next(model.parameters()).device
     n_layers = len(decoder_layers(model))
@@ -50,10 +51,18 @@ def capture(
         for i, r in enumerate(records)
     ]
     need = [1 + max(getattr(s, k) for s in ss for k in KINDS) if ss else 0 for ss in sites]
-    order = sorted((i for i, ss in enumerate(sites) if ss), key=lambda i: need[i])
+    # texts identical up to their last probed token (the two texts of a counterfactual pair) share one pass
+    first: dict[tuple, int] = {}
+    rep = {
+        i: first.setdefault((tuple(enc["input_ids"][i][: need[i]]), tuple(getattr(s, k) for s in ss for k in KINDS)), i)
+        for i, ss in enumerate(sites)
+        if ss
+    }
+    order = sorted((i for i, r in rep.items() if r == i), key=lambda i: need[i])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     if progress is not None:
-        progress.update(len(records) - len(order))  # records without a probed site need no pass
+        progress.update(len(records) - len(order))  # records without a probed site, or sharing a pass, need none
+    got: dict[int, np.ndarray] = {}  # record -> (its sites, kinds, layers + 1, d)
     was_training = model.training
     model.eval()
     try:
@@ -74,27 +83,30 @@ def capture(
             ):
                 model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False, logits_to_keep=1)
             stacked = torch.stack([out[layer] for layer in range(n_layers + 1)], dim=1).float().cpu().numpy()
-            stacked = stacked.reshape(-1, len(KINDS), n_layers + 1, d)
-            for ki, k in enumerate(KINDS):
-                acts[k].append(stacked[:, ki].astype(store))
+            stacked = stacked.reshape(-1, len(KINDS), n_layers + 1, d).astype(store)
+            at = 0
             for i in batch:
-                r = records[i]
-                for s in sites[i]:
-                    meta["record"].append(i)
-                    meta["problem"].append(int(r["problem"]))
-                    meta["greedy"].append(int(r["kind"] == "greedy"))
-                    meta["line"].append(s.line)
-                    meta["paren_pos"].append(s.paren)
-                    for lab in LABELS:
-                        meta[lab].append(getattr(s, lab))
+                got[i] = stacked[at : at + len(sites[i])]
+                at += len(sites[i])
             if progress is not None:
                 progress.update(len(batch))
     finally:
         model.train(was_training)
-    back = np.argsort(np.asarray(meta["record"], dtype=np.int64), kind="stable")  # record order, sites in line order
+    for i in sorted(rep):  # record order; a record sharing a pass takes its twin's activations, keeps its labels
+        a = got[rep[i]]
+        for ki, k in enumerate(KINDS):
+            acts[k].append(a[:, ki])
+        r = records[i]
+        for s in sites[i]:
+            meta["record"].append(i)
+            meta["problem"].append(int(r["problem"]))
+            meta["greedy"].append(int(r["kind"] == "greedy"))
+            meta["line"].append(s.line)
+            meta["paren_pos"].append(s.paren)
+            for lab in LABELS:
+                meta[lab].append(getattr(s, lab))
     result = {
-        f"act_{k}": np.concatenate(v)[back] if v else np.zeros((0, n_layers + 1, d), dtype=store)
-        for k, v in acts.items()
+        f"act_{k}": np.concatenate(v) if v else np.zeros((0, n_layers + 1, d), dtype=store) for k, v in acts.items()
     }
-    result.update({k: np.asarray(v, dtype=np.int64)[back] for k, v in meta.items()})
+    result.update({k: np.asarray(v, dtype=np.int64) for k, v in meta.items()})
     return result
