@@ -118,7 +118,11 @@ def run_fixed(
         if step == last_step:
             final = arrays
             scale_info = _calibrate(cfg, run_cache, keys[step], texts, roles, final, model, say)
-        summaries[step]["versus_final"] = versus_final(arrays, final, roles, fx.bootstrap)
+        summaries[step]["versus_final"] = cache.json(  # bootstraps over every layer: cached, not recomputed
+            "versus_final",
+            stage_key(fx, keys[step], keys[last_step]),
+            lambda arrays=arrays, final=final: versus_final(arrays, final, roles, fx.bootstrap),
+        )
         k_steer = stage_key(cfg.steering, fx, keys[step], keys[last_step], scale_info["scale"])
 
         def steer(
