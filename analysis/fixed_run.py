@@ -85,7 +85,7 @@ def run_fixed(
             "(raise fixed.counterfactual_problems or rollout.problems, or set fixed.enabled=false and a steering.scale)"
         )
     keys = {
-        s: stage_key(fx, cfg.capture, cfg.probe, fingerprint(p), k_set, inference_dtype(cfg.precision))
+        s: stage_key(fx, cfg.capture, cfg.probe, fingerprint(p), k_set, inference_dtype(cfg.precision), "own-dir")
         for s, p in ckpts
     }
     order = [ckpts[-1], *ckpts[:-1]]  # the last first: its direction is every other checkpoint's "final"
@@ -134,7 +134,7 @@ def run_fixed(
         ) -> dict[str, Any]:
             say(f"step {step}: fixed-text steering (own and final direction, scale {scale:g})")
             m, tok = model()
-            dirs = {"own": _units(arrays["w_paren_verdict"], cfg), "final": _units(final["w_paren_verdict"], cfg)}
+            dirs = {"own": _units(arrays["w_paren_own"], cfg), "final": _units(final["w_paren_own"], cfg)}
             rands = random_units(dirs["own"], cfg.steering.random_seed, cfg.steering.random_draws)
             return {
                 pos: flip_rates(
@@ -192,7 +192,7 @@ def _calibrate(
     def sweep() -> dict[str, Any]:
         say(f"calibration: steering scale on {int((roles == 'calibration').sum())} calibration problems")
         m, tok = model()
-        units = {"final": _units(final["w_paren_verdict"], cfg)}
+        units = {"final": _units(final["w_paren_own"], cfg)}
         cases = wrong_line_cases(texts, roles, "calibration", s.position, cfg.fixed.steer_cases)
         if not cases:
             raise ConfigError(

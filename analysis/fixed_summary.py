@@ -161,9 +161,9 @@ def questions(heads: list[dict[str, Any]], layer: int, position: str = "before_p
     st = base.get(f"steer_{position}") or {}
     out["final_direction_steers_base"] = (
         f"{_verdict(st.get('final_minus_random'))}: added at {position} with the run's one scale, the final "
-        f"checkpoint's direction makes step {base['step']} accept {fmt_ci(st.get('final') or {}, True)} of the wrong "
-        f"lines it rejects, random directions of equal norm {fmt_ci(st.get('random') or {}, True)} (difference "
-        f"{fmt_ci(st.get('final_minus_random') or {}, True)})."
+        f"checkpoint's own-decision direction makes step {base['step']} accept {fmt_ci(st.get('final') or {}, True)} "
+        f"of the wrong lines it rejects, random directions of equal norm {fmt_ci(st.get('random') or {}, True)} "
+        f"(difference {fmt_ci(st.get('final_minus_random') or {}, True)})."
     )
     return out
 

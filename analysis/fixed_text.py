@@ -271,5 +271,25 @@ def fixed_checkpoint(
         "probes": rows,
         "own_verdict": own_verdict(cap, roles, margin, fx.bootstrap),
     }
-    arrays = {**cap, "margin": margin, **dirs}
+    arrays = {**cap, "margin": margin, **dirs, **own_direction(cap, roles, margin, p.C, p.max_iter, p.method)}
     return arrays, summary
+
+
+def own_direction(
+    cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray, c: float, max_iter: int, method: str
+) -> dict[str, np.ndarray]:
+    """The checkpoint's own decision direction at "(": a probe per layer for its own verdict (output margin > 0)
+    on every fixed-text site of the train problems. This is the steering direction of the fixed-text stage.
+
+    Why not the written-verdict probe: the fixed texts carry two checkpoints' verdicts (first and last), so that
+    probe reads "what was written", not "what this model decides". On the tiny float32 run the written-verdict
+    direction flipped none of the final checkpoint's rejected wrong lines even at scale 96, while this one flipped
+    about a fifth at scale 32 (docs/experiments.md). ``own`` (labels) and ``w_paren_own`` / ``b_paren_own``."""
+    own = (margin[:, -1] > 0).astype(np.int64)
+    fit = role_mask(cap["problem"], roles, "train") & (cap["subset"] >= 0)
+    x = cap["act_paren"].astype(np.float32)
+    w = np.zeros((x.shape[1], x.shape[2]), dtype=np.float32)
+    b = np.zeros(x.shape[1], dtype=np.float32)
+    if min(int((own[fit] == 0).sum()), int((own[fit] == 1).sum())) >= 5:
+        w, b = _fit_layers(x[fit], own[fit], method, c, max_iter)
+    return {"own": own, "w_paren_own": w.astype(np.float32), "b_paren_own": b.astype(np.float32)}
