@@ -17,14 +17,10 @@ from analysis.stats import fmt_ci
 from tasks.countdown.counterfactual import CATEGORIES
 
 
-def bands(x: Sequence[Any], series: dict[str, Sequence[dict[str, Any] | None]], title: str, ylabel: str) -> str:
-    """Lines of CI dicts ({"value", "lo", "hi"}) over ``x`` with their intervals shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+def _draw_bands(
+    ax: Any, x: Sequence[Any], series: dict[str, Sequence[dict[str, Any] | None]], title: str, ylabel: str
+) -> None:
+    """Draw each series of CI dicts ({"value", "lo", "hi"}) over step ``x`` on ``ax``, its interval shaded."""
     for name, ys in series.items():
         pts = [(a, y) for a, y in zip(x, ys, strict=False) if y and y.get("value") is not None]
         if not pts:
@@ -34,10 +30,21 @@ def bands(x: Sequence[Any], series: dict[str, Sequence[dict[str, Any] | None]], 
         lo = [y["lo"] if y.get("lo") is not None else y["value"] for _, y in pts]
         hi = [y["hi"] if y.get("hi") is not None else y["value"] for _, y in pts]
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18)
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel("step", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
+
+
+def bands(x: Sequence[Any], series: dict[str, Sequence[dict[str, Any] | None]], title: str, ylabel: str) -> str:
+    """Lines of CI dicts ({"value", "lo", "hi"}) over ``x`` with their intervals shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    _draw_bands(ax, x, series, title, ylabel)
     ax.legend(fontsize=7)
     return _png(fig)
 
@@ -81,29 +88,17 @@ def questions_figure(steps: Sequence[Any], heads: Sequence[dict[str, Any]], laye
     ]
     fig, axes = plt.subplots(2, 2, figsize=(9, 5.6))
     for ax, (title, ylabel, series) in zip(axes.flat, panels, strict=True):
-        for name, ys in series.items():
-            pts = [(a, y) for a, y in zip(steps, ys, strict=False) if y and y.get("value") is not None]
-            if not pts:
-                continue
-            xs = [a for a, _ in pts]
-            (line,) = ax.plot(xs, [y["value"] for _, y in pts], marker="o", ms=3, label=name)
-            lo = [y["lo"] if y.get("lo") is not None else y["value"] for _, y in pts]
-            hi = [y["hi"] if y.get("hi") is not None else y["value"] for _, y in pts]
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.set_ylabel(ylabel, fontsize=8)
-        ax.grid(alpha=0.3)
+        _draw_bands(ax, steps, series, title, ylabel)
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
 
 
-def questions_section(fixed: dict[str, Any] | None) -> list[str]:
+def questions_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None) -> list[str]:
     """The report's opening: one figure and one sentence per question (empty when the fixed-text stage was off)."""
     if not fixed:
         return []
-    h = fixed_headline(fixed)
+    h = h or fixed_headline(fixed)  # summary.json's fixed_text block when the caller has it
     q = h["questions"]
     return [
         "<h2>Four questions, answered on fixed text</h2>",
@@ -128,11 +123,11 @@ def _grid(fixed: dict[str, Any], kind: str, label: str, subset: str, source: str
     return grid
 
 
-def fixed_section(fixed: dict[str, Any] | None) -> list[str]:
+def fixed_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None) -> list[str]:
     """HTML parts of the fixed-text section (empty when the stage was off)."""
     if not fixed:
         return []
-    h = fixed_headline(fixed)
+    h = h or fixed_headline(fixed)  # summary.json's fixed_text block when the caller has it
     steps, heads, layer = fixed["steps"], h["per_step"], h["headline_layer"]
     parts = [
         "<h2>Fixed text: every checkpoint reads the same texts</h2>",

@@ -125,7 +125,8 @@ def _verdict(ci: dict[str, Any] | None, above: float = 0.0) -> str:
 
 def questions(heads: list[dict[str, Any]], layer: int, position: str = "before_paren") -> dict[str, str]:
     """The report's four opening questions, each answered in one sentence with its numbers and CIs, whichever way
-    they go. "Yes/No/Unclear" is read off the interval named in the sentence (95%, resampling report problems)."""
+    they go. The opening word (Yes / No / No measurable effect) is read off the interval named in the sentence (95%,
+    resampling report problems)."""
     base, final = heads[0], heads[-1]
     b_acc, sh = base.get("verdict_probe_accuracy") or {}, base.get("verdict_shuffled_accuracy") or {}
     readable = "Not measured"

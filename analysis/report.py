@@ -102,7 +102,7 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
     from analysis.fixed_report import fixed_section, questions_section
 
     parts = [f"<h1>Verification direction: {html.escape(run_dir.name)}</h1>"]
-    parts += questions_section(em.get("fixed"))
+    parts += questions_section(em.get("fixed"), summary.get("fixed_text"))
     parts.append(f"<p>Checkpoints analysed: {steps}; summary.json is at the end of this page.</p>")
     dev = summary.get("deviations_from_study")
     if dev is not None:
@@ -112,7 +112,7 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
         )
     for b in em["broken"]:
         parts.append(f'<p class="broken">step {b["step"]}: NOT analysed: {html.escape(b["error"])}</p>')
-    parts += fixed_section(em.get("fixed"))
+    parts += fixed_section(em.get("fixed"), summary.get("fixed_text"))
     if ok:
         parts.append(
             "<h2>Behaviour: each checkpoint on its own rollouts</h2><p>What each checkpoint does on the texts it "
