@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks import atomic
 from tasks.config import to_dict
 
 
@@ -45,9 +45,8 @@ def stage_key(settings: Any, *upstream: str) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_plain))
-    os.replace(tmp, path)
+    """An analysis artifact as JSON (numpy scalars and arrays as plain numbers), atomically."""
+    atomic.write_json(path, data, indent=1, default=_plain)
 
 
 def _plain(x: Any) -> Any:
@@ -59,9 +58,8 @@ def _plain(x: Any) -> Any:
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic.atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:

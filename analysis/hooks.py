@@ -87,10 +87,13 @@ def record_residuals(model: Any, rows: torch.Tensor, cols: torch.Tensor) -> Iter
 
 
 class MaskHolder:
-    """A mutable (batch, seq) mask that steering hooks read at call time; ``None`` means add nothing."""
+    """A mutable (batch, seq) mask that steering hooks read at call time; ``None`` means add nothing. ``rows``,
+    when set, says which rows of per-row vectors the current batch holds (a generation loop that drops finished
+    rows)."""
 
     def __init__(self) -> None:
         self.mask: torch.Tensor | None = None
+        self.rows: torch.Tensor | None = None
 
 
 @contextmanager
@@ -110,7 +113,8 @@ def add_to_residual(model: Any, vectors: dict[int, torch.Tensor], holder: MaskHo
             if mask is None:
                 return None
             h = _hidden(output)
-            add = mask.to(h.dtype)[..., None] * per_row.to(device=h.device, dtype=h.dtype)
+            vec = per_row if holder.rows is None or per_row.ndim == 1 else per_row[holder.rows.to(per_row.device)]
+            add = mask.to(h.dtype)[..., None] * vec.to(device=h.device, dtype=h.dtype)
             return _replace(output, h + add)
 
         return hook

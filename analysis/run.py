@@ -14,6 +14,7 @@ from typing import Any
 from analysis.cache import StepCache, write_json
 from analysis.config import AnalysisConfig
 from analysis.pipeline import CheckpointError, analyse_checkpoint, check_checkpoint, checkpoint_rollouts, run_roles
+from tasks.atomic import write_text
 from tasks.config import ConfigError, dump_config, load_config
 from train.precision import resolve
 
@@ -164,9 +165,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
         f"analysis: {summary['seconds']:.0f} s this run; last computation of each stage (s, all checkpoints): "
         + ", ".join(f"{k} {v:.0f}" for k, v in summary["stage_seconds"].items())
     )
-    tmp = out / "report.html.tmp"
-    tmp.write_text(render(run, em, results, summary))
-    tmp.replace(out / "report.html")
+    write_text(out / "report.html", render(run, em, results, summary))
     return summary
 
 

@@ -88,6 +88,10 @@ class ParenCounter:
         self.line_eq &= ~(v.newline[tok] & live)
         return steer
 
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only rows ``keep`` (finished rows dropped from the batch)."""
+        self.count, self.line_eq = self.count[keep], self.line_eq[keep]
+
     def next_is_steered(self, tok: torch.Tensor, live: torch.Tensor, allowed: bool) -> torch.Tensor:
         """Rows where ``tok`` (not yet stepped) would be a "(" that ``every_kth`` steers: the ``before_paren``
         lookahead's trigger."""
@@ -136,9 +140,11 @@ def steered_generate(
     mask = attention_mask.long()
     out = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     steered = torch.zeros((b, max_new_tokens), dtype=torch.bool, device=device)
+    rows = torch.arange(b, device=device)  # the original row of each row still generating
     done = torch.zeros(b, dtype=torch.bool, device=device)
     cache = None
     feed, feed_mask, feed_pos = input_ids, pmask, position
+    used = 0
     was_training = model.training
     model.eval()
     try:
@@ -171,23 +177,31 @@ def steered_generate(
                         cache = res.past_key_values
                         nxt = torch.where(ahead, _pick(res.logits[:, -1, :], temperature, generator), nxt)
                         if i > 0:
-                            steered[:, i - 1] |= ahead
-                out[:, i] = nxt
+                            steered[rows, i - 1] |= ahead
+                out[rows, i] = nxt
                 wrote_paren = counter.is_paren(nxt)
                 step_mask = counter.step(nxt, live, rule.in_generation) & (not lookahead)
                 counter.count += (ahead & ~wrote_paren).long()  # a steered line keeps its ordinal without "("
-                steered[:, i] |= step_mask
+                steered[rows, i] |= step_mask
                 done |= nxt == eos_token_id
+                used = i + 1
                 if bool(done.all()):
-                    out, steered = out[:, : i + 1], steered[:, : i + 1]
                     break
                 feed = nxt[:, None]
                 feed_mask = step_mask[:, None]
                 feed_pos = feed_pos[:, -1:] + 1
-                mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=device)], dim=1)
+                mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=device)], dim=1)
+                if int(done.sum()) * 8 >= done.numel():  # drop finished rows once they are an eighth of the batch
+                    keep = (~done).nonzero().flatten()
+                    cache.reorder_cache(keep)
+                    rows, done, feed, feed_mask, feed_pos, mask = (
+                        t[keep] for t in (rows, done, feed, feed_mask, feed_pos, mask)
+                    )
+                    counter.select(keep)
+                    holder.rows = rows
     finally:
         model.train(was_training)
-    return out, steered
+    return out[:, :used], steered[:, :used]
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:

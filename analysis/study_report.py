@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.atomic import write_text
+
 EVAL = {
     "success": "success_rate",
     "false accepts | wrong": "false_accept_given_wrong",
@@ -152,7 +154,4 @@ def write_report(directory: Path, specs: Sequence[tuple[str, str]]) -> Path:
         n: {m: {str(k): v for k, v in s.items()} for m, s in ser.items()} for n, (_, ser) in runs.items()
     }
     write_json(directory / "summary.json", result)
-    tmp = directory / "report.html.tmp"
-    tmp.write_text(render(directory.name, runs, result))
-    tmp.replace(directory / "report.html")
-    return directory / "report.html"
+    return write_text(directory / "report.html", render(directory.name, runs, result))

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.atomic import write_text
+
 
 def cpu_model() -> str:
     """The CPU's model name as the OS reports it (benches and runs say which CPU their figures come from)."""
@@ -25,13 +27,10 @@ def cpu_model() -> str:
 
 
 def record_bench(out: str | Path, section: str, figures: dict[str, Any]) -> Path:
-    """Merge ``figures`` into ``out`` under ``section`` (temp file, then rename); returns the path written."""
+    """Merge ``figures`` into ``out`` under ``section`` (atomically); returns the path written."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     merged = json.loads(out.read_text()) if out.is_file() else {}
     stamp = {"machine": platform.platform(), "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d")}
     merged[section] = {**figures, **stamp}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    tmp.replace(out)
-    return out
+    return write_text(out, json.dumps(merged, indent=2) + "\n")

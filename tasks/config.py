@@ -171,11 +171,10 @@ def config_hash(cfg: Any) -> str:
 
 
 def dump_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML, atomically (temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    """Write the resolved config as YAML, atomically."""
+    from tasks.atomic import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def find_preset(preset: str, directory: Path, what: str = "preset") -> Path:

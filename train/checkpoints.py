@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.atomic import write_json, write_text
 from tasks.config import config_hash, dump_config, to_dict
 
 STATE_FILE = "state.json"
@@ -64,12 +65,6 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def finalize(src: Path, run_dir: Path, step: int, tokenizer: Any, state: dict[str, Any]) -> Path:
     """Turn a fully written directory ``src`` into ``<run>/step_<step>``: tokenizer, state.json last, rename."""
     dest = step_dir(run_dir, step)
@@ -77,7 +72,7 @@ def finalize(src: Path, run_dir: Path, step: int, tokenizer: Any, state: dict[st
         shutil.rmtree(src, ignore_errors=True)
         return dest
     tokenizer.save_pretrained(src)
-    write_json_atomic(src / STATE_FILE, {"step": step, "time": time.time(), **state})
+    write_json(src / STATE_FILE, {"step": step, "time": time.time(), **state})
     if dest.exists():  # a stale, incomplete directory of the same name
         shutil.rmtree(dest)
     os.replace(src, dest)
@@ -152,9 +147,7 @@ def truncate_jsonl(path: Path, max_step: int) -> None:
     keep = [
         line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= max_step
     ]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in keep))
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -176,7 +176,7 @@ def summarize(
         "success_by_ways": success_by_ways(problems, first, last, cfg) if problems and cfg else None,
         **extra,
     }
-    ck.write_json_atomic(run_dir / "summary.json", summary)
+    ck.write_json(run_dir / "summary.json", summary)
     return summary
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from tasks.atomic import atomic_path, write_json
 from tasks.config import ConfigError, config_hash, to_dict
 from tasks.countdown.generate import GenerationError, Problem, ProblemSpec, check_spec, generate_problems
 
@@ -102,7 +102,7 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
 
 
 def write_splits(splits: dict[str, Any], out_dir: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write ``datasets.Dataset`` splits as parquet (temp, then rename), then the manifest, last."""
+    """Write ``datasets.Dataset`` splits as parquet (each atomically), then the manifest, last."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stale = out / "manifest.json"
@@ -111,14 +111,11 @@ def write_splits(splits: dict[str, Any], out_dir: str | Path, manifest: dict[str
     manifest = dict(manifest, sizes={}, sha256={})
     for name, ds in splits.items():
         final = out / f"{name}.parquet"
-        tmp = out / f".{name}.parquet.tmp"
-        ds.to_parquet(str(tmp))
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            ds.to_parquet(str(tmp))
         manifest["sizes"][name] = len(ds)
         manifest["sha256"][name] = _sha256(final)
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / "manifest.json")
+    write_json(out / "manifest.json", manifest)
     return manifest
 
 

@@ -293,3 +293,30 @@ def test_one_batched_generation_with_a_vector_per_row_equals_one_per_condition(
     assert offsets == [o for _, os_ in each for o in os_]
     if rule.mode == "from_kth":  # every token steered (k = 0): the vectors act
         assert texts[:3] != texts[3:6] and all(offsets[3:])
+
+
+@pytest.mark.parametrize("rule", [SteerRule(every=0, mode="from_kth"), SteerRule(every=1, position="before_paren")])
+def test_finished_rows_leave_the_batch_without_changing_the_others(rule: SteerRule, digit_dir: Path) -> None:
+    """Rows that wrote EOS are dropped from the batch (and the KV cache) as they finish; every row's tokens, and the
+    per-row vector each keeps, are those of a run where nothing is dropped, cut after its first EOS."""
+    model, tok = load(digit_dir)
+    prompts = PROMPTS + ["- 4 + 4 = 8 (", "<think> We have 1, 2"]
+    enc = _enc(tok, prompts)
+    torch.manual_seed(3)
+    vec = {2: 20 * torch.randn(len(prompts), model.config.hidden_size)}
+    voc = _everything_triggers(trigger_vocab(tok)) if rule.position == "before_paren" else trigger_vocab(tok)
+    args = (model, enc.input_ids, enc.attention_mask, vec, voc, rule, 30)
+    full, full_steered = steered_generate(*args, -1, tok.pad_token_id)
+    # an "EOS" that the rows write at different steps (some never): rows finish one by one
+    counts = torch.bincount(full.flatten())
+    eos = int(max(range(len(counts)), key=lambda t: (0 < int((full == t).any(1).sum()) < len(prompts), counts[t])))
+    assert 0 < int((full == eos).any(1).sum()) < len(prompts)
+    out, steered = steered_generate(*args, eos, tok.pad_token_id)
+    for r in range(len(prompts)):
+        row = full[r].tolist()
+        cut = row.index(eos) + 1 if eos in row else len(row)
+        assert out[r, :cut].tolist() == row[:cut]
+        # (before_paren marks a token whose *successor* was re-run steered: an EOS has none)
+        assert steered[r, : cut - 1].tolist() == full_steered[r, : cut - 1].tolist()
+        assert set(out[r, cut:].tolist()) <= {tok.pad_token_id}
+        assert not steered[r, cut:].any()
