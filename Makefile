@@ -30,7 +30,7 @@ TRAIN_FLAGS := --preset $(PRESET) $(if $(filter 1,$(RESUME)),--resume) $(if $(fi
 TRAIN_PRECISION = $(if $(PRECISION),base.precision=$(PRECISION) grpo.precision=$(PRECISION))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint data base train analyze study bench clean-venv
+.PHONY: help setup test test-fast lint data base train analyze report-check study bench clean-venv
 
 help:  ## List every target with what it does
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ train: setup  ## GRPO on Countdown (PRESET=tiny|qwen2.5-0.5b|qwen2.5-1.5b|qwen2.
 
 analyze: setup  ## Probe, unembed and steer every checkpoint of a run; writes <run>/analysis/report.html (RUN=dir, APRESET=tiny, ARGS="k=v")
 	$(RUN_PY) -m analysis --preset $(APRESET) $(if $(RUN),run=$(RUN)) $(if $(PRECISION),precision=$(PRECISION)) $(ARGS)
+
+report-check: setup  ## Open a run's report.html in headless Chromium: every figure drawn, no section empty (RUN=dir; needs chromium)
+	$(PY) scripts/check_report.py $(RUN)
 
 study: setup  ## N seeds + control runs of a preset, each analysed, one report: checkpoints/study-<name>/report.html (SPRESET=tiny, ARGS="k=v")
 	$(RUN_PY) -m train.study --preset $(SPRESET) $(ARGS)

@@ -173,3 +173,37 @@ def test_bad_input_is_one_line_naming_the_field(micro_run: Path) -> None:
         assert proc.returncode == 2, proc.stderr[-2000:]
         lines = [x for x in proc.stderr.splitlines() if x.strip()]
         assert len(lines) == 1 and lines[0].startswith("config error: ") and field in lines[0], proc.stderr[-2000:]
+
+
+def _check_report_script():  # noqa: ANN202
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_report", ROOT / "scripts" / "check_report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_report_draws_every_figure_in_a_browser(micro_run: Path, tmp_path: Path) -> None:
+    """The report opened in headless Chromium: every figure decodes and no section is empty; a broken figure and an
+    empty section are caught (the check can fail)."""
+    if _check_report_script().chromium() is None:
+        pytest.skip("no Chromium on PATH (apt-get install chromium; .ci/run installs it where it can)")
+    report = micro_run / "analysis" / "report.html"
+    if not report.is_file():
+        assert analyze(micro_run).returncode == 0
+    shot = tmp_path / "shot.png"
+    cmd = [sys.executable, str(ROOT / "scripts" / "check_report.py")]
+    proc = subprocess.run([*cmd, str(report), "--screenshot", str(shot)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    drawn, total = map(int, re.search(r"(\d+)/(\d+) figures drawn", proc.stdout).groups())
+    assert drawn == total >= 8, proc.stdout
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        "<!doctype html><html><body><h2>Figure</h2><img src='data:image/png;base64,iVBORw0KGgoAAAA'>"
+        "<h2>Empty</h2><p> </p><h2>Text</h2><p>numbers</p></body></html>"
+    )
+    proc = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "0/1 figures drawn" in proc.stdout and "['Empty']" in proc.stdout, proc.stdout
