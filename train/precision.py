@@ -12,9 +12,10 @@ and "fp32" means float32 whatever the checkpoint stores (:func:`inference_dtype`
 tiny preset's rollouts were emulated bf16 on AVX2-only CPUs (generation ~2-3x slower) before this setting.
 
 The capability checks are PyTorch's own (``torch.backends.cpu.get_cpu_capability()``,
-``torch.ops.mkldnn._is_mkldnn_bf16_supported()``, ``torch.cuda.is_bf16_supported()``); both CPU checks follow
-``ATEN_CPU_CAPABILITY`` / ``ONEDNN_MAX_CPU_ISA``, so ``make ... CPU_ISA=avx2`` rehearses an AVX2-only machine on a
-newer CPU (see the Makefile).
+``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` together with ``torch.cpu._is_avx512_bf16_supported()`` /
+``_is_amx_tile_supported()``, ``torch.cuda.is_bf16_supported()``): oneDNN's flag alone is also true on AVX512 CPUs
+without bf16 instructions, where bf16 is converted, not computed (:func:`native_cpu_bf16`). oneDNN's check follows
+``ONEDNN_MAX_CPU_ISA``, so ``make ... CPU_ISA=avx2`` rehearses an AVX2-only machine on a newer CPU (Makefile).
 """
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ def hardware(device: str = "cpu") -> dict[str, Any]:
     """What decides the precision on ``device`` ("cpu" or "cuda"): recorded beside every run's and bench's figures."""
     import torch
 
+    onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    avx512_bf16 = bool(torch.cpu._is_avx512_bf16_supported())
+    amx = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
     info: dict[str, Any] = {
         "device": device,
         "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "cpu_onednn_bf16": onednn,
+        "cpu_native_bf16": native_cpu_bf16(onednn, avx512_bf16, amx),
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -48,6 +53,14 @@ def hardware(device: str = "cpu") -> dict[str, Any]:
     else:
         info["native_bf16"] = info["cpu_native_bf16"]
     return info
+
+
+def native_cpu_bf16(onednn_bf16: bool, avx512_bf16: bool, amx: bool) -> bool:
+    """Whether this CPU computes bf16 in hardware: oneDNN's bf16 kernels are enabled (false under an AVX2 cap) *and*
+    the CPU has the AVX512-BF16 or AMX instructions. oneDNN alone is not enough: it reports bf16 support on every
+    AVX512BW CPU (Skylake-SP to Ice Lake Xeons) and there converts to float32 around each operation, slower than
+    float32 throughout."""
+    return onednn_bf16 and (avx512_bf16 or amx)
 
 
 def follow_isa_cap() -> bool:

@@ -21,7 +21,10 @@ def _fake_cpu(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
 def test_auto_follows_this_cpu() -> None:
     import torch
 
-    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported() and (
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    )
+    assert precision.hardware()["native_bf16"] == native
     assert precision.resolve("auto") == ("bf16" if native else "fp32")
     assert precision.hardware()["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert precision.resolve("fp32") == "fp32" and precision.resolve("bf16") == "bf16"
@@ -71,3 +74,19 @@ def test_resolved_config_names_the_precision_and_its_base_dir(monkeypatch: pytes
     forced = resolve_precision(load_train_config("tiny", ["base.precision=bf16"]), "cpu")
     assert forced.base_dir == "checkpoints/tiny-base-bf16" and forced.grpo.precision == "fp32"
     assert precision.inference_dtype("fp32") == "float32" and precision.inference_dtype("bf16") == "auto"
+
+
+@pytest.mark.parametrize(
+    ("onednn", "avx512_bf16", "amx", "native"),
+    [
+        (True, True, False, True),  # Zen 4, Cooper Lake: AVX512-BF16
+        (True, True, True, True),  # Sapphire Rapids: AMX
+        (True, False, False, False),  # Skylake-SP .. Ice Lake: oneDNN says yes, but it converts, not computes
+        (False, True, True, False),  # any CPU under CPU_ISA=avx2 (ONEDNN_MAX_CPU_ISA caps oneDNN)
+        (False, False, False, False),  # AVX2 only
+    ],
+)
+def test_native_bf16_needs_the_instructions_not_only_onednn(
+    onednn: bool, avx512_bf16: bool, amx: bool, native: bool
+) -> None:
+    assert precision.native_cpu_bf16(onednn, avx512_bf16, amx) is native
