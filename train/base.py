@@ -59,7 +59,7 @@ class BaseConfig:
     # length and cut into batches, then all batches are shuffled. Same traces, same steps, less padding to compute
     # (a random batch of 8 pads to 318 tokens for a mean of 267 on the tiny corpus). 0: random batches.
     length_buckets: int = 0
-    # attention in float32 inside the bf16 autocast (train/attention.py): the same model, a faster pre-training pass
+    # attention in float32 inside the bf16 autocast (train/cpu/attention.py): the same model, a faster pre-training pass
     fp32_attention: bool = False
     seed: int = 0
 
@@ -268,7 +268,7 @@ def build_base(
     n_params = sum(p.numel() for p in model.parameters())
     print(f"tiny base: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, {len(texts)} traces")
     if cfg.fp32_attention:
-        from train.attention import use_fp32_attention
+        from train.cpu import use_fp32_attention
 
         use_fp32_attention(model)
     stats = pretrain(model, tokenizer, texts, cfg, work / "trainer")

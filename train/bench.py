@@ -6,7 +6,7 @@
 * GRPO step breakdown: a short real ``python -m train`` run (TRL GRPOTrainer, vLLM colocate) on the tiny base,
   its per-step ``metrics.jsonl`` split into generation, weight sync, reward and the rest (forward, backward,
   optimizer), as shares of the step (median over steps after the first two).
-* the lean loss pass (``grpo.lean_loss``, train/lean_loss.py): the same short run with TRL's own loss pass, and
+* the lean loss pass (``grpo.lean_loss``, train/cpu/lean_loss.py): the same short run with TRL's own loss pass, and
   the ratio of the two runs' forward/backward/optimizer time per step (no target: it depends on how many groups
   have all-equal rewards and how spread the completion lengths are).
 * precision: one training step (forward, backward, AdamW) of a random tiny-preset-sized Qwen2 (4 x 128, batch
@@ -63,9 +63,10 @@ def rollouts(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from vllm import SamplingParams
 
-    from train.rollout import apply_cpu_colocate_patch, hf_sample, offline_llm
+    from train import cpu
+    from train.rollout import hf_sample, offline_llm
 
-    apply_cpu_colocate_patch()
+    cpu.enable()  # the live-weight GEMMs of TRL's colocated engine (a no-op off vLLM's CPU platform)
     params = SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens)
     timed: dict[str, tuple[float, int]] = {}
     start_s = 0.0

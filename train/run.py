@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from tasks.config import ConfigError
@@ -180,6 +181,19 @@ def summarize(
     return summary
 
 
+def cpu_patches(cfg: TrainConfig, device: str) -> ModuleType | None:
+    """:mod:`train.cpu` (the patches of TRL / transformers internals for CPU runs) on ``device == "cpu"``, else
+    None: GPU runs use TRL's trainer as it ships, and a CPU-path option set in the config is said to be ignored."""
+    if device == "cpu":
+        from train import cpu
+
+        return cpu
+    ignored = [k for k, on in (("lean_loss", cfg.grpo.lean_loss), ("fp32_attention", cfg.grpo.fp32_attention)) if on]
+    if ignored:
+        print(f"grpo.{' and grpo.'.join(ignored)}: CPU-path options (train/cpu), ignored on device={device}")
+    return None
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) GRPO training as configured; returns the summary."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -193,8 +207,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         select_problems,
         tensorboard_callback,
     )
-    from train.lean_loss import lean_trainer_class
-    from train.rollout import choose_rollout, grpo_vllm_kwargs, without_sampler_logprobs
+    from train.rollout import choose_rollout, grpo_vllm_kwargs
 
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -215,10 +228,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_path)
-    if cfg.grpo.fp32_attention and cfg.grpo.precision == "bf16":  # a float32 pass has float32 attention already
-        from train.attention import use_fp32_attention
-
-        use_fp32_attention(model)
+    cpu = cpu_patches(cfg, device)
+    if cpu is not None and cfg.grpo.fp32_attention and cfg.grpo.precision == "bf16":  # a float32 pass has it already
+        cpu.use_fp32_attention(model)
     rollout_kwargs = (
         grpo_vllm_kwargs(
             device,
@@ -231,7 +243,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     )
     funcs, weights = reward_functions(cfg, run_dir / "samples.jsonl")
     callback = make_callback(cfg, run_dir, tokenizer, make_evaluator(cfg, test_problems, engine, tokenizer))
-    trainer_cls = lean_trainer_class(GRPOTrainer, cfg.grpo.lean_loss_rows) if cfg.grpo.lean_loss else GRPOTrainer
+    trainer_cls = GRPOTrainer
+    if cpu is not None and cfg.grpo.lean_loss:
+        trainer_cls = cpu.lean_trainer_class(GRPOTrainer, cfg.grpo.lean_loss_rows)
     trainer = trainer_cls(
         model=model,
         reward_funcs=funcs,
@@ -241,26 +255,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         callbacks=[callback, tensorboard_callback(run_dir)],
     )
     callback.trainer = trainer
-    if engine == "vllm" and not cfg.grpo.vllm_importance_sampling_correction:
-        without_sampler_logprobs(trainer.vllm_generation)
-    # TRL profiles these only for wandb; the weight sync runs inside generation, `make bench` reports its share
-    _timed(trainer, trainer, "_generate_single_turn", "time/generation_s")
-    _timed(trainer, getattr(trainer, "vllm_generation", None), "sync_weights", "time/weight_sync_s")
+    if cpu is not None:
+        if engine == "vllm" and not cfg.grpo.vllm_importance_sampling_correction:
+            cpu.without_sampler_logprobs(trainer.vllm_generation)  # grpo_vllm_kwargs asked the engine for none
+        cpu.time_generation(trainer)  # time/generation_s and time/weight_sync_s, which `make bench` splits
     resume_from = str(last[1]) if last is not None and (last[1] / "trainer_state.json").is_file() else None
     trainer.train(resume_from_checkpoint=resume_from)
     return summarize(run_dir, test_problems, cfg, wall_s=time.perf_counter() - t0)
-
-
-def _timed(trainer: Any, owner: Any, method: str, metric: str) -> None:
-    """Wrap ``owner.method`` so each call logs its wall time as ``metric`` through TRL's own metric hook."""
-    if owner is None:
-        return
-    original = getattr(owner, method)
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        t = time.perf_counter()
-        out = original(*args, **kwargs)
-        trainer._log_metric(metric, time.perf_counter() - t)
-        return out
-
-    setattr(owner, method, timed)

@@ -1,4 +1,4 @@
-"""Float32 attention inside a bf16-autocast pass (train/attention.py) on a tiny random Qwen2."""
+"""Float32 attention inside a bf16-autocast pass (train/cpu/attention.py) on a tiny random Qwen2."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tasks.config import ConfigError
-from train.attention import NAME, use_fp32_attention
 from train.base import BaseConfig, build_model, build_tokenizer
 from train.config import load_train_config
+from train.cpu.attention import NAME, use_fp32_attention
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""train.lean_loss: the lean pass has TRL's loss value and gradient, at a fraction of the rows and columns.
+"""train.cpu.lean_loss: the lean pass has TRL's loss value and gradient, at a fraction of the rows and columns.
 
 A real TRL ``GRPOTrainer`` (HF rollouts) on a tiny random Qwen2 built and saved here; the batch is built by hand
 with TRL's input layout (left-padded prompts, right-padded completions of different lengths, a third of the
@@ -16,7 +16,7 @@ import torch
 from tasks.config import ConfigError
 from train.base import BaseConfig, build_model, build_tokenizer
 from train.config import load_train_config
-from train.lean_loss import lean_blockers, lean_chunks, lean_trainer_class, shared_prompt_logps
+from train.cpu.lean_loss import lean_blockers, lean_chunks, lean_trainer_class, shared_prompt_logps
 
 PROMPTS = ["the quick brown", "count down to", "reach a target", "42 with + - * /"]
 

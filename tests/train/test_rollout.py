@@ -1,4 +1,5 @@
-"""train.rollout: engine choice, GRPOConfig kwargs, real GRPO steps with vLLM colocate (CPU) and with HF.
+"""train.rollout and the CPU colocate patch (train/cpu/vllm_colocate.py): engine choice, GRPOConfig kwargs, real
+GRPO steps with vLLM colocate (CPU) and with HF.
 
 The model is a tiny random Qwen2 with a byte-level BPE tokenizer trained here, saved with ``save_pretrained``.
 The vLLM tests start real engines (a few seconds each for this model) and are marked slow.
@@ -13,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from train import rollout
+from train import cpu, rollout
 from train.base import BaseConfig, build_model, build_tokenizer
+from train.cpu import vllm_colocate
 
 PROMPTS = ["the quick brown", "count down to", "reach a target", "42 with + - * /"]
 
@@ -86,6 +88,8 @@ def test_grpo_vllm_kwargs_per_device() -> None:
     gpu_colocate = SimpleNamespace(vllm_mode="colocate", gpu_memory_utilization=0.4, tensor_parallel_size=2)
     kw = rollout.grpo_vllm_kwargs("cuda", gpu_colocate)
     assert kw["vllm_gpu_memory_utilization"] == 0.4 and kw["vllm_tensor_parallel_size"] == 2
+    # GPUs run TRL unpatched: its vLLM log-probs stay on (train.cpu.without_sampler_logprobs is CPU-only)
+    assert "logprobs" not in rollout.grpo_vllm_kwargs("cuda", gpu_colocate, sampler_logprobs=False)["generation_kwargs"]
     with pytest.raises(ValueError, match="colocate on CPU"):
         rollout.grpo_vllm_kwargs("cpu", gpu_server)
 
@@ -93,7 +97,7 @@ def test_grpo_vllm_kwargs_per_device() -> None:
 def test_choose_rollout_auto_picks_vllm_here() -> None:
     assert rollout.vllm_available()
     assert rollout.choose_rollout("auto") == "vllm"
-    assert rollout.apply_cpu_colocate_patch()  # idempotent: a second application changes nothing
+    assert cpu.enable()  # idempotent: a second application changes nothing
     import trl.generation.vllm_generation as trl_vllm
     import vllm.model_executor.layers.utils as vllm_utils
 
@@ -114,9 +118,9 @@ def test_live_gemm_follows_load_weights(dtype_name: str) -> None:
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.randn(96, 64, dtype=dtype), requires_grad=False)
     x = torch.randn(5, 64, dtype=dtype)
-    gemm = rollout._live_gemm(weight)
-    packed = rollout.onednn_gemm_available(dtype)
-    assert packed == (getattr(ops, "_supports_onednn", False) and isinstance(gemm, rollout._LiveGemm))
+    gemm = vllm_colocate._live_gemm(weight)
+    packed = vllm_colocate.onednn_gemm_available(dtype)
+    assert packed == (getattr(ops, "_supports_onednn", False) and isinstance(gemm, vllm_colocate._LiveGemm))
     if not packed:
         assert gemm is torch.nn.functional.linear
     assert torch.allclose(gemm(x, weight, None), torch.nn.functional.linear(x, weight), rtol=1e-2, atol=1e-2)
@@ -128,8 +132,8 @@ def test_live_gemm_follows_load_weights(dtype_name: str) -> None:
             return {"w"}
 
     engine = Engine()
-    rollout.mark_repack_on_load(engine)
-    rollout.mark_repack_on_load(engine)  # idempotent
+    vllm_colocate.mark_repack_on_load(engine)
+    vllm_colocate.mark_repack_on_load(engine)  # idempotent
     new = torch.randn(96, 64, dtype=dtype)
     weight.data.copy_(new)
     if packed:  # a stale packed copy until load_weights marks it for repacking
@@ -169,13 +173,13 @@ def test_grpo_vllm_colocate_syncs_weights(model_dir: Path, tmp_path: Path) -> No
     qkv = engine_model.model.layers[0].self_attn.qkv_proj
     assert hasattr(qkv.weight, "weight_loader") and qkv.weight.numel() > 0  # live weights stay in place
     # vLLM's packed oneDNN GEMM computes with a copy where this CPU has it for the engine's dtype, else F.linear
-    if rollout.onednn_gemm_available(qkv.weight.dtype):
-        assert isinstance(qkv.cpu_linear, rollout._LiveGemm)
+    if vllm_colocate.onednn_gemm_available(qkv.weight.dtype):
+        assert isinstance(qkv.cpu_linear, vllm_colocate._LiveGemm)
     else:
         assert qkv.cpu_linear is torch.nn.functional.linear
     assert kwargs["generation_kwargs"] == rollout.COLOCATE_SAMPLING
     # TRL sized the engine to one micro-batch (4); raised so a held-out evaluation runs in one wave
-    assert llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == rollout.COLOCATE_MIN_NUM_SEQS
+    assert llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == vllm_colocate.COLOCATE_MIN_NUM_SEQS
     qkv_before = qkv.weight.detach().clone()
     ids = trainer.processing_class("the quick brown fox jumps over the lazy dog").input_ids
     before = _vllm_logprobs(llm, ids)
@@ -207,7 +211,7 @@ def test_grpo_vllm_colocate_without_sampler_logprobs(model_dir: Path, tmp_path: 
     kwargs = rollout.grpo_vllm_kwargs("cpu", max_model_length=64, sampler_logprobs=False)
     assert kwargs["generation_kwargs"] == {**rollout.COLOCATE_SAMPLING, "logprobs": None}
     trainer = grpo_trainer(model_dir, tmp_path, {**kwargs, "vllm_importance_sampling_correction": False})
-    rollout.without_sampler_logprobs(trainer.vllm_generation)
+    cpu.without_sampler_logprobs(trainer.vllm_generation)
     batches = []
     score = trainer._generate_and_score_completions
     trainer._generate_and_score_completions = lambda inputs: batches.append(score(inputs)) or batches[-1]

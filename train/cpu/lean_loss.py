@@ -14,9 +14,8 @@ and a causal model's prompt activations do not depend on what follows. :func:`sh
 distinct prompt once (all but its last token, into a KV cache), gathers the cache onto each prompt's rows and runs
 only the last prompt token plus the completions through the model and TRL's fused log-prob head. Positions and
 the attention mask are those of the full pass, and the backward pass sums the rows' gradients into the shared
-prompt, so log-probs and gradients match TRL's to float precision (a test checks both). Measured on the tiny base
-(4 x 16, one group all-equal): TRL's pass 1.6 s, zero-advantage rows skipped 1.15 s, plus the shared prompt
-0.78 s; a real 4 x 16 GRPO step 3.4 -> 2.5 s.
+prompt, so log-probs and gradients match TRL's to float precision (a test checks both). Together they make a
+tiny-preset GRPO step markedly cheaper (figures in docs/experiments.md).
 
 TRL offers neither: its ``_get_per_token_logps_and_entropies`` chunks rows only to cap memory, keeping the
 padding, the zero-advantage rows and one prompt copy per completion. What is ours is only the row selection,
@@ -25,12 +24,25 @@ the log-probs come from TRL's fused head. Where the equality would not hold (ano
 entropy mask or bonus over the whole batch, multimodal inputs), :func:`lean_blockers` names why and the trainer
 keeps TRL's own pass. Logged per-step metrics that TRL averages inside the loss (entropy, clip ratios) then
 cover the rows trained on, not the zero-advantage ones.
+
+TRL internals it relies on (TRL 1.16): ``GRPOTrainer._compute_loss`` and ``_get_per_token_logps_and_entropies``
+(overridden), the attributes read by :func:`lean_blockers`, the input keys TRL builds (``_ROW_KEYS``, kept by
+hand) and the fused log-prob head (``fused_lm_head=True``); from transformers 5.19, ``DynamicCache``'s
+``batch_select_indices``. Used on the CPU path only (``grpo.lean_loss``); GPU runs keep TRL's own pass.
+Remove when: TRL skips zero-advantage rows and shares prompt passes itself.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from train.cpu.versions import check_version
+
+WRITTEN_FOR = {"trl": "1.16", "transformers": "5.19"}
+_REMEDY = (
+    "compare GRPOTrainer._compute_loss, _get_per_token_logps_and_entropies and the inputs TRL builds with "
+    "train/cpu/lean_loss.py (_ROW_KEYS), then run tests/train/test_lean_loss.py; or set grpo.lean_loss=false"
+)
 # inputs TRL builds whose second dimension runs over completion tokens (trimmed with the completion)
 _COMPLETION_KEYS = (
     "completion_ids",
@@ -158,6 +170,8 @@ def lean_trainer_class(base: type, rows_per_chunk: int) -> type:
     """A subclass of TRL's ``GRPOTrainer`` (``base``) whose ``compute_loss`` takes the lean pass where it is exact.
 
     The reasons it cannot are printed once per run (never silently)."""
+    for dist, version in WRITTEN_FOR.items():
+        check_version(dist, version, "lean_loss", _REMEDY)
 
     class LeanGRPOTrainer(base):  # type: ignore[misc, valid-type]
         _lean_warned = False
