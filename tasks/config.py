@@ -105,11 +105,19 @@ def unknown_key_error(cls: type, key: str, prefix: str = "") -> ConfigError:
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``: unknown keys rejected, every value type-checked."""
+    """Build dataclass ``cls`` from ``data``: unknown keys rejected, every value type-checked. A dataclass with an
+    ``OPEN_FIELD`` class attribute collects the keys it does not declare into that mapping field instead (whoever
+    consumes the mapping validates them)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    extra = getattr(cls, "OPEN_FIELD", None)  # a section that passes keys it does not declare on (see GRPOSettings)
+    data = dict(data)
+    if extra is not None:
+        passed = {str(k): data.pop(k) for k in list(data) if k not in names}
+        if passed:
+            data[extra] = {**(data.get(extra) or {}), **passed}
     for key in data:
         if key not in names:
             raise unknown_key_error(cls, str(key), prefix)

@@ -66,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
+        from train.grpo import check_grpo
+
+        try:
+            check_grpo(cfg, "cpu" if cfg.device == "auto" else cfg.device)
+        except (ConfigError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(launch_plan.describe(cfg))
         print("\nconfig OK (dry run: nothing was started)")
         return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from tasks.config import ConfigError, find_preset, load_config
 from tasks.countdown.dataset import DataConfig
@@ -19,24 +19,26 @@ PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 @dataclass(frozen=True)
 class GRPOSettings:
-    """TRL GRPO hyper-parameters (names follow ``trl.GRPOConfig`` where they map one to one)."""
+    """The ``grpo:`` section: this project's own GRPO settings, and any ``trl.GRPOConfig`` option passed as is.
 
-    steps: int = 100
-    prompts_per_step: int = 8
+    A key declared here is either this project's (``steps``, ``prompts_per_step``, ``precision``, the rewards, ...)
+    or a TRL option the project itself reads (for the batch shape, the held-out evaluation, the lean loss) and
+    passes on under the same name. Every other key (``learning_rate``, ``lr_scheduler_type``, ``weight_decay``,
+    ``epsilon``, ``gradient_checkpointing``, ...) lands in ``trl`` and goes to ``trl.GRPOConfig`` unchanged, with
+    TRL's default where a preset is silent; :func:`train.grpo.grpo_args` builds the config (also under
+    ``--dry-run``), so a misspelt or invalid option fails there with the nearest valid name. One more TRL option
+    therefore needs no edit here.
+    """
+
+    OPEN_FIELD: ClassVar[str] = "trl"
+
+    steps: int = 100  # optimizer updates (TRL's max_steps)
+    prompts_per_step: int = 8  # prompts per generated batch; x num_generations completions per step
     num_generations: int = 8
-    learning_rate: float = 1e-4
-    lr_scheduler_type: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
     beta: float = 0.0  # KL coefficient (TinyZero: 0.001)
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
-    scale_rewards: Literal["group", "batch", "none"] = "group"
     max_completion_length: int = 256
     temperature: float = 1.0
-    num_iterations: int = 1
-    epsilon: float = 0.2
-    mask_truncated_completions: bool = False
     top_entropy_quantile: float = 1.0  # < 1: train only on the highest-entropy ("forking") tokens of each batch
     gradient_accumulation_steps: int = 1
     # optimizer steps per generated batch (TRL's steps_per_generation): the prompts_per_step x num_generations
@@ -44,14 +46,13 @@ class GRPOSettings:
     steps_per_generation: int = 1
     # TRL's correction for the vLLM-vs-trainer logprob mismatch; costs one extra forward pass over every batch
     vllm_importance_sampling_correction: bool = True
-    gradient_checkpointing: bool = False
     # auto: bf16 autocast where the device computes bf16 natively, float32 elsewhere (train/precision.py); also the
     # transformers generation fallback's autocast and, under fp32, the dtype vLLM runs a bf16 checkpoint in
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    # attention in float32 inside the bf16 pass (train/attention.py): on CPU twice as fast as bf16 at head size 32;
+    # attention in float32 inside the bf16 pass (train/cpu/attention.py): on CPU twice as fast as bf16 at head size 32;
     # nothing to do when the pass is float32 already
     fp32_attention: bool = False
-    # exact, cheaper loss pass (train/lean_loss.py): skip zero-advantage completions, whole prompt groups packed
+    # exact, cheaper loss pass (train/cpu/lean_loss.py): skip zero-advantage completions, whole prompt groups packed
     # into chunks of at most lean_loss_rows rows, each prompt run once; needs loss_type dapo and beta 0 (then =
     # TRL's loss). 32 rows: 8% faster than 16 on tiny-preset batches, no faster at 64 or 128 (measured)
     lean_loss: bool = False
@@ -68,6 +69,8 @@ class GRPOSettings:
     reward: Literal["countdown", "shuffled", "format"] = "countdown"
     sample_every: int = 10  # print and save sample completions every N steps
     truncation_warn: float = 0.2  # warn loudly when more completions than this hit max_completion_length
+    # every other trl.GRPOConfig option of the section, passed as is (filled from the section's undeclared keys)
+    trl: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -132,50 +132,104 @@ def prompt_dataset(problems: list[Problem], template: str) -> Any:
     )
 
 
+# trl.GRPOConfig options the grpo: section passes on under the same name (the rest of it is GRPOSettings.trl)
+PASSED_ON = (
+    "num_generations",
+    "beta",
+    "loss_type",
+    "max_completion_length",
+    "temperature",
+    "top_entropy_quantile",
+    "gradient_accumulation_steps",
+    "steps_per_generation",
+    "vllm_importance_sampling_correction",
+)
+# options this project sets itself, from the field named here: a grpo: key of the same name would be ignored
+SET_HERE = {
+    "output_dir": "output_root / run_name",
+    "max_steps": "grpo.steps",
+    "per_device_train_batch_size": "grpo.prompts_per_step x grpo.num_generations / launch.trainer_gpus",
+    "bf16": "grpo.precision",
+    "fp16": "grpo.precision",
+    "use_cpu": "device",
+    "seed": "seed",
+    "reward_weights": "grpo.reward",
+    "save_strategy": "save_every",
+    "save_steps": "save_every",
+    "report_to": "the run's own TensorBoard callback",
+    "use_vllm": "rollout.engine",
+    "vllm_mode": "rollout.vllm_mode",
+}
+
+
+def trl_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The ``trl.GRPOConfig`` options of the ``grpo:`` section: the declared ones TRL shares, then every other key
+    as written. A key this project sets itself is refused with the field that sets it."""
+    g = cfg.grpo
+    for key in g.trl:
+        if key in SET_HERE or key.startswith("vllm_server") or key == "vllm_gpu_memory_utilization":
+            where = SET_HERE.get(key, "the rollout: section")
+            raise ConfigError(f"grpo.{key}: set by this project from {where}; set that instead")
+    return {**{k: getattr(g, k) for k in PASSED_ON}, **g.trl}
+
+
 def grpo_args(
-    cfg: TrainConfig, run_dir: Path, device: str, rollout_kwargs: dict[str, Any], reward_weights: list[float]
+    cfg: TrainConfig, run_dir: Path, device: str, rollout_kwargs: dict[str, Any], reward_weights: list[float] | None
 ) -> Any:
-    """``trl.GRPOConfig`` from our config (TinyZero's settings live in the presets)."""
+    """``trl.GRPOConfig`` from the ``grpo:`` section (TinyZero's settings live in the presets) and the run.
+
+    An option ``GRPOConfig`` does not have, or a value it refuses, is a :class:`ConfigError` naming ``grpo.<key>``
+    (with the nearest valid name), not a traceback."""
+    import dataclasses
+    import difflib
+
     from trl import GRPOConfig
 
     g = cfg.grpo
-    return GRPOConfig(
-        output_dir=str(run_dir / ck.STAGING),
-        max_steps=g.steps,
-        per_device_train_batch_size=cfg.per_device_batch,
-        gradient_accumulation_steps=g.gradient_accumulation_steps,
-        steps_per_generation=g.steps_per_generation,
-        num_generations=g.num_generations,
-        learning_rate=g.learning_rate,
-        lr_scheduler_type=g.lr_scheduler_type,
-        warmup_steps=g.warmup_steps,
-        weight_decay=g.weight_decay,
-        max_grad_norm=g.max_grad_norm,
-        beta=g.beta,
-        loss_type=g.loss_type,
-        scale_rewards=g.scale_rewards,
-        max_completion_length=g.max_completion_length,
-        temperature=g.temperature,
-        top_p=1.0,
-        top_k=0,
-        num_iterations=g.num_iterations,
-        epsilon=g.epsilon,
-        mask_truncated_completions=g.mask_truncated_completions,
-        top_entropy_quantile=g.top_entropy_quantile,
-        vllm_importance_sampling_correction=g.vllm_importance_sampling_correction,
-        gradient_checkpointing=g.gradient_checkpointing,
-        bf16=resolve(g.precision, device, "grpo.precision") == "bf16",
-        use_cpu=device == "cpu",
-        seed=cfg.seed,
-        reward_weights=reward_weights,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=cfg.save_every,
-        report_to=[],  # TensorBoard is attached explicitly (see tensorboard_callback) to write into <run>/tb
-        disable_tqdm=False,
-        log_completions=False,
-        **rollout_kwargs,
-    )
+    kwargs = trl_kwargs(cfg)
+    valid = {f.name for f in dataclasses.fields(GRPOConfig)}
+    for key in kwargs:
+        if key not in valid:
+            near = difflib.get_close_matches(key, sorted(valid | set(type(g).__dataclass_fields__)), n=1)
+            hint = f" Did you mean 'grpo.{near[0]}'?" if near else ""
+            raise ConfigError(
+                f"unknown key 'grpo.{key}': neither this project's nor an option of trl.GRPOConfig.{hint}"
+            )
+    try:
+        return GRPOConfig(
+            output_dir=str(run_dir / ck.STAGING),
+            max_steps=g.steps,
+            per_device_train_batch_size=cfg.per_device_batch,
+            bf16=(g.precision if g.precision != "auto" else resolve(g.precision, device, "grpo.precision")) == "bf16",
+            use_cpu=device == "cpu",
+            seed=cfg.seed,
+            reward_weights=reward_weights,
+            logging_steps=1,
+            save_strategy="steps",
+            save_steps=cfg.save_every,
+            report_to=[],  # TensorBoard is attached explicitly (see tensorboard_callback) to write into <run>/tb
+            disable_tqdm=False,
+            log_completions=False,
+            **kwargs,
+            **rollout_kwargs,
+        )
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"grpo: trl.GRPOConfig refused the options ({type(e).__name__}: {e})") from None
+
+
+def check_grpo(cfg: TrainConfig, device: str) -> None:
+    """Build the run's ``trl.GRPOConfig`` once, rollouts aside, so a bad ``grpo:`` option fails before any model
+    or engine is loaded (and under ``--dry-run``, where a GPU preset may be checked on a host without CUDA: its
+    precision is then taken as float32, which changes no other option)."""
+    import tempfile
+    from dataclasses import replace
+
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        cfg = replace(cfg, grpo=replace(cfg.grpo, precision="fp32"))
+    with tempfile.TemporaryDirectory() as tmp:
+        grpo_args(cfg, Path(tmp), device, {"use_vllm": False}, None)
 
 
 class RunCallback:

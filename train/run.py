@@ -200,6 +200,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     from trl import GRPOTrainer
 
     from train.grpo import (
+        check_grpo,
         grpo_args,
         make_callback,
         prompt_dataset,
@@ -212,6 +213,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     cfg = resolve_precision(cfg, device)
+    check_grpo(cfg, device)  # a bad grpo: option fails here, before any model, engine or run directory
     if cfg.model != "tiny":
         check_model(cfg.model)  # before the run directory exists, so a fixed retry is not refused as a rerun
     engine = choose_rollout(cfg.rollout.engine)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import http.server
+import re
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tasks.config import ConfigError
+from tasks.config import ConfigError, dump_config, load_config
 from train.__main__ import main
-from train.config import load_train_config
+from train.config import TrainConfig, load_train_config
 from train.launch import plan, wait_for_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ def test_presets_load_and_validate(preset: str) -> None:
     assert cfg.run_name == preset
     if preset.startswith("qwen"):  # TinyZero's settings
         g = cfg.grpo
-        assert (g.learning_rate, g.beta, g.max_completion_length, cfg.save_every) == (1e-6, 0.001, 1024, 100)
+        assert (g.trl["learning_rate"], g.beta, g.max_completion_length, cfg.save_every) == (1e-6, 0.001, 1024, 100)
         assert (cfg.data.source, cfg.data.train_size, cfg.data.test_size) == ("hub", 327_680, 1_024)
 
 
@@ -57,7 +58,6 @@ def test_plan_single_process_colocate() -> None:
         (["grpo.steps_per_generation=5"], "divide evenly into .* = 5 parts"),
         (["model=/no/such/dir"], "model:"),
         (["eval.problems=5000"], "eval.problems"),
-        (["grpo.learning_rat=1"], "Did you mean 'grpo.learning_rate'"),
         (["grpo.steps=ten"], "grpo.steps: expected an integer"),
         (["run_name=a/b"], "run_name"),
         (["base.length_buckets=-1"], "base.length_buckets: expected >= 0"),
@@ -69,6 +69,36 @@ def test_bad_config_fails_before_heavy_work(overrides: list[str], message: str) 
     with pytest.raises(ConfigError, match=message):
         load_train_config("tiny", overrides)
     assert time.perf_counter() - t0 < 5
+
+
+def test_grpo_section_passes_trl_options_through(tmp_path: Path) -> None:
+    """A TRL option this project never declared reaches trl.GRPOConfig as written; the declared ones too."""
+    from train.grpo import grpo_args
+
+    cfg = load_train_config(
+        "tiny", ["grpo.epsilon_high=0.28", "grpo.num_iterations=2", "grpo.beta=0.001", "grpo.lean_loss=false"]
+    )
+    assert cfg.grpo.trl["epsilon_high"] == 0.28 and "beta" not in cfg.grpo.trl
+    args = grpo_args(cfg, tmp_path, "cpu", {"use_vllm": False}, None)
+    assert (args.epsilon_high, args.num_iterations, args.beta, args.learning_rate) == (0.28, 2, 0.001, 0.00014)
+    assert (args.max_steps, args.per_device_train_batch_size) == (cfg.grpo.steps, cfg.per_device_batch)
+    dumped = tmp_path / "config.yaml"  # the run directory's resolved config reloads to the same config
+    dump_config(cfg, dumped)
+    assert load_config(TrainConfig, dumped) == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("grpo.learning_rat=1", "unknown key 'grpo.learning_rat'.*Did you mean 'grpo.learning_rate'"),
+        ("grpo.max_steps=5", "grpo.max_steps: set by this project from grpo.steps"),
+        ("grpo.lr_scheduler_type=sometimes", "grpo: trl.GRPOConfig refused.*sometimes"),
+    ],
+)
+def test_bad_trl_option_is_one_line_under_dry_run(override: str, message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--preset", "tiny", "--dry-run", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
 
 
 def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,7 +117,11 @@ def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
 def test_gpu_preset_on_a_cpu_host_is_one_line(
     overrides: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub lookup fails at once instead of after DNS retries
+    import huggingface_hub.constants
+
+    # the hub lookup fails at once instead of after DNS retries (the constant too: an earlier test imported the hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert main(["--preset", "qwen2.5-0.5b", *overrides, f"output_root={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err[-2000:]
