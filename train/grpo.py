@@ -10,7 +10,6 @@ truncated completions score 0 and teach the policy to stop early).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -29,8 +28,30 @@ from train.evaluate import EvalMetrics
 from train.precision import resolve
 
 
-def reward_functions(cfg: TrainConfig, samples_path: Path | None = None) -> tuple[list[Callable], list[float]]:
-    """TRL reward functions and weights: the TinyZero reward (weight 1) plus logged-only components (weight 0)."""
+class SampleLog:
+    """Sample completions the reward saw, kept until :class:`RunCallback` writes them to ``samples.jsonl`` at the
+    end of the step (the reward function computes; the callback does the logging)."""
+
+    def __init__(self, every: int, keep: int = 4) -> None:
+        self.every, self.keep = every, keep
+        self.pending: list[dict[str, Any]] = []
+
+    def offer(self, step: int, completions: list[str], numbers: list, target: list, rewards: list[float]) -> None:
+        """Keep the first ``keep`` completions of every ``every``-th step."""
+        if step % self.every:
+            return
+        for c, n, t, r in list(zip(completions, numbers, target, rewards, strict=True))[: self.keep]:
+            self.pending.append({"step": step, "numbers": n, "target": t, "reward": r, "completion": c})
+
+    def flush(self, path: Path) -> None:
+        for record in self.pending:
+            ck.append_jsonl(path, record)
+        self.pending = []
+
+
+def reward_functions(cfg: TrainConfig, samples: SampleLog | None = None) -> tuple[list[Callable], list[float]]:
+    """TRL reward functions and weights: the TinyZero reward (weight 1) plus logged-only components (weight 0).
+    With ``samples``, the TinyZero reward also hands it sample completions for the run callback to write."""
     g = cfg.grpo
 
     def countdown_reward(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float]:
@@ -43,13 +64,8 @@ def reward_functions(cfg: TrainConfig, samples_path: Path | None = None) -> tupl
         out = control_rewards(out, completions, numbers, target, g, getattr(state, "global_step", 0), cfg)
         if "log_metric" in kw:
             kw["log_metric"]("time/reward_s", time.perf_counter() - t0)
-        if samples_path is not None and state is not None and state.global_step % g.sample_every == 0:
-            with open(samples_path, "a") as f:
-                for c, n, t, r in list(zip(completions, numbers, target, out, strict=True))[:4]:
-                    f.write(
-                        json.dumps({"step": state.global_step, "numbers": n, "target": t, "reward": r, "completion": c})
-                        + "\n"
-                    )
+        if samples is not None and state is not None:
+            samples.offer(state.global_step, completions, numbers, target, out)
         return out
 
     def success(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float]:
@@ -239,8 +255,16 @@ class RunCallback:
     this module does not import transformers.
     """
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, tokenizer: Any, evaluate: Callable[[Any], EvalMetrics]):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        tokenizer: Any,
+        evaluate: Callable[[Any], EvalMetrics],
+        samples: SampleLog | None = None,
+    ) -> None:
         self.cfg, self.run_dir, self.tokenizer, self.evaluate = cfg, run_dir, tokenizer, evaluate
+        self.samples = samples
         self.trainer: Any = None
         self.last_log: dict[str, Any] = {}
         self.step_t0 = time.perf_counter()
@@ -272,6 +296,8 @@ class RunCallback:
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.step_time = time.perf_counter() - self.step_t0
+        if self.samples is not None:
+            self.samples.flush(self.run_dir / "samples.jsonl")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not logs or "loss" not in logs and "reward" not in logs:
@@ -309,8 +335,10 @@ def tensorboard_callback(run_dir: Path) -> Any:
 
 
 def make_callback(*args: Any, **kwargs: Any) -> Any:
-    """A ``TrainerCallback`` instance with :class:`RunCallback`'s behaviour."""
+    """A ``TrainerCallback`` instance with :class:`RunCallback`'s behaviour (arguments as :class:`RunCallback`)."""
     from transformers import TrainerCallback
 
-    cls = type("CountdownRunCallback", (RunCallback, TrainerCallback), {})
-    return cls(*args, **kwargs)
+    class CountdownRunCallback(RunCallback, TrainerCallback):
+        """:class:`RunCallback` as a transformers callback (defined here: transformers is imported only now)."""
+
+    return CountdownRunCallback(*args, **kwargs)

@@ -200,6 +200,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     from trl import GRPOTrainer
 
     from train.grpo import (
+        SampleLog,
         check_grpo,
         grpo_args,
         make_callback,
@@ -243,8 +244,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         if engine == "vllm"
         else {"use_vllm": False}
     )
-    funcs, weights = reward_functions(cfg, run_dir / "samples.jsonl")
-    callback = make_callback(cfg, run_dir, tokenizer, make_evaluator(cfg, test_problems, engine, tokenizer))
+    samples = SampleLog(cfg.grpo.sample_every)
+    funcs, weights = reward_functions(cfg, samples)
+    callback = make_callback(cfg, run_dir, tokenizer, make_evaluator(cfg, test_problems, engine, tokenizer), samples)
     trainer_cls = GRPOTrainer
     if cpu is not None and cfg.grpo.lean_loss:
         trainer_cls = cpu.lean_trainer_class(GRPOTrainer, cfg.grpo.lean_loss_rows)
