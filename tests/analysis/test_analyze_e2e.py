@@ -14,37 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.test_e2e import ROOT, micro_overrides, run_train
-
-
-def analyze(run: Path, *extra: str, engine: str = "hf") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "analysis", *micro_analysis(run, engine), *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
-def micro_analysis(run: Path, engine: str) -> list[str]:
-    return [
-        f"run={run}",
-        f"rollout.engine={engine}",
-        "rollout.problems=8",
-        "rollout.samples=2",
-        "rollout.max_new_tokens=64",
-        "steering.layers=[1,2]",
-        "steering.direction_layer=null",
-        "steering.scales=[0.0,40.0]",
-        "steering.problems=4",
-        "steering.max_flip_cases=8",
-        "steering.flip_new_tokens=4",
-        "steering.max_new_tokens=48",
-        "probe.source=all",
-        "probe.min_per_class=2",
-        "components.enabled=true",
-    ]
+from tests.e2e import ROOT, analyze, micro_analysis, micro_overrides, run_train
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tasks.config import ConfigError
-from train.base import BaseConfig, build_model, build_tokenizer
 from train.config import load_train_config
 from train.cpu.attention import NAME, use_fp32_attention
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("attn-qwen2")
-    tok = build_tokenizer(["the quick brown fox jumps over the lazy dog", "count down 42 with + - * /"] * 4, 300)
-    torch.manual_seed(0)
-    cfg = BaseConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2)
-    build_model(cfg, tok).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def loss_and_grads(

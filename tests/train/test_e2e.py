@@ -8,69 +8,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.e2e import ROOT, assert_complete_run, micro_overrides, run_train, train_cmd
 from train.checkpoints import list_checkpoints
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def micro_overrides(tmp: Path, run: str, engine: str, steps: int = 4, save_every: int = 2) -> list[str]:
-    return [
-        f"output_root={tmp}",
-        f"run_name={run}",
-        f"base_dir={tmp}/micro-base",
-        f"data.out_dir={tmp}/data",
-        "data.train_size=200",
-        "data.test_size=8",
-        "eval.problems=8",
-        "base.vocab_size=300",
-        "base.hidden_size=64",
-        "base.num_layers=2",
-        "base.num_heads=2",
-        "base.num_kv_heads=1",
-        "base.intermediate_size=64",
-        "base.corpus_traces=300",
-        "base.steps=30",
-        "base.batch_size=8",
-        "base.warmup_steps=2",
-        "base.precision=fp32",
-        f"grpo.steps={steps}",
-        f"save_every={save_every}",
-        "grpo.prompts_per_step=2",
-        "grpo.num_generations=4",
-        "grpo.max_completion_length=64",
-        "grpo.precision=fp32",
-        f"rollout.engine={engine}",
-    ]
-
-
-def run_train(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "train", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def assert_complete_run(run: Path, steps: int, save_every: int) -> None:
-    expected = list(range(0, steps + 1, save_every))
-    assert [s for s, _ in list_checkpoints(run)] == expected
-    logged = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert logged == list(range(1, steps + 1)), logged  # every step once, none lost or repeated
-    evals = [json.loads(x)["step"] for x in (run / "eval.jsonl").read_text().splitlines()]
-    assert evals == expected
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["final_step"] == steps and summary["checkpoints"] == expected
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    last = run / f"step_{steps}"
-    assert AutoModelForCausalLM.from_pretrained(last).config.model_type == "qwen2"
-    assert AutoTokenizer.from_pretrained(last).eos_token == "<|endoftext|>"
-    assert (last / "trainer_state.json").is_file() and (last / "optimizer.pt").is_file()
-    assert not (run / ".trainer").exists() or not any((run / ".trainer").glob("checkpoint-*"))
 
 
 @pytest.mark.slow
@@ -117,7 +61,7 @@ def test_failed_base_build_stops_training_with_a_clear_error(tmp_path: Path) -> 
 def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
     args = micro_overrides(tmp_path, "killed", "hf", steps=6, save_every=2)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "train", *args],
+        train_cmd(args),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -8,19 +8,18 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.train.test_e2e import ROOT, assert_complete_run, micro_overrides, run_train
+from tests.e2e import ROOT, assert_complete_run, micro_overrides, run_train, train_cmd
 from train.checkpoints import STAGING, list_checkpoints
 
 
 def _start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "train", *args],
+        train_cmd(args),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

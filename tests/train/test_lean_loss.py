@@ -14,22 +14,10 @@ import pytest
 import torch
 
 from tasks.config import ConfigError
-from train.base import BaseConfig, build_model, build_tokenizer
 from train.config import load_train_config
 from train.cpu.lean_loss import lean_blockers, lean_chunks, lean_trainer_class, shared_prompt_logps
 
 PROMPTS = ["the quick brown", "count down to", "reach a target", "42 with + - * /"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("lean-qwen2")
-    tok = build_tokenizer(["the quick brown fox jumps over the lazy dog", "count down 42 with + - * /"] * 4, 300)
-    cfg = BaseConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2)
-    torch.manual_seed(0)
-    build_model(cfg, tok).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def make_trainer(model_dir: Path, out: Path, lean: bool, **overrides: Any) -> Any:

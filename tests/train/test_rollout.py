@@ -1,7 +1,7 @@
 """train.rollout and the CPU colocate patch (train/cpu/vllm_colocate.py): engine choice, GRPOConfig kwargs, real
 GRPO steps with vLLM colocate (CPU) and with HF.
 
-The model is a tiny random Qwen2 with a byte-level BPE tokenizer trained here, saved with ``save_pretrained``.
+The model is the shared tiny random Qwen2 (tests/conftest.py), saved with ``save_pretrained``.
 The vLLM tests start real engines (a few seconds each for this model) and are marked slow.
 """
 
@@ -15,25 +15,9 @@ from typing import Any
 import pytest
 
 from train import cpu, rollout
-from train.base import BaseConfig, build_model, build_tokenizer
 from train.cpu import vllm_colocate
 
 PROMPTS = ["the quick brown", "count down to", "reach a target", "42 with + - * /"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved tiny random Qwen2 (2 layers, hidden 128: vLLM's CPU attention needs head_dim >= 32) with a
-    byte-level BPE tokenizer, both built by the same code as the tiny base."""
-    out = tmp_path_factory.mktemp("tiny-qwen2")
-    texts = ["the quick brown fox jumps over the lazy dog", "count down to reach a target number 42 with + - * /"]
-    tok = build_tokenizer(texts * 4, 300)
-    cfg = BaseConfig(
-        hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4, num_kv_heads=2, max_position_embeddings=256
-    )
-    build_model(cfg, tok).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def length_reward(completions: list[str], **_: Any) -> list[float]:

@@ -11,8 +11,7 @@ import pytest
 
 from analysis.study_report import change, compare, rl_minus_control
 from tasks.config import ConfigError, load_config
-from tests.analysis.test_analyze_e2e import micro_analysis
-from tests.train.test_e2e import ROOT, micro_overrides
+from tests.e2e import MICRO, ROOT, micro_analysis, micro_overrides
 from train.study import StudyConfig, run_specs, run_state
 
 
@@ -79,6 +78,7 @@ def test_micro_study_end_to_end_then_resumes_without_recomputing(tmp_path: Path)
     args = [
         f"output_root={tmp_path}",
         "name=micro",
+        f"preset={MICRO}",
         "seeds=[1]",
         "controls=[shuffled]",
         f"train_args={json.dumps(train_args)}",

@@ -1,0 +1,88 @@
+"""What the end-to-end tests share: the tests' own micro preset, and running `python -m train` / `python -m analysis`
+on it as a user would (subprocesses in the repository root, real files under the test's temporary directory)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from train.checkpoints import list_checkpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ROOT / "tests" / "presets" / "micro.yaml"  # not configs/tiny.yaml: retuning that must not break tests
+
+
+def micro_overrides(tmp: Path, run: str, engine: str, steps: int = 4, save_every: int = 2) -> list[str]:
+    """Overrides that put a micro run (``steps`` GRPO steps, a checkpoint every ``save_every``) under ``tmp``."""
+    return [
+        f"output_root={tmp}",
+        f"run_name={run}",
+        f"base_dir={tmp}/micro-base",
+        f"data.out_dir={tmp}/data",
+        f"grpo.steps={steps}",
+        f"save_every={save_every}",
+        f"rollout.engine={engine}",
+    ]
+
+
+def train_cmd(args: list[str]) -> list[str]:
+    """``python -m train --preset tests/presets/micro.yaml <args>`` (another ``--preset`` in ``args`` wins)."""
+    return [sys.executable, "-m", "train", *([] if "--preset" in args else ["--preset", str(MICRO)]), *args]
+
+
+def run_train(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    """:func:`train_cmd` run to completion in the repository root, output captured."""
+    return subprocess.run(train_cmd(args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_complete_run(run: Path, steps: int, save_every: int) -> None:
+    """Every planned checkpoint loads, every step is logged once, and the Trainer's staging area is gone."""
+    expected = list(range(0, steps + 1, save_every))
+    assert [s for s, _ in list_checkpoints(run)] == expected
+    logged = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, steps + 1)), logged  # every step once, none lost or repeated
+    evals = [json.loads(x)["step"] for x in (run / "eval.jsonl").read_text().splitlines()]
+    assert evals == expected
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_step"] == steps and summary["checkpoints"] == expected
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    last = run / f"step_{steps}"
+    assert AutoModelForCausalLM.from_pretrained(last).config.model_type == "qwen2"
+    assert AutoTokenizer.from_pretrained(last).eos_token == "<|endoftext|>"
+    assert (last / "trainer_state.json").is_file() and (last / "optimizer.pt").is_file()
+    assert not (run / ".trainer").exists() or not any((run / ".trainer").glob("checkpoint-*"))
+
+
+def micro_analysis(run: Path, engine: str) -> list[str]:
+    """Analysis overrides sized for a micro run (short rollouts, two layers, a few flip cases)."""
+    return [
+        f"run={run}",
+        f"rollout.engine={engine}",
+        "rollout.problems=8",
+        "rollout.samples=2",
+        "rollout.max_new_tokens=64",
+        "steering.layers=[1,2]",
+        "steering.direction_layer=null",
+        "steering.scales=[0.0,40.0]",
+        "steering.problems=4",
+        "steering.max_flip_cases=8",
+        "steering.flip_new_tokens=4",
+        "steering.max_new_tokens=48",
+        "probe.source=all",
+        "probe.min_per_class=2",
+        "components.enabled=true",
+    ]
+
+
+def analyze(run: Path, *extra: str, engine: str = "hf") -> subprocess.CompletedProcess:
+    """``python -m analysis`` on a micro run with :func:`micro_analysis` plus ``extra`` overrides."""
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *micro_analysis(run, engine), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
