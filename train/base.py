@@ -127,9 +127,7 @@ class LengthBucketSampler:
     Why not transformers' ``group_by_length``: its ``LengthGroupedSampler`` yields each pool's batches longest
     first, so every 50 steps the model sees the longest traces, then ever shorter ones (a curriculum nobody asked
     for). Here only a batch's members are alike; the order of batches is as random as with no grouping. Seeded, so
-    a resumed build sees the same order. Measured on the tiny base (2026-12-01): both build ~15% faster than random
-    batches, and both bases came out weaker than the default's (6.0% / 7.5-7.9% success vs 11.1%), though random
-    batches with another base seed gave 5.5%, so that gap is within the spread between base seeds.
+    a resumed build sees the same order. Off in the tiny preset: the bases it built were weaker (docs/experiments.md).
     """
 
     def __init__(self, lengths: list[int], batch_size: int, pool_batches: int, seed: int) -> None:
