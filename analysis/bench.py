@@ -103,7 +103,7 @@ def _prompts(tok: Any, batch: int) -> Any:
 
 
 def steering(model: Any, tok: Any, batch: int, new_tokens: int, repeats: int) -> dict[str, float]:
-    from analysis.steering import SteerRule, naive_steered_generate, steered_generate, trigger_vocab
+    from analysis.steering.loop import SteerRule, naive_steered_generate, steered_generate, trigger_vocab
 
     enc = _prompts(tok, batch).to(model.device)
     vocab, rule = trigger_vocab(tok, model.config.vocab_size), SteerRule(every=1)

@@ -100,7 +100,7 @@ class SteeringSettings:
 
 @dataclass(frozen=True)
 class FixedTextSettings:
-    """One text set teacher-forced through every checkpoint (analysis/fixed_text.py): probes on identical inputs."""
+    """One text set teacher-forced through every checkpoint (analysis/fixed/): probes on identical inputs."""
 
     enabled: bool = True
     rollouts: int = 200  # completions with verdict sites taken from each of the first and last checkpoints

@@ -86,6 +86,24 @@ def record_residuals(model: Any, rows: torch.Tensor, cols: torch.Tensor) -> Iter
         yield out
 
 
+@contextmanager
+def record_residual_norms(model: Any, layers: Sequence[int]) -> Iterator[dict[int, list[float]]]:
+    """Record the mean L2 norm of residual layer ``layer`` (over batch and positions) for each of ``layers``.
+
+    Yields a dict ``layer -> [norm, ...]`` that gains one entry per forward pass run in the body.
+    """
+    norms: dict[int, list[float]] = {layer: [] for layer in layers}
+
+    def make(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            norms[layer].append(float(_hidden(output).float().norm(dim=-1).mean()))
+
+        return hook
+
+    with hooked([(residual_module(model, layer), make(layer)) for layer in layers]):
+        yield norms
+
+
 class MaskHolder:
     """A mutable (batch, seq) mask that steering hooks read at call time; ``None`` means add nothing. ``rows``,
     when set, says which rows of per-row vectors the current batch holds (a generation loop that drops finished

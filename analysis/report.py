@@ -99,7 +99,7 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
     """The whole report as one HTML string."""
     steps = em["steps"]
     ok = [r for r in results if "error" not in r]
-    from analysis.fixed_report import fixed_section, questions_section
+    from analysis.fixed.report import fixed_section, questions_section
 
     parts = [f"<h1>Verification direction: {html.escape(run_dir.name)}</h1>"]
     parts += questions_section(em.get("fixed"), summary.get("fixed_text"))
@@ -243,7 +243,7 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
                 ],
             )
         )
-    from analysis.components_report import component_section
+    from analysis.components.report import component_section
 
     parts += component_section(em.get("components"))
     tr = em["training"]

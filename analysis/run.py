@@ -1,4 +1,4 @@
-"""``make analyze`` end to end: pick the run, analyse every checkpoint (cached, resumable), then emergence + report.
+"""One run end to end (``make analyze``): analyse every checkpoint (cached, resumable), then emergence + report.
 
 A checkpoint that cannot be loaded is reported with the file that is wrong and skipped; the others are still
 analysed and the report marks the broken one. The resolved config is written to ``<run>/analysis/config.yaml``.
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.cache import StepCache, write_json
+from analysis.checkpoint import CheckpointError, analyse_checkpoint, check_checkpoint, checkpoint_rollouts, run_roles
 from analysis.config import AnalysisConfig
-from analysis.pipeline import CheckpointError, analyse_checkpoint, check_checkpoint, checkpoint_rollouts, run_roles
 from tasks.atomic import write_text
 from tasks.config import ConfigError, dump_config, load_config
 from train.precision import resolve
@@ -115,7 +115,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
 
     fixed, scale = None, cfg.steering.scale
     if cfg.fixed.enabled and loadable:
-        from analysis.fixed_run import run_fixed
+        from analysis.fixed.run import run_fixed
 
         fixed = run_fixed(cfg, loadable, out, problems, template, rollouts_of, roles, say, cache_of)
         scale = fixed["scale"]["scale"]
@@ -156,7 +156,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
 
     summary["deviations_from_study"] = deviations(cfg, layers)
     if fixed is not None:
-        from analysis.fixed_summary import fixed_headline
+        from analysis.fixed.summary import fixed_headline
 
         summary["fixed_text"] = fixed_headline(fixed)
     summary["stage_seconds"] = stage_seconds([cache_of(s) for s, _ in loadable] + [StepCache(out / "fixed")])

@@ -4,7 +4,7 @@ An emergence claim from one run with a chosen seed is an anecdote. A study train
 and, with the same data, steps and compute, control runs whose reward carries no correctness signal
 (``grpo.reward``: ``shuffled`` permutes the rewards within each prompt's group, ``format`` pays only for the answer
 tag). Every run shares the one cached base, is analysed by ``make analyze``'s pipeline, and
-:mod:`analysis.study_report` compares RL with the controls, metric by metric, with intervals.
+:mod:`analysis.study.report` compares RL with the controls, metric by metric, with intervals.
 
 Runs are subprocesses of ``python -m train`` / ``python -m analysis`` (exactly what ``make train`` and ``make
 analyze`` run; a vLLM engine never outlives its run). Resumable: a finished run (its ``summary.json`` at the
@@ -119,7 +119,7 @@ def _call(module: str, args: list[str]) -> None:
 
 def run_study(cfg: StudyConfig, say: object = print) -> Path:
     """Train and analyse every run (skipping what is finished), then write the combined report; returns its path."""
-    from analysis.study_report import write_report
+    from analysis.study.report import write_report
 
     specs = run_specs(cfg)
     states = {s.name: run_state(cfg, s) for s in specs}  # every directory is checked before anything starts

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import components as cm
+from analysis.components import measure as cm
 from analysis.hooks import ablate, attention_out_proj, record_components
 from tests.analysis.conftest import load
 from tests.analysis.test_hooks_capture import COMPLETION, PROMPT

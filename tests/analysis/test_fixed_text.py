@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from analysis.config import AnalysisConfig, FixedTextSettings, RolloutSettings, SteeringSettings
-from analysis.fixed_steer import POSITIONS, accepted, flip_rates, wrong_line_cases
-from analysis.fixed_text import SUBSETS, fixed_checkpoint, fixed_records
+from analysis.fixed.checkpoint import SUBSETS, fixed_checkpoint, fixed_records
+from analysis.fixed.steer import POSITIONS, accepted, flip_rates, wrong_line_cases
 from analysis.lens import lens_margin, verdict_token_ids
 from analysis.splits import problem_roles
-from analysis.steer_eval import random_units
+from analysis.steering.evaluate import random_units
 from tasks.countdown.generate import ProblemSpec, generate_problems
 from tasks.countdown.prompts import make_prompt
 from tasks.countdown.synth import TraceStyle, write_trace
@@ -110,7 +110,7 @@ def test_flip_cases_are_cut_where_configured_and_zero_scale_flips_nothing(fixed:
 
 
 def test_scale_choice_smallest_hit_else_best_else_largest() -> None:
-    from analysis.fixed_steer import choose_scale
+    from analysis.fixed.steer import choose_scale
 
     def sweep(rates: list[float]) -> list[dict]:
         return [{"scale": s, "final": {"value": r}} for s, r in zip([0.0, 2.0, 4.0, 8.0], rates, strict=True)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.fixed_summary import questions
-from analysis.fixed_text import SUBSETS, slip_p_not
+from analysis.fixed.checkpoint import SUBSETS, slip_p_not
+from analysis.fixed.summary import questions
 from tasks.countdown.counterfactual import CATEGORIES
 
 

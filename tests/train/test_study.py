@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.study_report import change, compare, rl_minus_control
+from analysis.study.report import change, compare, rl_minus_control
 from tasks.config import ConfigError, load_config
 from tests.e2e import MICRO, ROOT, micro_analysis, micro_overrides
 from train.study import StudyConfig, run_specs, run_state
@@ -62,7 +62,7 @@ def test_rl_minus_control_interval_and_answers() -> None:
 
 
 def _metrics() -> list[str]:
-    from analysis.study_report import EVAL, FIXED
+    from analysis.study.report import EVAL, FIXED
 
     return [*EVAL, *FIXED]
 

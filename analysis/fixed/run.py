@@ -19,12 +19,12 @@ import numpy as np
 from analysis import probes as pr
 from analysis import stats
 from analysis.cache import StepCache, fingerprint, stage_key
+from analysis.checkpoint import load_model
 from analysis.config import AnalysisConfig
-from analysis.fixed_steer import POSITIONS, choose_scale, flip_rates, wrong_line_cases
-from analysis.fixed_text import SUBSETS, fixed_checkpoint, fixed_records, slip_p_not
-from analysis.pipeline import load_model
+from analysis.fixed.checkpoint import SUBSETS, fixed_checkpoint, fixed_records, slip_p_not
+from analysis.fixed.steer import POSITIONS, choose_scale, flip_rates, wrong_line_cases
 from analysis.splits import role_mask
-from analysis.steer_eval import random_units
+from analysis.steering.evaluate import random_units
 from tasks.config import ConfigError
 from train.precision import inference_dtype
 

@@ -1,6 +1,6 @@
 """The fixed-text stage for one checkpoint: the same texts teacher-forced through every checkpoint of a run.
 
-Own-rollout probing (:mod:`analysis.pipeline`) mixes a change in what a checkpoint writes with a change in how it
+Own-rollout probing (:mod:`analysis.checkpoint`) mixes a change in what a checkpoint writes with a change in how it
 represents it, and finds nothing at a checkpoint that writes no "(" at all. Here every checkpoint reads one text
 set, built once per run (:func:`fixed_records`):
 

@@ -1,6 +1,6 @@
 """The steering stage for one checkpoint: the scale sweep, the chosen scale, free generation and text samples.
 
-Kept apart from :mod:`analysis.steer_eval` (the measurements) so that the choices made here (which cases, which
+Kept apart from :mod:`analysis.steering.evaluate` (the measurements) so that the choices made here (which cases, which
 scale, which samples to show) are easy to read in one place.
 """
 
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from analysis.config import AnalysisConfig
-from analysis.hooks import residual_module
-from analysis.steer_eval import (
+from analysis.hooks import record_residual_norms
+from analysis.steering.evaluate import (
     flip_cases,
     flip_sweep,
     generate_free,
@@ -24,30 +24,16 @@ from analysis.steer_eval import (
     score_free,
     summarise_free,
 )
-from analysis.steering import SteerRule, trigger_vocab
+from analysis.steering.loop import SteerRule, trigger_vocab
 from tasks.countdown.generate import Problem
 
 
 def residual_norms(model: Any, tok: Any, texts: Sequence[str], layers: Sequence[int]) -> dict[int, float]:
     """Mean L2 norm of the residual stream at each layer over ``texts`` (to put absolute scales in context)."""
-    norms: dict[int, list[float]] = {layer: [] for layer in layers}
     device = next(model.parameters()).device
-
-    def make(layer: int) -> Any:
-        def hook(module: Any, args: Any, output: Any) -> None:
-            h = output[0] if isinstance(output, tuple) else output
-            norms[layer].append(float(h.float().norm(dim=-1).mean()))
-
-        return hook
-
-    handles = [residual_module(model, layer).register_forward_hook(make(layer)) for layer in layers]
-    try:
-        with torch.no_grad():
-            for t in texts:
-                model(**tok(t, return_tensors="pt", add_special_tokens=False).to(device))
-    finally:
-        for h in handles:
-            h.remove()
+    with record_residual_norms(model, layers) as norms, torch.no_grad():
+        for t in texts:
+            model(**tok(t, return_tensors="pt", add_special_tokens=False).to(device))
     return {layer: float(np.mean(v)) if v else 0.0 for layer, v in norms.items()}
 
 

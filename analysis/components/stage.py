@@ -1,7 +1,7 @@
 """The component stage for one checkpoint: attribution ranking, ablation vs random heads, patching, and the study's
 open questions with controls (is W just the verdict tokens' unembedding? could a prompt do the same?).
 
-The measurements live in :mod:`analysis.components` and :mod:`analysis.steer_eval`; this module picks the
+The measurements live in :mod:`analysis.components.measure` and :mod:`analysis.steering.evaluate`; this module picks the
 conditions and collects the numbers.
 """
 
@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from analysis import components as cm
+from analysis.components import measure as cm
 from analysis.config import AnalysisConfig
 from analysis.hooks import ablate
-from analysis.steer_eval import continue_prefixes, flip_cases, free_generation, scaled
-from analysis.steering import SteerRule, trigger_vocab
+from analysis.steering.evaluate import continue_prefixes, flip_cases, free_generation, scaled
+from analysis.steering.loop import SteerRule, trigger_vocab
 from analysis.unembed import model_matrices, token_scores, top_k
 from tasks.countdown.generate import Problem
 from tasks.countdown.trace import parse_attempts
@@ -49,7 +49,7 @@ def span_cosine(w: np.ndarray, vectors: Sequence[np.ndarray]) -> float:
     return float(np.linalg.norm(q.T @ u))
 
 
-STEP_KS = (1, 3, 5)  # top-k ablations drawn against step in the report (components_report.py)
+STEP_KS = (1, 3, 5)  # top-k ablations drawn against step in the report (components/report.py)
 RANDOM_K = 3  # the random-heads control drawn against step, and the one the finding compares with
 
 

@@ -1,8 +1,8 @@
-"""Stages 1-5 for one checkpoint, each cached under ``<run>/analysis/step_<N>/`` and re-run only when its inputs change.
+"""One checkpoint: stages 1-5, each cached under ``<run>/analysis/step_<N>/`` and re-run only when its inputs change.
 
 The model is loaded lazily, only when a stage has to be computed, so a re-run over a fully cached run reads JSON
 and NumPy files and nothing else. Probe and steering maths live in :mod:`analysis.probes`,
-:mod:`analysis.unembed` and :mod:`analysis.steer_eval`; this module wires them to files.
+:mod:`analysis.unembed` and :mod:`analysis.steering.evaluate`; this module wires them to files.
 """
 
 from __future__ import annotations
@@ -218,12 +218,12 @@ def analyse_checkpoint(
     unembed = cache.json("unembed", k_unembed, do_unembed)
 
     def do_steer() -> dict[str, Any]:
-        from analysis.steer_run import run_steering
+        from analysis.steering.stage import run_steering
 
         say(f"step {step}: steering sweep")
         m, tok = model()
         if scale is None:
-            raise ValueError("analyse_checkpoint: the run's steering scale must be given (see analysis/fixed_run.py)")
+            raise ValueError("analyse_checkpoint: the run's steering scale must be given (see analysis/fixed/run.py)")
         report = [r for r in records if roles[r["problem"]] == "report"]
         probs = [p for i, p in enumerate(problems[: cfg.rollout.problems]) if roles[i] == "report"]
         return run_steering(m, tok, report, probs, steering_units(dirs, cfg), cfg, template, scale, full_sweep)
@@ -235,7 +235,7 @@ def analyse_checkpoint(
         k_comp = stage_key(cfg.components, k_steer, extras)
 
         def do_components() -> dict[str, Any]:
-            from analysis.components_run import run_components
+            from analysis.components.stage import run_components
 
             say(f"step {step}: components" + (" (+ free generation and controls)" if extras else ""))
             m, tok = model()

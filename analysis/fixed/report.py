@@ -1,7 +1,7 @@
 """The report's first section: the fixed-text protocol, where every checkpoint read the same texts.
 
 Plots with confidence bands (bootstrap over report problems) where a reader compares steps, heatmaps where they
-compare layers, and the one-sentence answers from :mod:`analysis.fixed_summary` on top.
+compare layers, and the one-sentence answers from :mod:`analysis.fixed.summary` on top.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from analysis.fixed_summary import fixed_headline
-from analysis.fixed_text import SUBSETS
+from analysis.fixed.checkpoint import SUBSETS
+from analysis.fixed.summary import fixed_headline
 from analysis.report import _png, _table, heatmap
 from analysis.stats import fmt_ci
 from tasks.countdown.counterfactual import CATEGORIES

@@ -23,7 +23,7 @@ import numpy as np
 
 from analysis import stats
 from analysis.splits import role_mask
-from analysis.steer_eval import continue_prefixes, scaled
+from analysis.steering.evaluate import continue_prefixes, scaled
 from tasks.countdown.trace import parse_attempts, parse_line
 
 POSITIONS = ("before_paren", "paren")

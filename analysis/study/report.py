@@ -145,7 +145,7 @@ def _verdict_change(d: dict[str, Any]) -> str:
 def write_report(directory: Path, specs: Sequence[tuple[str, str]]) -> Path:
     """Write ``report.html`` and ``summary.json`` of the study in ``directory``; returns the report's path."""
     from analysis.cache import write_json
-    from analysis.study_plots import render
+    from analysis.study.plots import render
 
     runs = {name: (kind, run_series(directory / name)) for name, kind in specs}
     result = compare(runs)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from analysis.hooks import MaskHolder, add_to_residual
-from analysis.steering import SteerRule, TriggerVocab, steered_generate
+from analysis.steering.loop import SteerRule, TriggerVocab, steered_generate
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 from tasks.countdown.reward import breakdown

@@ -49,7 +49,7 @@ def render(name: str, runs: dict[str, tuple[str, dict]], result: dict[str, Any])
     parts.append("<h2>Answers</h2><ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in result["answers"]) + "</ul>")
     parts.append(
         "<p>Change = last checkpoint minus first. RL minus control: the RL seeds' mean change minus the control's, "
-        "95% interval from the seeds' spread (the control counted as one more draw; analysis/study_report.py).</p>"
+        "95% interval from the seeds' spread (the control counted as one more draw; analysis/study/report.py).</p>"
     )
     rows = []
     for metric, row in result["metrics"].items():
