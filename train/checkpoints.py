@@ -131,7 +131,8 @@ def prepare_run_dir(cfg: Any, resume: bool) -> tuple[Path, tuple[int, Path] | No
         old.get("grpo", {}).pop("steps", None)
         new["grpo"].pop("steps", None)
         diff = config_diff(old, new, to_dict(type(cfg)()))
-        if diff:
+        if diff:  # TRL's own options are written under grpo: by the user, stored under grpo.trl
+            diff = [d.replace("grpo.trl.", "grpo.", 1) for d in diff]
             raise ValueError(f"cannot resume {run}: its config differs in {', '.join(diff)}")
         last = latest_checkpoint(run)
     run.mkdir(parents=True, exist_ok=True)
