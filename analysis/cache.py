@@ -5,14 +5,17 @@ hashes the stage's settings, the upstream stage's key and the checkpoint's finge
 ``state.json``). A stage whose file exists with a matching key is loaded instead of recomputed, so a re-run with
 nothing changed only reads files, and a run killed mid-way resumes at the first missing artifact. Files are
 written to a temporary name and renamed, and ``keys.json`` is updated only after the artifact is in place, so a
-kill never leaves a half-written artifact marked valid. ``seconds.json`` keeps how long each stage's last
+kill never leaves a half-written artifact marked valid. A directory artifact (the streamed capture) is unmarked
+before its files are rewritten, for the same reason. ``seconds.json`` keeps how long each stage's last
 computation took, so a slow analysis says where its time went (summary.json's ``stage_seconds``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,11 +40,32 @@ def fingerprint(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
+# Settings added after caches were written, with the value that reproduces the behaviour before them: at that
+# value they are left out of the key, so existing caches stay valid; any other value is part of the key.
+ADDED_AT_OLD_BEHAVIOUR = {"solver": "sklearn"}
+RESOURCE_ONLY = {"gpu_memory_share"}  # how much of a machine a stage may use, never what it computes: not in keys
+
+
 def stage_key(settings: Any, *upstream: str) -> str:
     """Hash of a stage's settings (a dataclass or plain data) and its inputs' keys."""
     data = to_dict(settings) if hasattr(settings, "__dataclass_fields__") else settings
-    blob = json.dumps([data, list(upstream)], sort_keys=True, default=str).encode()
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if not _old_behaviour(k, v)}
+    blob = json.dumps([data, [_repr(u) for u in upstream]], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _old_behaviour(name: str, value: Any) -> bool:
+    return name in RESOURCE_ONLY or (name in ADDED_AT_OLD_BEHAVIOUR and value == ADDED_AT_OLD_BEHAVIOUR[name])
+
+
+def _repr(x: Any) -> Any:
+    """A settings dataclass given as an upstream input: its repr without the fields at their old behaviour."""
+    if not dataclasses.is_dataclass(x) or isinstance(x, type):
+        return x
+    fields = (f.name for f in dataclasses.fields(x) if f.repr)
+    kept = ", ".join(f"{n}={getattr(x, n)!r}" for n in fields if not _old_behaviour(n, getattr(x, n)))
+    return f"{type(x).__qualname__}({kept})"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -119,6 +143,27 @@ class StepCache:
         self._mark(stage, key)
         self.computed.append(stage)
         return data
+
+    def directory(self, stage: str, key: str, compute: Callable[[Path], None], timed: bool = True) -> Path:
+        """``<step>/<stage>/``, filled by ``compute(path)`` unless it is already there under ``key``. The stage is
+        unmarked before the directory is emptied and marked again only after ``compute`` returns, so a kill in
+        between leaves it invalid, never half old and half new."""
+        path = self.dir / stage
+        if self.keys.get(stage) == key and path.is_dir():
+            return path
+        if stage in self.keys:
+            del self.keys[stage]
+            write_json(self._keys_path, self.keys)
+        shutil.rmtree(path, ignore_errors=True)
+        for old in (self.dir / f"{stage}.npz",):  # the single-file format this stage had before
+            old.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        compute(path)
+        if timed:
+            self.record(stage, time.perf_counter() - t0)
+        self._mark(stage, key)
+        self.computed.append(stage)
+        return path
 
     def valid(self, stage: str, key: str, suffix: str = "json") -> bool:
         return self.keys.get(stage) == key and (self.dir / f"{stage}.{suffix}").is_file()

@@ -3,13 +3,22 @@
 For every rollout, prompt + completion is tokenized with offsets, :mod:`analysis.positions` maps the parser's
 spans to the "(", "=" and stated-value tokens, and :func:`analysis.hooks.record_residuals` keeps only those
 positions from the embeddings and every decoder layer during a single forward pass (right padding; causal
-attention makes the padding invisible to earlier positions). Memory is O(sites x layers x d_model), never
-O(tokens).
+attention makes the padding invisible to earlier positions).
+
+Two sinks share that one pass: :func:`capture` fills preallocated in-memory arrays (small text sets, tests), and
+:func:`capture_to_dir` streams each batch straight to one layer-major ``.npy`` file per position kind, shape
+(layers + 1, sites, d_model), so host memory holds one batch, never the whole capture (a 3B model's capture of a
+600-rollout set is gigabytes). Every site's row offset is known before the first pass (sites come from the
+tokenizer alone), so a batch is written with ``os.pwrite`` at its final place: no memory map whose pages would
+stay resident, no concatenation. :class:`Capture` reads the files back one layer at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,33 +26,25 @@ import torch
 
 from analysis.hooks import decoder_layers, record_residuals
 from analysis.positions import KINDS, LABELS, find_sites
+from tasks import atomic
+
+META = ("record", "problem", "greedy", "line", "paren_pos", *LABELS)
 
 
-def capture(
-    model: Any,
-    tokenizer: Any,
-    records: Sequence[dict[str, Any]],
-    batch_size: int = 32,
-    dtype: str = "float16",
-    progress: Any = None,
-) -> dict[str, np.ndarray]:
-    """Activations ``act_<kind>`` of shape (sites, layers + 1, d_model) and per-site metadata arrays, sites in
-    record order.
+@dataclass
+class _Plan:
+    """Where every record's sites go: tokenization, sites, the passes' order and each record's first output row."""
 
-    Metadata: ``record`` (index into ``records``), ``problem``, ``greedy`` (1 for greedy rollouts), ``line``,
-    the labels ``verdict``/``truth``/``stated``, and ``paren_pos`` (token index of the "(").
+    enc: Any
+    sites: list
+    need: list[int]
+    rep: dict[int, int]  # record -> the record whose pass it shares (itself when it runs its own)
+    order: list[int]  # records that run a pass, shortest first
+    start: dict[int, int]  # record -> its first site row (sites in record order)
+    n_sites: int
 
-    Each text is fed only up to its last probed token (causal attention: later tokens cannot change it) and texts
-    are batched by that length, so little of a batch is padding; texts identical up to that token (the two texts
-    of a counterfactual pair) share one pass; only the last position's logits are computed (a hub model's
-    vocabulary would otherwise cost batch x length x 151,936 floats per pass).
-    """
-    device = next(model.parameters()).device
-    n_layers = len(decoder_layers(model))
-    d = model.config.hidden_size
-    acts: dict[str, list[np.ndarray]] = {k: [] for k in KINDS}
-    meta: dict[str, list[int]] = {k: [] for k in ("record", "problem", "greedy", "line", "paren_pos", *LABELS)}
-    store = np.float16 if dtype == "float16" else np.float32
+
+def _plan(tokenizer: Any, records: Sequence[dict[str, Any]]) -> _Plan:
     texts = [r["prompt"] + r["completion"] for r in records]
     enc = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False) if texts else {}
     sites = [
@@ -59,45 +60,62 @@ def capture(
         if ss
     }
     order = sorted((i for i, r in rep.items() if r == i), key=lambda i: need[i])
+    start, at = {}, 0
+    for i in sorted(rep):
+        start[i] = at
+        at += len(sites[i])
+    return _Plan(enc, sites, need, rep, order, start, at)
+
+
+def _passes(
+    model: Any, tokenizer: Any, plan: _Plan, batch_size: int, store: Any, progress: Any
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Yield (records of the batch, their activations (sites, kinds, layers + 1, d) in ``store`` dtype)."""
+    device = next(model.parameters()).device
+    n_layers = len(decoder_layers(model))
+    d = model.config.hidden_size
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    if progress is not None:
-        progress.update(len(records) - len(order))  # records without a probed site, or sharing a pass, need none
-    got: dict[int, np.ndarray] = {}  # record -> (its sites, kinds, layers + 1, d)
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            width = max(need[i] for i in batch)
+        for start in range(0, len(plan.order), batch_size):
+            batch = plan.order[start : start + batch_size]
+            width = max(plan.need[i] for i in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for b, i in enumerate(batch):
-                x = enc["input_ids"][i][: need[i]]
+                x = plan.enc["input_ids"][i][: plan.need[i]]
                 ids[b, : len(x)] = torch.tensor(x)
                 mask[b, : len(x)] = 1
-            rows = [b for b, i in enumerate(batch) for s in sites[i] for _ in KINDS]
-            cols = [getattr(s, k) for i in batch for s in sites[i] for k in KINDS]
+            rows = [b for b, i in enumerate(batch) for s in plan.sites[i] for _ in KINDS]
+            cols = [getattr(s, k) for i in batch for s in plan.sites[i] for k in KINDS]
             with (
                 torch.no_grad(),
                 record_residuals(model, torch.tensor(rows, device=device), torch.tensor(cols, device=device)) as out,
             ):
                 model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False, logits_to_keep=1)
             stacked = torch.stack([out[layer] for layer in range(n_layers + 1)], dim=1).float().cpu().numpy()
-            stacked = stacked.reshape(-1, len(KINDS), n_layers + 1, d).astype(store)
-            at = 0
-            for i in batch:
-                got[i] = stacked[at : at + len(sites[i])]
-                at += len(sites[i])
+            out.clear()
+            yield batch, stacked.reshape(-1, len(KINDS), n_layers + 1, d).astype(store)
             if progress is not None:
                 progress.update(len(batch))
     finally:
         model.train(was_training)
-    for i in sorted(rep):  # record order; a record sharing a pass takes its twin's activations, keeps its labels
-        a = got[rep[i]]
-        for ki, k in enumerate(KINDS):
-            acts[k].append(a[:, ki])
+
+
+def _twins(plan: _Plan) -> dict[int, list[int]]:
+    """Pass-running record -> every record (itself included) that takes its activations."""
+    out: dict[int, list[int]] = {}
+    for i in sorted(plan.rep):
+        out.setdefault(plan.rep[i], []).append(i)
+    return out
+
+
+def _meta(records: Sequence[dict[str, Any]], plan: _Plan) -> dict[str, np.ndarray]:
+    meta: dict[str, list[int]] = {k: [] for k in META}
+    for i in sorted(plan.rep):  # record order; a record sharing a pass keeps its own labels
         r = records[i]
-        for s in sites[i]:
+        for s in plan.sites[i]:
             meta["record"].append(i)
             meta["problem"].append(int(r["problem"]))
             meta["greedy"].append(int(r["kind"] == "greedy"))
@@ -105,8 +123,140 @@ def capture(
             meta["paren_pos"].append(s.paren)
             for lab in LABELS:
                 meta[lab].append(getattr(s, lab))
-    result = {
-        f"act_{k}": np.concatenate(v) if v else np.zeros((0, n_layers + 1, d), dtype=store) for k, v in acts.items()
-    }
-    result.update({k: np.asarray(v, dtype=np.int64) for k, v in meta.items()})
-    return result
+    return {k: np.asarray(v, dtype=np.int64) for k, v in meta.items()}
+
+
+def _store(dtype: str) -> Any:
+    return np.float16 if dtype == "float16" else np.float32
+
+
+def capture(
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[dict[str, Any]],
+    batch_size: int = 32,
+    dtype: str = "float16",
+    progress: Any = None,
+) -> dict[str, np.ndarray]:
+    """In memory: activations ``act_<kind>`` of shape (sites, layers + 1, d_model) and per-site metadata arrays,
+    sites in record order.
+
+    Metadata: ``record`` (index into ``records``), ``problem``, ``greedy`` (1 for greedy rollouts), ``line``,
+    the labels ``verdict``/``truth``/``stated``, and ``paren_pos`` (token index of the "(").
+
+    Each text is fed only up to its last probed token (causal attention: later tokens cannot change it) and texts
+    are batched by that length, so little of a batch is padding; texts identical up to that token (the two texts
+    of a counterfactual pair) share one pass; only the last position's logits are computed (a hub model's
+    vocabulary would otherwise cost batch x length x 151,936 floats per pass).
+    """
+    plan, store = _plan(tokenizer, records), _store(dtype)
+    n_layers, d = len(decoder_layers(model)), model.config.hidden_size
+    acts = {k: np.zeros((plan.n_sites, n_layers + 1, d), dtype=store) for k in KINDS}
+    if progress is not None:
+        progress.update(len(records) - len(plan.order))  # records without a probed site, or sharing a pass
+    twins = _twins(plan)
+    for batch, stacked in _passes(model, tokenizer, plan, batch_size, store, progress):
+        at = 0
+        for i in batch:
+            n = len(plan.sites[i])
+            for j in twins[i]:
+                for ki, k in enumerate(KINDS):
+                    acts[k][plan.start[j] : plan.start[j] + n] = stacked[at : at + n, ki]
+            at += n
+    return {**{f"act_{k}": v for k, v in acts.items()}, **_meta(records, plan)}
+
+
+def capture_to_dir(
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[dict[str, Any]],
+    directory: Path,
+    batch_size: int = 32,
+    dtype: str = "float16",
+    progress: Any = None,
+) -> None:
+    """Stream the capture of :func:`capture` to ``directory``: ``act_<kind>.npy`` (layers + 1, sites, d_model)
+    written batch by batch at each site's final row, and ``meta.npz``. Each file is written under a temporary name
+    and renamed when complete (:mod:`tasks.atomic`); the caller marks the directory valid only after this returns."""
+    plan, store = _plan(tokenizer, records), _store(dtype)
+    n_layers, d = len(decoder_layers(model)), model.config.hidden_size
+    directory.mkdir(parents=True, exist_ok=True)
+    shape = (n_layers + 1, plan.n_sites, d)
+    row_bytes = d * np.dtype(store).itemsize
+    if progress is not None:
+        progress.update(len(records) - len(plan.order))
+    twins = _twins(plan)
+    with (
+        atomic.atomic_path(directory / f"act_{KINDS[0]}.npy") as t0,
+        atomic.atomic_path(directory / f"act_{KINDS[1]}.npy") as t1,
+        atomic.atomic_path(directory / f"act_{KINDS[2]}.npy") as t2,
+    ):
+        tmps = dict(zip(KINDS, (t0, t1, t2), strict=True))
+        offsets = {k: _empty_npy(p, store, shape) for k, p in tmps.items()}
+        fds = {k: os.open(p, os.O_WRONLY) for k, p in tmps.items()}
+        try:
+            for batch, stacked in _passes(model, tokenizer, plan, batch_size, store, progress):
+                at = 0
+                for i in batch:
+                    n = len(plan.sites[i])
+                    for ki, k in enumerate(KINDS):
+                        for layer in range(n_layers + 1):
+                            block = np.ascontiguousarray(stacked[at : at + n, ki, layer]).tobytes()
+                            for j in twins[i]:
+                                pos = offsets[k] + (layer * plan.n_sites + plan.start[j]) * row_bytes
+                                os.pwrite(fds[k], block, pos)
+                    at += n
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+    with atomic.atomic_path(directory / "meta.npz", suffix=".npz") as tmp:
+        np.savez(tmp, **_meta(records, plan))
+
+
+def _empty_npy(path: Path, dtype: Any, shape: tuple[int, ...]) -> int:
+    """Create a (sparse) ``.npy`` file of ``shape`` at ``path``; returns the byte offset of its data."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        offset = f.tell()
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        f.truncate(offset + size)
+    return offset
+
+
+class Capture:
+    """A capture written by :func:`capture_to_dir`, read lazily: metadata arrays by name (``cap["problem"]``),
+    activations one layer of one kind at a time (:meth:`layer`), so no reader holds the whole capture."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        with np.load(self.dir / "meta.npz", allow_pickle=False) as z:
+            self.meta = {k: z[k] for k in z.files}
+        self._heads: dict[str, tuple[tuple[int, ...], Any, int]] = {}
+        for k in KINDS:
+            with open(self.dir / f"act_{k}.npy", "rb") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+                self._heads[k] = (shape, dtype, f.tell())
+        self.n_layers, self.n_sites, self.d = self._heads[KINDS[0]][0]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.meta[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.meta
+
+    def layer(self, kind: str, layer: int) -> np.ndarray:
+        """Activations (sites, d_model) of residual layer ``layer`` at position kind ``kind``, in storage dtype."""
+        shape, dtype, offset = self._heads[kind]
+        if not 0 <= layer < shape[0]:
+            raise IndexError(f"layer {layer} not in 0..{shape[0] - 1}")
+        count = shape[1] * shape[2]
+        pos = offset + layer * count * dtype.itemsize
+        return np.fromfile(self.dir / f"act_{kind}.npy", dtype=dtype, count=count, offset=pos).reshape(shape[1:])
+
+
+def read_capture(directory: Path) -> Capture:
+    """The capture stored in ``directory`` (see :func:`capture_to_dir`)."""
+    return Capture(directory)

@@ -69,9 +69,8 @@ def run_roles(cfg: AnalysisConfig) -> np.ndarray:
     return problem_roles(cfg.rollout.problems, p.calibration_fraction, p.test_fraction, p.seed)
 
 
-def _probe_all(
-    cap: dict[str, np.ndarray], cfg: AnalysisConfig, roles: np.ndarray
-) -> tuple[list[dict], dict[str, np.ndarray]]:
+def _probe_all(cap: Any, cfg: AnalysisConfig, roles: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Every kind x label x layer probe of a capture (:class:`analysis.capture.Capture`), read one layer at a time."""
     p = cfg.probe
     sel = ~role_mask(cap["problem"], roles, "calibration")
     if p.source != "all":
@@ -79,36 +78,40 @@ def _probe_all(
     test = role_mask(cap["problem"][sel], roles, "report")
     results, dirs = [], {}
     for kind in KINDS:
-        x_all = cap[f"act_{kind}"][sel]
-        n_layers = x_all.shape[1]
-        for label in LABELS:
-            y, other = cap[label][sel], cap[OTHER[label]][sel]
-            w_stack = np.zeros((n_layers, x_all.shape[2]), dtype=np.float32)
-            b_stack = np.zeros(n_layers, dtype=np.float32)
-            md_stack = np.zeros_like(w_stack)
-            for layer in range(n_layers):
-                x = x_all[:, layer]
-                res, w, b = pr.fit_probe(
-                    x,
-                    y,
-                    test,
-                    other=other,
-                    c=p.C,
-                    max_iter=p.max_iter,
-                    min_per_class=p.min_per_class,
-                    seed=p.seed,
-                    kind=kind,
-                    label=label,
-                    layer=layer,
-                )
-                results.append(res.as_dict())
-                if w is not None:
-                    w_stack[layer], b_stack[layer] = w, b
-                md_stack[layer] = pr.mean_difference(x[~test], y[~test])
+        labels = {label: (cap[label][sel], cap[OTHER[label]][sel]) for label in LABELS}
+        fitted = pr.probe_kind(
+            lambda layer, kind=kind: cap.layer(kind, layer)[sel],
+            cap.n_layers,
+            labels,
+            test,
+            c=p.C,
+            max_iter=p.max_iter,
+            min_per_class=p.min_per_class,
+            seed=p.seed,
+            kind=kind,
+            solver=p.solver,
+            device=cfg.device,
+        )
+        for label, (rows, w_stack, b_stack, md_stack) in fitted.items():
+            results += [r.as_dict() for r in rows]
             dirs[f"w_{kind}_{label}"], dirs[f"b_{kind}_{label}"] = w_stack, b_stack
             dirs[f"meandiff_{kind}_{label}"] = md_stack
     dirs["test_problems"] = np.unique(cap["problem"][sel][test])
     return results, dirs
+
+
+def release(loaded: dict[str, Any]) -> None:
+    """Drop a lazily loaded model (``loaded["m"]``) and hand its memory back before the next checkpoint's model or
+    vLLM engine starts: garbage-collect, and empty PyTorch's CUDA cache, which otherwise keeps the freed blocks
+    reserved (vLLM sizes its share of the GPU from what is free)."""
+    import gc
+
+    import torch
+
+    loaded.pop("m", None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def steering_units(dirs: dict[str, np.ndarray], cfg: AnalysisConfig) -> dict[int, np.ndarray]:
@@ -146,7 +149,17 @@ def checkpoint_rollouts(
     return records, k_roll
 
 
-def analyse_checkpoint(
+def analyse_checkpoint(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`_analyse_checkpoint`, with the checkpoint's model (when one was loaded) released afterwards, also
+    when a stage raises."""
+    loaded: dict[str, Any] = {}
+    try:
+        return _analyse_checkpoint(*args, loaded=loaded, **kwargs)
+    finally:
+        release(loaded)
+
+
+def _analyse_checkpoint(
     cfg: AnalysisConfig,
     step: int,
     path: Path,
@@ -159,6 +172,7 @@ def analyse_checkpoint(
     scale: float | None = None,
     roles: np.ndarray | None = None,
     cache: StepCache | None = None,
+    loaded: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or load) every per-checkpoint stage; returns the step's results for the emergence stage and report.
 
@@ -169,7 +183,7 @@ def analyse_checkpoint(
     ``engine()`` resolves the rollout engine; it is called only when rollouts must be generated (importing vLLM
     takes seconds, and a fully cached re-run should not pay for it). The cache key uses the *requested* engine.
     """
-    from analysis.capture import capture
+    from analysis.capture import capture_to_dir, read_capture
 
     cache = cache or StepCache(out_dir)
     records, k_roll = checkpoint_rollouts(cfg, step, path, out_dir, problems, template, engine, say, cache)
@@ -178,7 +192,7 @@ def analyse_checkpoint(
     k_unembed = stage_key([cfg.report.top_k_tokens, cfg.report.unembed_gain], k_probe)
     full_sweep = cfg.steering.sweep == "every" or last
     k_steer = stage_key(cfg.steering, k_probe, k_roll, scale, full_sweep)
-    loaded: dict[str, Any] = {}
+    loaded = {} if loaded is None else loaded  # the model, once loaded (the caller releases it)
     if roles is None:
         roles = run_roles(cfg)
 
@@ -188,12 +202,12 @@ def analyse_checkpoint(
             cfg.check_layers(loaded["m"][0].config.num_hidden_layers)
         return loaded["m"]
 
-    def do_capture() -> dict[str, np.ndarray]:
+    def do_capture(directory: Path) -> None:
         say(f"step {step}: capture ({len(records)} rollouts)")
         m, tok = model()
-        return capture(m, tok, records, cfg.capture.batch_size, cfg.capture.dtype)
+        capture_to_dir(m, tok, records, directory, cfg.capture.batch_size, cfg.capture.dtype)
 
-    cap = cache.npz("capture", k_cap, do_capture)
+    cap = read_capture(cache.directory("capture", k_cap, do_capture))
     if cache.valid("probes", k_probe) and cache.valid("directions", k_probe, "npz"):
         probe_rows = cache.json("probes", k_probe, lambda: None)
         dirs = cache.npz("directions", k_probe, lambda: {})
@@ -206,14 +220,10 @@ def analyse_checkpoint(
         probe_rows = cache.json("probes", k_probe, lambda: probe_rows, timed=False)
 
     def do_unembed() -> dict[str, Any]:
-        from analysis.unembed import describe, model_matrices
+        from analysis.unembed import describe_layers
 
         m, tok = model()
-        mats = model_matrices(m)
-        if not cfg.report.unembed_gain:
-            mats["gain"] = None
-        w = dirs["w_paren_verdict"]
-        return {str(layer): describe(w[layer], mats, tok, cfg.report.top_k_tokens) for layer in range(w.shape[0])}
+        return describe_layers(dirs["w_paren_verdict"], m, tok, cfg.report.top_k_tokens, cfg.report.unembed_gain)
 
     unembed = cache.json("unembed", k_unembed, do_unembed)
 

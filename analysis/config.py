@@ -27,6 +27,9 @@ class RolloutSettings:
     max_new_tokens: int = 256
     engine: Literal["auto", "vllm", "hf"] = "auto"
     seed: int = 0
+    # vLLM's share of the GPU's memory for rollouts on CUDA (its gpu_memory_utilization). None: vLLM's default (0.9)
+    # on GPU and train/rollout.py's CPU setting on CPU, as before. Lower it when the GPU is shared with another job.
+    gpu_memory_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,11 @@ class ProbeSettings:
     method: Literal["logistic", "softmax"] = "logistic"
     C: float = 1.0
     max_iter: int = 2000
+    # Logistic probes' solver: "sklearn" (L-BFGS, one probe at a time on the CPU; the reference, and the tiny
+    # preset's, whose results it keeps bit for bit) or "torch" (Newton's method on every layer x label x real/shuffled
+    # target of a chunk at once, float64 on `device`: analysis/probes_torch.py; same objective, agrees to the
+    # solvers' tolerance). The hub presets use torch: 333 probes x 2 fits per checkpoint at d_model 2048.
+    solver: Literal["sklearn", "torch"] = "sklearn"
     min_per_class: int = 5  # below this many examples of a class a probe is reported as not fit
     seed: int = 0
 
@@ -170,6 +178,8 @@ class AnalysisConfig:
         r, p, s = self.rollout, self.probe, self.steering
         if r.problems < 1 or r.samples < 0:
             raise ConfigError(f"rollout.problems >= 1 and rollout.samples >= 0 expected, got {r.problems}, {r.samples}")
+        if r.gpu_memory_share is not None and not 0.05 <= r.gpu_memory_share <= 0.95:
+            raise ConfigError(f"rollout.gpu_memory_share: expected a share in [0.05, 0.95], got {r.gpu_memory_share}")
         if r.max_new_tokens < 16:
             raise ConfigError(f"rollout.max_new_tokens: expected >= 16, got {r.max_new_tokens}")
         if not 0.05 <= p.test_fraction <= 0.95:

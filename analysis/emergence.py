@@ -18,6 +18,7 @@ import numpy as np
 
 from analysis import probes as pr
 from analysis.cache import read_npz
+from analysis.capture import read_capture
 from analysis.positions import KINDS, LABELS
 
 
@@ -53,18 +54,18 @@ def transfer_matrix(
     probes, tests = [], []
     for d in step_dirs:
         dirs = _load_dirs(d)
-        cap_path = d / "capture.npz"
-        if dirs is None or not cap_path.is_file():
+        cap_path = d / "capture"
+        if dirs is None or not (cap_path / "meta.npz").is_file():
             probes.append(None)
             tests.append(None)
             continue
         w, b = dirs[f"w_{kind}_{label}"][layer], float(dirs[f"b_{kind}_{label}"][layer])
         probes.append((w, b) if np.any(w) else None)
-        with np.load(cap_path) as z:
-            te = np.isin(z["problem"], dirs["test_problems"])
-            if source != "all":
-                te &= z["greedy"] == (1 if source == "greedy" else 0)
-            tests.append((z[f"act_{kind}"][te, layer].astype(np.float64), z[label][te]))
+        z = read_capture(cap_path)
+        te = np.isin(z["problem"], dirs["test_problems"])
+        if source != "all":
+            te &= z["greedy"] == (1 if source == "greedy" else 0)
+        tests.append((z.layer(kind, layer)[te].astype(np.float64), z[label][te]))
     m = []
     for p in probes:
         row = []

@@ -109,15 +109,16 @@ def _score(score: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int) ->
     return {"n": int(len(y)), "accuracy": acc, "auroc": auc}
 
 
-def _fit_layers(x: np.ndarray, y: np.ndarray, method: str, c: float, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit_layers(
+    x: np.ndarray, y: np.ndarray, method: str, c: float, max_iter: int, *how: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw-unit binary weights (layers, d) and biases (layers,) of one probe per layer of ``x`` (n, layers, d)."""
     if method == "softmax":
         from analysis.softmax_probe import fit_softmax_probes
 
         w2, b2 = fit_softmax_probes(x, y)
         return w2[:, 1] - w2[:, 0], b2[:, 1] - b2[:, 0]
-    fits = [pr.fit_logistic(x[:, layer].astype(np.float64), y, c, max_iter) for layer in range(x.shape[1])]
-    return np.stack([f[0] for f in fits]), np.array([f[1] for f in fits])
+    return pr.fit_logistic_layers(x, y, c, max_iter, *how)
 
 
 def _disagreements(pred: np.ndarray, cap: dict[str, np.ndarray], te: np.ndarray, n_boot: int) -> dict[str, Any]:
@@ -139,8 +140,9 @@ def fixed_probes(
     max_iter: int,
     n_boot: int,
     method: str = "logistic",
+    *how: str,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """Probe and lens rows for every kind x label x layer x subset, and the raw-unit directions."""
+    """Probe and lens rows for every kind x label x layer x subset, and raw-unit directions (how: solver, device)."""
     train = role_mask(cap["problem"], roles, "train")
     report = role_mask(cap["problem"], roles, "report")
     rollout = (cap["subset"] >= 0) & (cap["subset"] != SUBSETS.index("counterfactual"))
@@ -158,8 +160,9 @@ def fixed_probes(
             b_stack = np.zeros(n_layers, dtype=np.float32)
             ok = min(int((y[fit_rows] == 0).sum()), int((y[fit_rows] == 1).sum())) >= 5
             if ok:
-                w_stack, b_stack = _fit_layers(x_all[fit_rows], y[fit_rows], method, c, max_iter)
-                ws_stack, bs_stack = _fit_layers(x_all[fit_rows], rng.permutation(y[fit_rows]), method, c, max_iter)
+                xf, yf = x_all[fit_rows], y[fit_rows]
+                w_stack, b_stack = _fit_layers(xf, yf, method, c, max_iter, *how)
+                ws_stack, bs_stack = _fit_layers(xf, rng.permutation(yf), method, c, max_iter, *how)
             for layer in range(n_layers):
                 x = x_all[:, layer]
                 if ok:
@@ -263,20 +266,20 @@ def fixed_checkpoint(
     cap = annotate(capture(model, tok, records, fx.batch_size, cfg.capture.dtype), records)
     ids = verdict_token_ids(tok)
     margin = lens_margin(model, cap["act_paren"], ids)
-    p = cfg.probe
-    rows, dirs = fixed_probes(cap, roles, margin, p.C, p.max_iter, fx.bootstrap, p.method)
+    p, how = cfg.probe, (cfg.probe.solver, cfg.device)
+    rows, dirs = fixed_probes(cap, roles, margin, p.C, p.max_iter, fx.bootstrap, p.method, *how)
     summary = {
         "sites": {s: int((cap["subset"] == i).sum()) for i, s in enumerate(SUBSETS)},
         "verdict_tokens": list(ids),
         "probes": rows,
         "own_verdict": own_verdict(cap, roles, margin, fx.bootstrap),
     }
-    arrays = {**cap, "margin": margin, **dirs, **own_direction(cap, roles, margin, p.C, p.max_iter, p.method)}
+    arrays = {**cap, "margin": margin, **dirs, **own_direction(cap, roles, margin, p.C, p.max_iter, p.method, *how)}
     return arrays, summary
 
 
 def own_direction(
-    cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray, c: float, max_iter: int, method: str
+    cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray, c: float, max_iter: int, method: str, *how: str
 ) -> dict[str, np.ndarray]:
     """The checkpoint's own decision direction at "(": a probe per layer for its own verdict (output margin > 0)
     on every fixed-text site of the train problems. This is the steering direction of the fixed-text stage.
@@ -291,5 +294,5 @@ def own_direction(
     w = np.zeros((x.shape[1], x.shape[2]), dtype=np.float32)
     b = np.zeros(x.shape[1], dtype=np.float32)
     if min(int((own[fit] == 0).sum()), int((own[fit] == 1).sum())) >= 5:
-        w, b = _fit_layers(x[fit], own[fit], method, c, max_iter)
+        w, b = _fit_layers(x[fit], own[fit], method, c, max_iter, *how)  # how: probe.solver, device
     return {"own": own, "w_paren_own": w.astype(np.float32), "b_paren_own": b.astype(np.float32)}

@@ -19,7 +19,7 @@ import numpy as np
 from analysis import probes as pr
 from analysis import stats
 from analysis.cache import StepCache, fingerprint, stage_key
-from analysis.checkpoint import load_model
+from analysis.checkpoint import load_model, release
 from analysis.config import AnalysisConfig
 from analysis.fixed.checkpoint import SUBSETS, fixed_checkpoint, fixed_records, slip_p_not
 from analysis.fixed.steer import POSITIONS, choose_scale, flip_rates, wrong_line_cases
@@ -152,6 +152,7 @@ def run_fixed(
             }
 
         steering[step] = cache.json("fixed_steering", k_steer, steer)
+        release(loaded)  # before the next checkpoint's model is loaded
     steps = [s for s, _ in ckpts]
     base_p, groups = slips[steps[0]]
     for step in steps:

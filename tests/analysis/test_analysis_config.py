@@ -34,11 +34,21 @@ def test_study_preset_is_the_original_protocol() -> None:
         (["rollout.samples=two"], "rollout.samples: expected an integer"),
         (["steering.mode=sometimes"], "steering.mode"),
         (["probe.calibration_fraction=0"], "probe.calibration_fraction: 0 leaves the calibration split empty"),
+        (["rollout.gpu_memory_share=1.5"], "rollout.gpu_memory_share: expected a share"),
+        (["probe.solver=newton"], "probe.solver"),
     ],
 )
 def test_bad_fields_are_named(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_analysis_config("tiny", overrides)
+
+
+def test_hub_presets_batch_probes_and_leave_gpu_room_tiny_keeps_reference() -> None:
+    for preset in ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "study-qwen2.5-3b"):
+        cfg = load_analysis_config(preset)
+        assert cfg.probe.solver == "torch" and cfg.rollout.gpu_memory_share == 0.8
+    tiny = load_analysis_config("tiny")
+    assert tiny.probe.solver == "sklearn" and tiny.rollout.gpu_memory_share is None
 
 
 def test_layers_checked_against_the_model() -> None:
