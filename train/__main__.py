@@ -111,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    _report(summary)
-    print(f"run directory: {cfg.run_dir} (summary.json, eval.jsonl, metrics.jsonl, step_<N>/)")
+    from train.dist import is_main
+
+    if is_main():  # one report for a multi-process run
+        _report(summary)
+        print(f"run directory: {cfg.run_dir} (summary.json, eval.jsonl, metrics.jsonl, step_<N>/)")
     return 0
 
 

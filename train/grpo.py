@@ -23,6 +23,7 @@ from tasks.countdown.reward import breakdown
 from tasks.countdown.solve import count_solutions
 from tasks.countdown.trace import parse_attempts
 from train import checkpoints as ck
+from train import dist
 from train.config import TrainConfig
 from train.evaluate import EvalMetrics
 from train.precision import resolve
@@ -251,6 +252,8 @@ def check_grpo(cfg: TrainConfig, device: str) -> None:
 class RunCallback:
     """Our side of the Trainer loop: metrics.jsonl, truncation warnings, eval + atomic step checkpoints.
 
+    In a multi-process run every process evaluates its share (train/dist.py) and only the main one writes.
+
     Built as a ``transformers.TrainerCallback`` subclass lazily (see :func:`make_callback`) so that importing
     this module does not import transformers.
     """
@@ -274,6 +277,8 @@ class RunCallback:
         t0 = time.perf_counter()
         metrics = self.evaluate(self.trainer).as_dict()
         seconds = time.perf_counter() - t0
+        if not dist.is_main():
+            return metrics
         ck.append_jsonl(self.run_dir / "eval.jsonl", {"step": step, **metrics, "eval_s": seconds})
         print(
             f"[eval step {step}] success {metrics['success_rate']:.1%}  format {metrics['format_rate']:.1%}  "
@@ -285,22 +290,25 @@ class RunCallback:
         return metrics
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        dist.barrier()  # every process looks before the main one can write step_0 (after the shared evaluation)
         if state.global_step == 0 and ck.latest_checkpoint(self.run_dir) is None:
             metrics = self.eval_and_record(0)
-            ck.save_model_checkpoint(
-                self.trainer.model, self.tokenizer, self.run_dir, 0, ck.run_state(self.cfg, {"eval": metrics})
-            )
+            if dist.is_main():
+                state0 = ck.run_state(self.cfg, {"eval": metrics})
+                ck.save_model_checkpoint(self.trainer.model, self.tokenizer, self.run_dir, 0, state0)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.step_t0 = time.perf_counter()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.step_time = time.perf_counter() - self.step_t0
-        if self.samples is not None:
+        if self.samples is not None and dist.is_main():
             self.samples.flush(self.run_dir / "samples.jsonl")
+        elif self.samples is not None:
+            self.samples.pending = []  # the main process's samples are the ones kept
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-        if not logs or "loss" not in logs and "reward" not in logs:
+        if not logs or "loss" not in logs and "reward" not in logs or not dist.is_main():
             return
         record = {"step": state.global_step, "time": time.time(), "time/step_s": self.step_time, **logs}
         self.last_log = record
@@ -318,12 +326,13 @@ class RunCallback:
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         step = state.global_step
         src = Path(args.output_dir) / f"checkpoint-{step}"
+        dist.barrier()  # every process has written its part (rng_state_<rank>.pth) and sees the same directory
         if not src.is_dir():
             return
         metrics = self.eval_and_record(step)
-        ck.finalize(
-            src, self.run_dir, step, self.tokenizer, ck.run_state(self.cfg, {"train": self.last_log, "eval": metrics})
-        )
+        if dist.is_main():
+            saved = ck.run_state(self.cfg, {"train": self.last_log, "eval": metrics})
+            ck.finalize(src, self.run_dir, step, self.tokenizer, saved)
 
 
 def tensorboard_callback(run_dir: Path) -> Any:

@@ -1,10 +1,18 @@
-"""How a run is launched: the resolved plan (``DRY_RUN=1``), multi-GPU re-launch under accelerate, and the vLLM server.
+"""How a run is launched: the resolved plan (``DRY_RUN=1``), multi-process re-launch under accelerate, the vLLM server.
 
 On one device ``python -m train`` trains in-process. With ``launch.trainer_gpus > 1`` it re-executes itself under
 ``accelerate launch`` with the configured DeepSpeed/accelerate config (ZeRO-2 or ZeRO-3), pinned to the first
 N GPUs; in ``rollout.vllm_mode=server`` it first starts ``trl vllm-serve`` on the next M GPUs (or uses a given
 host:port) and waits for its health endpoint with a timeout, so a dead server is a clear error, not a hang.
 The plan printed by ``DRY_RUN=1`` is exactly what would be run, and validating it needs no GPU.
+
+On a CPU run (``device=cpu``, or ``auto`` where no CUDA device is visible) the same field counts trainer
+*processes*: DDP over gloo, one process per share of the batch, as on GPUs. accelerate starts several processes
+only through its torchrun launcher, which it names ``--multi_gpu``; its ``--cpu`` flag (and no flag, without GPUs)
+starts a single process. So the CPU plan is ``accelerate launch --multi_gpu`` with no config file (the ZeRO
+configs are DeepSpeed, GPU only), a free rendezvous port, no ``CUDA_VISIBLE_DEVICES``, and each process given
+its share of the cores (``OMP_NUM_THREADS``); the trainer's ``use_cpu`` then makes accelerate choose gloo.
+The GPU plan is as it was. Multi-node launches are in ``scripts/slurm/train.sbatch``.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -38,13 +47,15 @@ class LaunchPlan:
     health_url: str | None
     completions_per_step: int
     per_device_batch: int
+    on_cpu: bool = False  # several trainer processes on the CPU: DDP over gloo
 
     def describe(self, cfg: TrainConfig) -> str:
         lines = ["# resolved config", yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip(), "", "# launch plan"]
         g = cfg.grpo
+        where = " on CPU (DDP over gloo)" if self.on_cpu else ""
         lines.append(
             f"GRPO: {g.prompts_per_step} prompts x {g.num_generations} generations = {self.completions_per_step} "
-            f"completions/step over {cfg.launch.trainer_gpus} trainer process(es) "
+            f"completions/step over {cfg.launch.trainer_gpus} trainer process(es){where} "
             f"({self.per_device_batch} per device per micro-step, {g.gradient_accumulation_steps} accumulation, "
             f"{g.steps_per_generation} update(s) per generated batch), "
             f"{g.steps} steps, checkpoint every {cfg.save_every}"
@@ -60,16 +71,36 @@ class LaunchPlan:
         return "\n".join(lines)
 
 
+def runs_on_cpu(cfg: TrainConfig) -> bool:
+    """Whether the trainer processes of ``cfg`` run on the CPU (``device=cpu``, or ``auto`` without CUDA)."""
+    if cfg.device != "auto":
+        return cfg.device == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 def plan(cfg: TrainConfig, cli_args: list[str]) -> LaunchPlan:
     """The launch plan for ``cfg``; ``cli_args`` are re-passed to the trainer processes."""
     n, m = cfg.launch.trainer_gpus, cfg.launch.vllm_gpus
     g = cfg.grpo
+    cpu = n > 1 and runs_on_cpu(cfg)
     completions = g.prompts_per_step * g.num_generations
     if cfg.rollout.vllm_mode == "server" and cfg.rollout.engine != "hf" and cfg.rollout.start_server and m < 1:
         raise ValueError("launch.vllm_gpus: server mode with start_server needs >= 1 GPU for `trl vllm-serve`")
     module = [sys.executable, "-m", "train", *cli_args]
     trainer_env: dict[str, str] = {}
-    if n > 1:
+    if cpu:
+        if cfg.launch.accelerate_config:
+            raise ValueError(
+                f"launch.accelerate_config: {cfg.launch.accelerate_config} is for GPUs; a CPU run with "
+                "launch.trainer_gpus > 1 runs DDP over gloo without one (set launch.accelerate_config=null)"
+            )
+        cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1"]
+        trainer_cmd = [*cmd, "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+        trainer_cmd += ["-m", "train", *cli_args]
+        trainer_env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
+    elif n > 1:
         cmd = ["accelerate", "launch", "--num_processes", str(n)]
         if cfg.launch.accelerate_config:
             if not Path(cfg.launch.accelerate_config).is_file():
@@ -99,8 +130,9 @@ def plan(cfg: TrainConfig, cli_args: list[str]) -> LaunchPlan:
                 "--gpu-memory-utilization",
                 "0.9",
             ]
-            server_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(n, n + m))
-    return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, cfg.per_device_batch)
+            if not cpu:
+                server_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(n, n + m))
+    return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, cfg.per_device_batch, cpu)
 
 
 def wait_for_server(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
@@ -129,10 +161,17 @@ def under_launcher() -> bool:
     return "LOCAL_RANK" in os.environ or "ACCELERATE_PROCESS_ID" in os.environ
 
 
+def _local(cmd: list[str]) -> list[str]:
+    """``cmd`` with a console script (``accelerate``, ``trl``) not on PATH taken from this interpreter's bin/: the
+    plan names them as a user types them, and `make train` runs the virtual environment's python unactivated."""
+    beside = Path(sys.executable).parent / cmd[0]
+    return [str(beside), *cmd[1:]] if shutil.which(cmd[0]) is None and beside.is_file() else cmd
+
+
 @contextlib.contextmanager
 def serving(p: LaunchPlan, cfg: TrainConfig) -> Iterator[None]:
     """Start the planned vLLM server (if any), wait until healthy, and stop it on exit."""
-    server = subprocess.Popen(p.server_cmd, env={**os.environ, **p.server_env}) if p.server_cmd else None
+    server = subprocess.Popen(_local(p.server_cmd), env={**os.environ, **p.server_env}) if p.server_cmd else None
     try:
         if p.health_url:
             wait_for_server(p.health_url, cfg.rollout.server_timeout_s, server)
@@ -144,6 +183,6 @@ def serving(p: LaunchPlan, cfg: TrainConfig) -> Iterator[None]:
 
 
 def execute(p: LaunchPlan, cfg: TrainConfig) -> int:
-    """Multi-GPU: serve vLLM if planned, then run the trainer processes under accelerate."""
+    """Several processes: serve vLLM if planned, then run the trainer processes under accelerate."""
     with serving(p, cfg):
-        return subprocess.run(p.trainer_cmd, env={**os.environ, **p.trainer_env}).returncode
+        return subprocess.run(_local(p.trainer_cmd), env={**os.environ, **p.trainer_env}).returncode

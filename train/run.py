@@ -18,6 +18,7 @@ from tasks.countdown.dataset import load_problems, prepare
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 from train import checkpoints as ck
+from train import dist
 from train.config import TrainConfig, resolve_precision
 from train.evaluate import EvalMetrics, paired_gain_se, score_completions
 from train.grpo import solution_counts
@@ -69,7 +70,8 @@ def ensure_base(cfg: TrainConfig, problems: list[Problem], separate_process: boo
         with tempfile.TemporaryDirectory() as tmp:
             resolved = Path(tmp) / "train_config.yaml"
             dump_config(cfg, resolved)
-            subprocess.run([sys.executable, "-m", "train", "--base-only", "--preset", str(resolved)], check=True)
+            cmd = [sys.executable, "-m", "train", "--base-only", "--preset", str(resolved)]
+            subprocess.run(cmd, check=True, env=dist.single_process_env())  # not a process of this launch
     return str(build_base(cfg.base_dir, problems, cfg.data.operators, cfg.base, cfg.template))
 
 
@@ -78,7 +80,8 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
     prompts = [make_prompt(p.numbers, p.target, cfg.template) for p in problems]
     e = cfg.eval
 
-    def evaluate(trainer: Any) -> EvalMetrics:
+    def sample(trainer: Any, chosen: list[str]) -> list[tuple[list[str], list[bool]]]:
+        """(completions, truncated flags) of ``e.samples`` samples for each prompt of ``chosen``."""
         if engine == "vllm" and getattr(trainer, "vllm_generation", None) is not None:
             from vllm import SamplingParams
 
@@ -89,7 +92,7 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
             params = SamplingParams(
                 n=e.samples, temperature=e.temperature, max_tokens=cfg.eval_max_new_tokens, detokenize=False
             )
-            outs = gen.llm.generate(prompts, params, use_tqdm=False)
+            outs = gen.llm.generate(chosen, params, use_tqdm=False) if chosen else []
             flat = tokenizer.batch_decode([o.token_ids for out in outs for o in out.outputs], skip_special_tokens=True)
             texts = [flat[i * e.samples : (i + 1) * e.samples] for i in range(len(outs))]
             trunc = [[o.finish_reason == "length" for o in out.outputs] for out in outs]
@@ -99,13 +102,18 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
             texts, trunc = hf_sample(
                 trainer.model,
                 tokenizer,
-                prompts,
+                chosen,
                 e.samples,
                 e.temperature,
                 cfg.eval_max_new_tokens,
                 bf16=cfg.grpo.precision == "bf16",
             )
-        return score_completions(problems, texts, trunc)
+        return list(zip(texts, trunc, strict=True))
+
+    def evaluate(trainer: Any) -> EvalMetrics:
+        # every process of a multi-process run samples its share of the prompts (train/dist.py)
+        rows = dist.shared_map(lambda chosen: sample(trainer, chosen), prompts)
+        return score_completions(problems, [t for t, _ in rows], [c for _, c in rows])
 
     return evaluate
 
@@ -218,15 +226,20 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     if cfg.model != "tiny":
         check_model(cfg.model)  # before the run directory exists, so a fixed retry is not refused as a rerun
     engine = choose_rollout(cfg.rollout.engine)
-    run_dir, last = ck.prepare_run_dir(cfg, resume)
-    if last is not None:
-        ck.truncate_jsonl(run_dir / "metrics.jsonl", last[0])
-        ck.truncate_jsonl(run_dir / "eval.jsonl", last[0])
-        print(f"resuming {run_dir} from step {last[0]}")
-    data_dir, _ = prepare(cfg.data)
-    train_problems = load_problems(data_dir, "train")
-    test_problems = load_problems(data_dir, "test")[: cfg.eval.problems]
-    model_path = ensure_base(cfg, train_problems, separate_process=True)
+    dist.init(device, cfg.launch.trainer_gpus)
+    with dist.main_first():  # run directory, data splits and tiny base: made once, by the main process
+        if dist.is_main():
+            run_dir, last = ck.prepare_run_dir(cfg, resume)
+            if last is not None:
+                ck.truncate_jsonl(run_dir / "metrics.jsonl", last[0])
+                ck.truncate_jsonl(run_dir / "eval.jsonl", last[0])
+                print(f"resuming {run_dir} from step {last[0]}")
+        else:
+            run_dir, last = cfg.run_dir, ck.latest_checkpoint(cfg.run_dir) if resume else None
+        data_dir, _ = prepare(cfg.data)
+        train_problems = load_problems(data_dir, "train")
+        test_problems = load_problems(data_dir, "test")[: cfg.eval.problems]
+        model_path = ensure_base(cfg, train_problems, separate_process=True)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
@@ -248,7 +261,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     funcs, weights = reward_functions(cfg, samples)
     callback = make_callback(cfg, run_dir, tokenizer, make_evaluator(cfg, test_problems, engine, tokenizer), samples)
     trainer_cls = GRPOTrainer
-    if cpu is not None and cfg.grpo.lean_loss:
+    if cpu is not None and cfg.grpo.lean_loss and dist.world_size() > 1:  # DDP needs the same passes on every rank
+        print("grpo.lean_loss: single-process only (a rank may skip every row); TRL's pass is used", flush=True)
+    elif cpu is not None and cfg.grpo.lean_loss:
         trainer_cls = cpu.lean_trainer_class(GRPOTrainer, cfg.grpo.lean_loss_rows)
     trainer = trainer_cls(
         model=model,
@@ -256,7 +271,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         args=grpo_args(cfg, run_dir, device, rollout_kwargs, weights),
         train_dataset=prompt_dataset(select_problems(train_problems, cfg), cfg.template),
         processing_class=tokenizer,
-        callbacks=[callback, tensorboard_callback(run_dir)],
+        callbacks=[callback, *([tensorboard_callback(run_dir)] if dist.is_main() else [])],
     )
     callback.trainer = trainer
     if cpu is not None:
@@ -265,4 +280,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         cpu.time_generation(trainer)  # time/generation_s and time/weight_sync_s, which `make bench` splits
     resume_from = str(last[1]) if last is not None and (last[1] / "trainer_state.json").is_file() else None
     trainer.train(resume_from_checkpoint=resume_from)
-    return summarize(run_dir, test_problems, cfg, wall_s=time.perf_counter() - t0)
+    with dist.main_first():  # the main process writes summary.json, the others read it
+        if dist.is_main():
+            summary = summarize(run_dir, test_problems, cfg, wall_s=time.perf_counter() - t0)
+        else:
+            summary = json.loads((run_dir / "summary.json").read_text())
+    return summary
