@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# GPU acceptance check for one CUDA GPU (H100/H200 class), offline (no hub access): what must work before a rented
+# box spends hours on a real Qwen run. Each stage is timed; the table (stage, seconds, status) and every stage's log
+# are written to the output directory, also when a stage fails (the script then stops with that stage's exit code).
+#
+#   1. tiny preset end to end on CUDA in bf16: `make train` (short GRPO run, vLLM colocate) + `make analyze`;
+#   2. the Qwen-shaped rehearsal: a 24-layer Qwen2.5-0.5B stand-in with random weights (train/standin.py), the
+#      qwen2.5-0.5b preset on it (vLLM colocate, the preset's 1024-token completions, fewer prompts and steps,
+#      generated data instead of the hub split) + `make analyze APRESET=qwen2.5-0.5b` with shorter rollouts;
+#   3. the GPU rows of `make bench`: analysis.bench on CUDA with a random Qwen2.5-0.5B-sized model.
+#
+# Usage: scripts/gpu_check.sh [OUT_DIR]    (default: $OUT, else gpu-check/); the runs go under OUT_DIR/work.
+#        GPU_CHECK_DRY_RUN=1 scripts/gpu_check.sh [OUT_DIR]: on any host, validates every stage's command instead
+#        (train stages with DRY_RUN=1, analysis configs loaded, a 1-layer stand-in built); nothing is trained.
+# The Python environment is the repository's .venv (`make setup` on the GPU box, before it goes offline); make is
+# told not to redo setup (-o), so a copied working tree with newer file times does not try to reach PyPI.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT_DIR="$(mkdir -p "${1:-${OUT:-gpu-check}}" && cd "${1:-${OUT:-gpu-check}}" && pwd)"
+WORK="$OUT_DIR/work"
+LOGS="$OUT_DIR/logs"
+DRY="${GPU_CHECK_DRY_RUN:-0}"
+PY="${PY:-$ROOT/.venv/bin/python}"
+MAKE=(make -o .venv/.setup-stamp EXTRA=gpu)
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$WORK" "$LOGS"
+ROWS="$OUT_DIR/timings.tsv"
+printf 'stage\tseconds\tstatus\n' >"$ROWS"
+
+table() {  # timings.tsv -> timings.md, printed too
+  {
+    echo "| stage | seconds | status |"
+    echo "|---|---:|---|"
+    tail -n +2 "$ROWS" | awk -F'\t' '{printf "| %s | %s | %s |\n", $1, $2, $3}'
+  } >"$OUT_DIR/timings.md"
+  echo
+  cat "$OUT_DIR/timings.md"
+}
+trap table EXIT
+
+# stage NAME LIMIT_S CMD...: run CMD (output in logs/NAME.log) for at most LIMIT_S seconds, and never past the
+# whole check's budget (GPU_CHECK_BUDGET_S, default 480 s), and record its time and status.
+BUDGET="${GPU_CHECK_BUDGET_S:-480}"
+START=$(date +%s)
+stage() {
+  local name=$1 limit=$2
+  shift 2
+  local left=$((BUDGET - ($(date +%s) - START)))
+  if [ "$left" -lt "$limit" ]; then limit=$left; fi
+  if [ "$limit" -lt 5 ]; then
+    printf '%s\t0\tNOT RUN (budget of %ss spent)\n' "$name" "$BUDGET" >>"$ROWS"
+    echo "-- $name not run: the check's budget of ${BUDGET}s is spent (GPU_CHECK_BUDGET_S)"
+    exit 124
+  fi
+  echo "== $name (limit ${limit}s): $*"
+  local t0 rc=0
+  t0=$(date +%s.%N)
+  timeout --kill-after=20 "$limit" "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
+  local secs
+  secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+  if [ "$rc" -eq 0 ]; then
+    printf '%s\t%s\tok\n' "$name" "$secs" >>"$ROWS"
+    return 0
+  fi
+  local why="exit $rc"
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then why="timed out after ${limit}s"; fi
+  printf '%s\t%s\tFAILED (%s)\n' "$name" "$secs" "$why" >>"$ROWS"
+  echo "-- $name failed ($why); last lines of $LOGS/$name.log:"
+  tail -n 40 "$LOGS/$name.log"
+  exit "$rc"
+}
+
+# The runs (their overrides are shared by the real check and its dry run). The Qwen run keeps the preset's
+# 1024-token completions and its per-device micro-batch (64 x 8 / 4 accumulation = 128 completions; here 16 x 8 / 1),
+# so its memory peak is the real run's; only the number of prompts, steps and evaluated problems shrinks.
+TINY_TRAIN="output_root=$WORK run_name=tiny-cuda data.out_dir=$WORK/data-tiny base_dir=$WORK/tiny-base-{precision} \
+device=cuda grpo.precision=bf16 base.steps=400 grpo.steps=4 save_every=2 eval.problems=100"
+TINY_ANALYZE="device=cuda rollout.problems=100 steering.problems=50 fixed.rollouts=100"
+QWEN_TRAIN="model=$WORK/qwen-standin output_root=$WORK run_name=qwen-standin data.source=generate \
+data.train_size=4000 data.test_size=64 data.out_dir=$WORK/data-qwen grpo.steps=2 save_every=2 \
+grpo.prompts_per_step=16 grpo.num_generations=8 grpo.gradient_accumulation_steps=1 eval.problems=64"
+QWEN_ANALYZE="rollout.problems=40 rollout.max_new_tokens=256 steering.problems=16 steering.max_new_tokens=256 \
+steering.max_flip_cases=64 fixed.rollouts=40 components.free_problems=8 components.free_max_new_tokens=128"
+BENCH=(-m analysis.bench --device cuda --arch qwen2.5-0.5b --precision bf16 --section analysis-cuda --skip-memory
+  --repeats 3 --new-tokens 128 --out "$OUT_DIR/bench.json")
+
+# the dry run of `make analyze`: the analysis preset plus the overrides load and validate
+LOAD_ANALYSIS=("$PY" -c 'import sys; from analysis.config import load_analysis_config as load
+load(sys.argv[1], sys.argv[2:]); print("analysis config OK:", sys.argv[1], *sys.argv[2:])')
+
+if [ "$DRY" = 1 ]; then
+  stage tiny-train-dry 120 "${MAKE[@]}" train PRESET=tiny DRY_RUN=1 ARGS="$TINY_TRAIN"
+  # shellcheck disable=SC2086  # the override strings split into key=value words on purpose
+  stage tiny-analyze-dry 60 "${LOAD_ANALYSIS[@]}" tiny $TINY_ANALYZE
+  stage standin-build-dry 300 "$PY" -m train.standin --out "$WORK/qwen-standin" --layers 1
+  stage qwen-train-dry 120 "${MAKE[@]}" train PRESET=qwen2.5-0.5b DRY_RUN=1 ARGS="$QWEN_TRAIN"
+  # shellcheck disable=SC2086
+  stage qwen-analyze-dry 60 "${LOAD_ANALYSIS[@]}" qwen2.5-0.5b $QWEN_ANALYZE
+  stage bench-args-dry 60 "$PY" "${BENCH[@]}" --help
+  exit 0
+fi
+
+stage preflight 60 "$PY" -c 'import torch, vllm; assert torch.cuda.is_available(), "no CUDA device visible"
+print(torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported(), "vllm", vllm.__version__)'
+stage tiny-train 120 "${MAKE[@]}" train PRESET=tiny ARGS="$TINY_TRAIN"
+stage tiny-analyze 90 "${MAKE[@]}" analyze APRESET=tiny RUN="$WORK/tiny-cuda" ARGS="$TINY_ANALYZE"
+stage standin-build 60 "$PY" -m train.standin --out "$WORK/qwen-standin"
+stage qwen-train 200 "${MAKE[@]}" train PRESET=qwen2.5-0.5b ARGS="$QWEN_TRAIN"
+stage qwen-analyze 150 "${MAKE[@]}" analyze APRESET=qwen2.5-0.5b RUN="$WORK/qwen-standin" ARGS="$QWEN_ANALYZE"
+stage bench-cuda 60 "$PY" "${BENCH[@]}"
