@@ -243,7 +243,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_path)
+    # float32 master weights whatever the checkpoint stores (hub Qwen2.5 is bf16; transformers 5 would keep that):
+    # bf16 is grpo.precision's autocast, and AdamW on bf16 weights drops most lr-1e-6 updates below bf16's
+    # resolution. TRL loads a model id in float32 too; the reference model follows this dtype.
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
     cpu = cpu_patches(cfg, device)
     if cpu is not None and cfg.grpo.fp32_attention and cfg.grpo.precision == "bf16":  # a float32 pass has it already
         cpu.use_fp32_attention(model)
