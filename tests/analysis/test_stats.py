@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from analysis import stats as st
 
@@ -120,3 +121,20 @@ def test_rank_auroc_equals_scikit_learn_with_ties() -> None:
     scores = np.round(rng.normal(size=300) + y, 1)  # rounded: many ties
     assert abs(st.rank_auroc(scores, y) - roc_auc_score(y, scores)) < 1e-12
     assert st.rank_auroc(scores, np.zeros(300, dtype=bool)) is None
+
+
+@pytest.mark.parametrize(("n", "n_groups", "decimals"), [(900, 60, 1), (50, 7, 0), (300, 300, 2), (12, 3, 0)])
+def test_all_replicates_at_once_equal_one_at_a_time(n: int, n_groups: int, decimals: int) -> None:
+    """mean_ci and auroc_ci compute every replicate in one array pass; they must give exactly the replicates of
+    the generic one-replicate-at-a-time bootstrap (same random stream, ties and single-class replicates)."""
+    rng = np.random.default_rng(n)
+    g = rng.integers(0, n_groups, n)
+    y = rng.random(n) < 0.3
+    s = np.round(rng.normal(size=n) + y, decimals)  # coarse rounding: many ties
+    for fast, stat in (
+        (st.auroc_ci(s, y, g, n_boot=300, seed=4), lambda i: st.rank_auroc(s[i], y[i])),
+        (st.mean_ci(s > 0, g, n_boot=300, seed=4), lambda i: float((s > 0)[i].mean())),
+    ):
+        slow = st.bootstrap(stat, g, n_boot=300, seed=4)
+        for k in ("value", "lo", "hi", "n", "groups"):
+            assert fast[k] == pytest.approx(slow[k], rel=1e-12, abs=1e-12), k
