@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e import ROOT
 from train.checkpoints import list_checkpoints
-from train.standin import NOTE, QWEN25_05B, SPECIAL_TOKENS, build_standin, build_tokenizer, corpus, main, standin_config
+from train.standin import NOTE, SPECIAL_TOKENS, build_standin, build_tokenizer, corpus, main, standin_config
 
 QWEN_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|file_sep|>": 151664}
 
@@ -36,7 +36,7 @@ def test_config_has_qwen25_05b_shapes() -> None:
 
     cfg = standin_config()
     assert (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers) == (896, 4864, 24)
-    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim) == (14, 2, 64)
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads) == (14, 2)
     assert (cfg.vocab_size, cfg.max_position_embeddings, cfg.rms_norm_eps) == (151936, 32768, 1e-6)
     assert cfg.rope_parameters["rope_theta"] == 1e6 and cfg.tie_word_embeddings
     assert (cfg.bos_token_id, cfg.eos_token_id) == (151643, 151643) and cfg.standin == NOTE
@@ -45,11 +45,12 @@ def test_config_has_qwen25_05b_shapes() -> None:
     assert sum(p.numel() for p in model.parameters()) == 494_032_768  # Qwen2.5-0.5B's count (tied embeddings)
     assert model.lm_head.weight is model.model.embed_tokens.weight
     attn = model.model.layers[0].self_attn
-    assert (attn.q_proj.weight.shape, attn.k_proj.weight.shape) == ((896, 896), (128, 896))
-    short = standin_config(2)
-    assert short.num_hidden_layers == 2 and {k: getattr(short, k) for k in QWEN25_05B if k != "num_hidden_layers"} == {
-        k: getattr(cfg, k) for k in QWEN25_05B if k != "num_hidden_layers"
-    }
+    assert (attn.q_proj.weight.shape, attn.k_proj.weight.shape) == ((896, 896), (128, 896))  # head size 64
+    short = standin_config(2).to_dict()
+    full = cfg.to_dict()
+    assert short["num_hidden_layers"] == 2
+    same = set(full) - {"num_hidden_layers", "max_window_layers", "layer_types"}
+    assert {k: short[k] for k in same} == {k: full[k] for k in same}  # the same width, heads, vocab and rope
 
 
 def test_tokenizer_has_qwen_layout_special_tokens_and_chat_template(saved_tokenizer: Any) -> None:
@@ -71,7 +72,7 @@ def test_tokenizer_has_qwen_layout_special_tokens_and_chat_template(saved_tokeni
     )
     ids = tok("<|im_start|>user\n 89 (not 89)<|im_end|>").input_ids
     assert ids[0] == 151644 and ids[-1] == 151645
-    assert tok.convert_ids_to_tokens(ids[2:5]) == ["Ġ", "8", "9"]  # Qwen's split: one token per digit
+    assert tok.convert_ids_to_tokens(ids[3:6]) == ["Ġ", "8", "9"]  # Qwen's split: one token per digit
     text = corpus(problems=2)[0]
     assert tok.decode(tok(text).input_ids) == text
     assert tok.decode([151700, 151935]) == ""  # embedding rows past the tokenizer, as in Qwen
