@@ -105,11 +105,18 @@ def test_two_cpu_processes_write_once_resume_and_match_one_process(tmp_path: Pat
     assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
     single = json.loads((tmp_path / "single" / "step_4" / "trainer_state.json").read_text())
     assert single["global_step"] == state["global_step"] and single["train_batch_size"] == 8
+    states = {"ddp": state, "single": single}
     rows = {
         name: [json.loads(x) for x in (tmp_path / name / "eval.jsonl").read_text().splitlines()]
         for name in ("ddp", "single")
     }
     assert [r["completions"] for r in rows["ddp"]] == [r["completions"] for r in rows["single"]] == [32, 32, 32]
+    # each step took the whole 2 x 4 batch over both processes: TRL's token count (gathered) grows as in one process
+    tokens = {name: [r["num_tokens"] for r in s["log_history"] if "num_tokens" in r] for name, s in states.items()}
+    assert len(tokens["ddp"]) == len(tokens["single"]) == 4
+    assert all(0.9 < a / b < 1.1 for a, b in zip(tokens["ddp"], tokens["single"], strict=True)), tokens
+    lines = {name: (tmp_path / name / "samples.jsonl").read_text().count("\n") for name in states}
+    assert lines["ddp"] == lines["single"] > 0  # sample completions written once, by the main process
     summary = json.loads((run / "summary.json").read_text())
     assert summary["checkpoints"] == json.loads((tmp_path / "single" / "summary.json").read_text())["checkpoints"]
 
