@@ -100,3 +100,14 @@ def shared_map(func: Callable[[list[Any]], list[T]], items: list[Any]) -> list[T
         for i, v in zip(idx, values, strict=True):
             out[i] = v
     return out
+
+
+def from_main(func: Callable[[], T]) -> T:
+    """``func()`` computed by the main process only and handed to every process (for what only the main process
+    can do, e.g. ask the vLLM server, whose client TRL builds on the main process alone)."""
+    out = [func() if is_main() else None]
+    if world_size() > 1:
+        import torch.distributed
+
+        torch.distributed.broadcast_object_list(out, src=0)
+    return out[0]

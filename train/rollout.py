@@ -225,3 +225,30 @@ def generate_hf(
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     return hf_sample(model, tok, prompts, n, temperature, max_tokens)[0]
+
+
+def server_sample(
+    gen: Any, tokenizer: Any, prompts: list[str], n: int, temperature: float, max_tokens: int
+) -> list[tuple[list[str], list[bool]]]:
+    """(completions, truncated flags) of ``n`` samples per prompt from TRL's vLLM *server* (``trl vllm-serve``)
+    with the current weights: the evaluation's path in ``rollout.vllm_mode=server``, where TRL keeps no local
+    engine (``gen.llm`` exists only in colocate mode) and its client lives on the main process. Weights are synced
+    by every process (under ZeRO-3 the sync gathers parameters collectively); the main process asks the server and
+    every process gets the result. The server reports no finish reason: a completion of ``max_tokens`` tokens
+    counts as truncated."""
+    from train import dist
+
+    gen.sync_weights()
+
+    def ask() -> list[tuple[list[str], list[bool]]]:
+        if not prompts:
+            return []
+        out = gen.vllm_client.generate(prompts=prompts, n=n, temperature=temperature, max_tokens=max_tokens)
+        ids = out["completion_ids"]
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [
+            (texts[i * n : (i + 1) * n], [len(c) >= max_tokens for c in ids[i * n : (i + 1) * n]])
+            for i in range(len(prompts))
+        ]
+
+    return dist.from_main(ask)

@@ -111,8 +111,13 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
         return list(zip(texts, trunc, strict=True))
 
     def evaluate(trainer: Any) -> EvalMetrics:
-        # every process of a multi-process run samples its share of the prompts (train/dist.py)
-        rows = dist.shared_map(lambda chosen: sample(trainer, chosen), prompts)
+        gen = getattr(trainer, "vllm_generation", None)
+        if engine == "vllm" and getattr(gen, "mode", None) == "server":  # no local engine: ask the server
+            from train.rollout import server_sample
+
+            rows = server_sample(gen, tokenizer, prompts, e.samples, e.temperature, cfg.eval_max_new_tokens)
+        else:  # every process of a multi-process run samples its share of the prompts (train/dist.py)
+            rows = dist.shared_map(lambda chosen: sample(trainer, chosen), prompts)
         return score_completions(problems, [t for t, _ in rows], [c for _, c in rows])
 
     return evaluate
