@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -104,14 +103,12 @@ def run_state(cfg: StudyConfig, spec: RunSpec) -> str:
     return "resume"
 
 
-# Set in-process by torch.distributed users such as TRL's vLLM colocate mode; inherited by a child they would make it
-# believe it runs under a launcher (DDP wrapping, rank logic). Each study run is its own single-process launch
-# (a multi-GPU preset launches its own processes from there).
-DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
-
-
 def _call(module: str, args: list[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    # without the launcher variables torch.distributed users (TRL's vLLM colocate mode) set in-process: each study
+    # run is its own single-process launch (a multi-GPU preset launches its own processes from there)
+    from train.dist import single_process_env
+
+    env = single_process_env()
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"python -m {module} {' '.join(args)} failed with exit status {proc.returncode}")
