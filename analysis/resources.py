@@ -77,11 +77,16 @@ def shape_from_config(cfg: dict[str, Any], name: str) -> Shape:
     )
 
 
+def _name(preset: str) -> str:
+    name = Path(preset).name
+    return name[: -len(".yaml")] if name.endswith(".yaml") else name
+
+
 def preset_shape(preset: str) -> Shape | None:
     """The model of training preset ``configs/<preset>.yaml`` (a Qwen2.5 hub model or the tiny base), if known."""
     import yaml
 
-    path = Path(__file__).resolve().parents[1] / "configs" / f"{Path(preset).stem}.yaml"
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{_name(preset)}.yaml"
     if not path.is_file():
         return None
     data = yaml.safe_load(path.read_text()) or {}
@@ -109,7 +114,7 @@ def run_shape(cfg: AnalysisConfig, preset: str) -> tuple[Shape | None, str]:
         return shape_from_config(json.loads((last / "config.json").read_text()), str(last)), f"{last}/config.json"
     except (ConfigError, OSError, KeyError, ValueError, IndexError):
         shape = preset_shape(preset)
-        return shape, f"training preset configs/{Path(preset).stem}.yaml" if shape else "none found"
+        return shape, f"training preset configs/{_name(preset)}.yaml" if shape else "none found"
 
 
 def measure(widths: tuple[int, ...] = (128, 256)) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def fixed_probes(
     dirs: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(0)
     for kind in KINDS:
-        x_all = cap[f"act_{kind}"].astype(np.float32)
+        x_all = cap[f"act_{kind}"]  # storage dtype: every consumer casts one layer at a time
         n_layers = x_all.shape[1]
         for label in LABELS:
             y = cap[label]
@@ -290,7 +290,7 @@ def own_direction(
     about a fifth at scale 32 (docs/experiments.md). ``own`` (labels) and ``w_paren_own`` / ``b_paren_own``."""
     own = (margin[:, -1] > 0).astype(np.int64)
     fit = role_mask(cap["problem"], roles, "train") & (cap["subset"] >= 0)
-    x = cap["act_paren"].astype(np.float32)
+    x = cap["act_paren"]
     w = np.zeros((x.shape[1], x.shape[2]), dtype=np.float32)
     b = np.zeros(x.shape[1], dtype=np.float32)
     if min(int((own[fit] == 0).sum()), int((own[fit] == 1).sum())) >= 5:

@@ -116,7 +116,7 @@ def run_fixed(
         summaries[step] = summary
         slips[step] = slip_p_not(arrays, roles)
         if step == last_step:
-            final = arrays
+            final = {k: v for k, v in arrays.items() if k.startswith(("w_", "b_"))}  # its probes, not its activations
             scale_info = _calibrate(cfg, run_cache, keys[step], texts, roles, final, model, say)
         summaries[step]["versus_final"] = cache.json(  # bootstraps over every layer: cached, not recomputed
             "versus_final",

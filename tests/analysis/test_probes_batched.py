@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from analysis import probes as pr
 from analysis.capture import capture
@@ -60,9 +61,10 @@ def test_torch_solver_agrees_with_sklearn_on_a_planted_direction() -> None:
     assert ((pr.predict(w, b, layers[2][test]) > 0) == y[test]).mean() == new["verdict"][0][2].accuracy
 
 
+@pytest.mark.slow
 def test_torch_solver_agrees_with_sklearn_on_real_tiny_activations(digit_dir: Path) -> None:
     model, tok = load(digit_dir)
-    cap = capture(model, tok, trace_records(120))
+    cap = capture(model, tok, trace_records(90))
     roles = problem_roles(int(cap["problem"].max()) + 1, 0.0, 0.3, 0)
     test = role_mask(cap["problem"], roles, "report")
     labels = {label: (cap[label], cap[OTHER[label]]) for label in LABELS}
