@@ -4,8 +4,9 @@ The streamed capture (:func:`analysis.capture.capture_to_dir`) must hold one bat
 host memory growth at 4x the sites is compared with the in-memory capture's (:func:`analysis.capture.capture`,
 which grows by the activations' bytes) at the same 4x, and with its own at 1x. What the streamed capture still
 grows by is the tokenization of all texts (O(tokens), a few bytes per token against 3 x (layers + 1) x d_model x 2
-per site) and the longest batch. Each measurement is a fresh subprocess: the peak resident set (``VmHWM``) is reset through ``/proc/self/clear_refs``
-once the model and records are in memory, so what is measured is the capture alone. The model is a random-weight
+per site) and the longest batch. Each measurement is a fresh subprocess: the peak resident set (``VmHWM``) is reset
+through ``/proc/self/clear_refs`` once the model and records are in memory and a warm-up batch has run, so what is
+measured is the capture alone. The model is a random-weight
 Qwen2 that is deep and narrow (48 layers, d_model 128), so the stored residuals (3 kinds x 49 layers x 128 per site)
 outweigh one batch's transient activations the way a hub model's do, at a small model's compute.
 """
