@@ -59,17 +59,12 @@ def _median_s(fn: Callable[[], Any], repeats: int, warmup: Callable[[], Any] | N
 
 
 # Qwen2.5-0.5B's architecture (its config.json), built locally with random weights: speed does not need weights.
-QWEN25_05B = dict(
-    hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-    vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-)  # fmt: skip
-
-
 def sized_model(tok: Any, device: str, precision: str = "fp32") -> Any:
     """A random-weight Qwen2 of Qwen2.5-0.5B's size (bf16 where ``precision`` resolved to it, as Qwen2.5's
     checkpoints are stored); prompts still come from ``tok``."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from train.standin import QWEN25_05B
 
     cfg = Qwen2Config(**QWEN25_05B, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32

@@ -26,7 +26,9 @@ def test_hub_sized_architecture_matches_qwen25_05b() -> None:
     """The 0.5B stand-in is built from Qwen2.5-0.5B's config numbers (494M parameters with tied embeddings)."""
     from transformers import Qwen2Config
 
-    cfg = Qwen2Config(**bench.QWEN25_05B)
+    from train.standin import QWEN25_05B
+
+    cfg = Qwen2Config(**QWEN25_05B)
     d, f, n, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
     kv = d // cfg.num_attention_heads * cfg.num_key_value_heads
     per_layer = d * d * 2 + d * kv * 2 + d + 2 * kv + 3 * d * f + 2 * d  # q,o + k,v weights, biases, MLP, norms
