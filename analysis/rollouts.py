@@ -8,8 +8,7 @@ which engine produced them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,34 +33,15 @@ def choose_engine(requested: str) -> str:
     return "hf"
 
 
-@contextmanager
-def _engine(model_dir: Path, seed: int, dtype: str, share: float | None) -> Iterator[Any]:
-    """train/rollout.py's offline engine, or on a GPU with ``rollout.gpu_memory_share`` set the same engine built
-    with that share of the GPU's memory (vLLM's default takes 0.9 of it)."""
-    from vllm.platforms import current_platform
-
-    from train.rollout import offline_llm
-
-    if share is None or current_platform.is_cpu():
-        with offline_llm(model_dir, seed, dtype) as llm:
-            yield llm
-        return
-    from vllm import LLM
-
-    llm = LLM(model=str(model_dir), seed=seed, enforce_eager=True, dtype=dtype, gpu_memory_utilization=share)
-    try:
-        yield llm
-    finally:
-        llm.llm_engine.engine_core.shutdown()
-
-
 def _vllm(model_dir: Path, prompts: list[str], s: RolloutSettings, precision: str) -> tuple[list, list]:
     from vllm import SamplingParams
 
     def unpack(outs: Sequence[Any]) -> list[list[tuple[str, list[int], bool]]]:
         return [[(o.text, list(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outs]
 
-    with _engine(model_dir, s.seed, inference_dtype(precision), s.gpu_memory_share) as llm:
+    from train.rollout import offline_llm
+
+    with offline_llm(model_dir, s.seed, inference_dtype(precision), s.gpu_memory_share) as llm:
         greedy = llm.generate(
             prompts, SamplingParams(n=1, temperature=0.0, max_tokens=s.max_new_tokens), use_tqdm=False
         )
