@@ -19,13 +19,18 @@ from tasks.config import ConfigError
 
 def _report(summary: dict) -> None:
     def pct(key: str) -> str:
-        return f"{summary[key + '/first']:.1%} -> {summary[key + '/final']:.1%}"
+        ci = (summary.get("changes") or {}).get(key)
+        band = f"  ({100 * ci['value']:+.1f} points [{100 * ci['lo']:+.1f}, {100 * ci['hi']:+.1f}])" if ci else ""
+        return f"{summary[key + '/first']:.1%} -> {summary[key + '/final']:.1%}{band}"
 
     se = summary.get("success_gain_se_points")
-    spread = f", standard error {se:.1f} over problems and samples" if se is not None else ""
+    spread = f", standard error {se:.1f}" if se is not None else ""
+    success = pct("success_rate")  # with its interval where the run logged per-problem counts
+    if "[" not in success:
+        success += f"  ({summary['success_gain_points']:+.1f} points{spread})"
     print(
         f"\n== steps {summary['first_step']} -> {summary['final_step']} on held-out problems ==\n"
-        f"success            {pct('success_rate')}  ({summary['success_gain_points']:+.1f} points{spread})\n"
+        f"success            {success}\n"
         f"false accept|wrong {pct('false_accept_given_wrong')}\n"
         f"false reject|right {pct('false_reject_given_right')}\n"
         f"verdict = truth    {pct('line_verdict_matches_truth')}\n"

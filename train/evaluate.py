@@ -11,7 +11,7 @@ completion. The metrics are pure functions of text, so the same code scores vLLM
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tasks.countdown.degeneracy import LineCounts, count_lines, rates
@@ -47,6 +47,8 @@ class EvalMetrics:
     # successful samples of each problem, in problem order: two checkpoints' counts give a paired standard error
     # of the success change (see :func:`paired_gain_se`)
     solved_per_problem: tuple[int, ...] = ()
+    # [numerator, denominator] per problem for the rates whose change gets an interval (:func:`paired_change_ci`)
+    per_problem: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +69,36 @@ def paired_gain_se(first: Sequence[int], final: Sequence[int], samples: int) -> 
     return (var / len(diffs)) ** 0.5
 
 
+PER_PROBLEM = ("success_rate", "verdict_share", "line_verdict_matches_truth", "false_accept_given_wrong")
+
+
+def paired_change_ci(
+    first: Sequence[Sequence[int]], final: Sequence[Sequence[int]], replicates: int = 2000, seed: int = 0
+) -> dict[str, float] | None:
+    """Change of a rate between two evaluations of the same problems, with a 95% paired bootstrap interval.
+
+    ``first[i]`` / ``final[i]`` are problem i's ``(numerator, denominator)``; the rate is a ratio of sums, so a
+    problem with many judged lines weighs more, as in the logged rate. Problems are resampled with the same draw for
+    both evaluations (the pairing removes the problems' difficulty from the spread). numpy only: scipy's
+    ``bootstrap`` resamples one statistic of independent samples, not a ratio of paired sums. None when the counts
+    do not pair up or a side has no denominator.
+    """
+    import numpy as np
+
+    if not first or len(first) != len(final):
+        return None
+    a, b = np.asarray(first, dtype=float), np.asarray(final, dtype=float)
+    if a[:, 1].sum() == 0 or b[:, 1].sum() == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(replicates, len(a)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = b[idx, 0].sum(1) / b[idx, 1].sum(1) - a[idx, 0].sum(1) / a[idx, 1].sum(1)
+    reps = reps[np.isfinite(reps)]
+    value = b[:, 0].sum() / b[:, 1].sum() - a[:, 0].sum() / a[:, 1].sum()
+    lo, hi = np.percentile(reps, [2.5, 97.5])
+    return {"value": float(value), "lo": float(lo), "hi": float(hi)}
+
+
 def _share(num: int, den: int) -> float:
     return num / den if den else 0.0
 
@@ -82,8 +114,10 @@ def score_completions(
     wrong = right = 0
     solved = []
     counts: list[LineCounts] = []
+    per: dict[str, list[tuple[int, int]]] = {k: [] for k in PER_PROBLEM}
     for i, (p, samples) in enumerate(zip(problems, completions, strict=True)):
         solved.append(0)
+        before = (verdict_lines, matches, wrong, false_acc, len(counts))
         for j, text in enumerate(samples):
             n += 1
             b = breakdown(text, p.numbers, p.target)
@@ -112,6 +146,10 @@ def score_completions(
                 else:
                     wrong += 1
                     false_acc += accept
+        per["success_rate"].append((solved[-1], len(samples)))
+        per["verdict_share"].append((sum(c.with_verdict for c in counts[before[4] :]), len(samples)))
+        per["line_verdict_matches_truth"].append((matches - before[1], verdict_lines - before[0]))
+        per["false_accept_given_wrong"].append((false_acc - before[3], wrong - before[2]))
     deg = rates(counts)
     return EvalMetrics(
         verdict_share=deg["verdict_share"] or 0.0,
@@ -133,4 +171,12 @@ def score_completions(
         line_arithmetic_ok=_share(arith_ok, lines - unparsed),
         unparsed_lines=_share(unparsed, lines),
         solved_per_problem=tuple(solved),
+        per_problem={k: tuple(v) for k, v in per.items()},
     )
+
+
+def rate_changes(first: dict[str, Any], final: dict[str, Any]) -> dict[str, dict[str, float] | None]:
+    """First -> final change of each :data:`PER_PROBLEM` rate with its interval, from two eval.jsonl rows (None
+    for a rate either row lacks per-problem counts for, e.g. rows logged before they existed)."""
+    a, b = first.get("per_problem") or {}, final.get("per_problem") or {}
+    return {k: paired_change_ci(a[k], b[k]) if k in a and k in b else None for k in PER_PROBLEM}

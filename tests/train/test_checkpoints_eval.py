@@ -127,3 +127,29 @@ def test_success_change_has_a_paired_standard_error(tmp_path: Path) -> None:
     assert split["1"] == {"problems": 3, "first": pytest.approx(3 / 12), "final": pytest.approx(5 / 12)}
     assert split["2+"] == {"problems": 3, "first": pytest.approx(1 / 12), "final": pytest.approx(5 / 12)}
     assert summary["success_by_ways"] is None  # without the problems there is nothing to split
+
+
+def test_rate_changes_get_a_paired_bootstrap_interval(tmp_path: Path) -> None:
+    """Per-problem [numerator, denominator] counts are logged, and each change's interval pairs the problems."""
+    from train.evaluate import paired_change_ci, rate_changes
+
+    p = Problem((1, 2, 3), 6)
+    right = "- 1 + 2 + 3 = 6 (this works)\n</think>\n<answer> 1 + 2 + 3 </answer>"
+    wrong = "- 1 + 2 - 3 = 6 (this works)\n</think>\n<answer> 1 + 2 - 3 </answer>"
+    bare = "\n</think>\n<answer> 1 + 2 + 3 </answer>"
+    m = score_completions([p, p], [[right, wrong], [bare, bare]])
+    assert m.per_problem["verdict_share"] == ((2, 2), (0, 2)) and m.verdict_share == pytest.approx(0.5)
+    assert m.per_problem["false_accept_given_wrong"] == ((1, 1), (0, 0))
+    assert m.per_problem["success_rate"] == ((1, 2), (2, 2))
+
+    first = [(1, 4)] * 50 + [(0, 4)] * 50  # 12.5%
+    final = [(3, 4)] * 50 + [(2, 4)] * 50  # 62.5%: every problem gains 2 of 4
+    ci = paired_change_ci(first, final)
+    assert ci["value"] == pytest.approx(0.5) and ci["lo"] == pytest.approx(0.5) and ci["hi"] == pytest.approx(0.5)
+    shuffled = final[50:] + final[:50]  # the same rates, unpaired gains: the interval widens around 0.5
+    wide = paired_change_ci(first, shuffled)
+    assert wide["value"] == pytest.approx(0.5) and wide["lo"] < 0.47 < 0.53 < wide["hi"]
+    assert paired_change_ci(first, final[:10]) is None and paired_change_ci([(0, 0)], [(1, 1)]) is None
+    rows = {"per_problem": {"verdict_share": first}}, {"per_problem": {"verdict_share": final}}
+    out = rate_changes(*rows)
+    assert out["verdict_share"]["value"] == pytest.approx(0.5) and out["success_rate"] is None
