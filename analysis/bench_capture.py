@@ -2,12 +2,13 @@
 
 The streamed capture (:func:`analysis.capture.capture_to_dir`) must hold one batch, not the whole capture: its peak
 host memory growth at 4x the sites is compared with the in-memory capture's (:func:`analysis.capture.capture`,
-which grows by the activations' bytes) at the same 4x, and with its own at 1x. What the streamed capture still
+which grows by the activations' bytes) at the same 4x, and with its own at 1x: flat means its peak grows by a small
+share of the activation bytes the 3x more sites add (``capture_stream_added_share_4x``). What the streamed capture still
 grows by is the tokenization of all texts (O(tokens), a few bytes per token against 3 x (layers + 1) x d_model x 2
 per site) and the longest batch. Each measurement is a fresh subprocess: the peak resident set (``VmHWM``) is reset
 through ``/proc/self/clear_refs`` once the model and records are in memory and a warm-up batch has run, so what is
 measured is the capture alone. The model is a random-weight
-Qwen2 that is deep and narrow (48 layers, d_model 128), so the stored residuals (3 kinds x 49 layers x 128 per site)
+Qwen2 that is deep and narrow (48 layers, d_model 256), so the stored residuals (3 kinds x 49 layers x 256 per site)
 outweigh one batch's transient activations the way a hub model's do, at a small model's compute.
 """
 
@@ -21,7 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SHAPE = dict(hidden_size=128, intermediate_size=128, num_hidden_layers=48, num_attention_heads=2, num_key_value_heads=1)
+SHAPE = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=48, num_attention_heads=2, num_key_value_heads=1)
+# the streamed runs' cap on a batch's float32 activations (~27 sites of this model): the 4x set's longest
+# completions have more attempt lines than the 1x set's, and without a cap its largest batch would hold more
+BATCH_BYTES = 4 << 20
 
 
 def records(n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -55,7 +59,8 @@ def _status(field: str) -> int:
 
 
 def child(model_dir: str, n: int, mode: str, batch: int) -> dict[str, float]:
-    """In this process: capture ``n`` records (``mode`` stream or memory); peak host memory growth in bytes."""
+    """In this process: capture ``n`` records (``mode`` stream or memory); peak host memory growth in bytes. The
+    streamed capture runs with ``capture.max_batch_bytes`` = :data:`BATCH_BYTES`, as the hub presets do."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from analysis.capture import capture, capture_to_dir, read_capture
@@ -70,7 +75,7 @@ def child(model_dir: str, n: int, mode: str, batch: int) -> dict[str, float]:
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
         before = _status("VmRSS")
         if mode == "stream":
-            capture_to_dir(model, tok, recs, Path(tmp) / "cap", batch)
+            capture_to_dir(model, tok, recs, Path(tmp) / "cap", batch, max_batch_bytes=BATCH_BYTES)
             sites = read_capture(Path(tmp) / "cap").n_sites
         else:
             sites = len(capture(model, tok, recs, batch)["problem"])
@@ -111,6 +116,9 @@ def capture_memory(tok: Any, records_small: int = 60, batch: int = 32) -> dict[s
     fig["capture_stream_4x_vs_1x"] = large["growth_bytes"] / max(small["growth_bytes"], 1)
     fig["capture_memory_growth_4x_mb"] = memory["growth_bytes"] / 2**20
     fig["capture_stream_vs_memory_4x"] = large["growth_bytes"] / max(memory["growth_bytes"], 1)
+    # flat: the share of the activation bytes added by 4x the sites that the streamed capture's peak grows by
+    added = large["activation_bytes"] - small["activation_bytes"]
+    fig["capture_stream_added_share_4x"] = (large["growth_bytes"] - small["growth_bytes"]) / max(added, 1)
     fig["capture_sites"], fig["capture_sites_4x"] = small["sites"], large["sites"]
     fig["capture_activations_4x_mb"] = large["activation_bytes"] / 2**20
     return fig

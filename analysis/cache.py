@@ -42,7 +42,7 @@ def fingerprint(model_dir: Path) -> str:
 
 # Settings added after caches were written, with the value that reproduces the behaviour before them: at that
 # value they are left out of the key, so existing caches stay valid; any other value is part of the key.
-ADDED_AT_OLD_BEHAVIOUR = {"solver": "sklearn"}
+ADDED_AT_OLD_BEHAVIOUR = {"solver": "sklearn", "max_batch_bytes": None}
 RESOURCE_ONLY = {"gpu_memory_share"}  # how much of a machine a stage may use, never what it computes: not in keys
 
 

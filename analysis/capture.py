@@ -15,6 +15,7 @@ stay resident, no concatenation. :class:`Capture` reads the files back one layer
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,9 +34,9 @@ META = ("record", "problem", "greedy", "line", "paren_pos", *LABELS)
 
 @dataclass
 class _Plan:
-    """Where every record's sites go: tokenization, sites, the passes' order and each record's first output row."""
+    """Where every record's sites go: token ids, sites, the passes' order and each record's first output row."""
 
-    enc: Any
+    ids: list[np.ndarray]  # each record's token ids up to its last probed token (int32; offsets are not kept)
     sites: list
     need: list[int]
     rep: dict[int, int]  # record -> the record whose pass it shares (itself when it runs its own)
@@ -44,18 +45,29 @@ class _Plan:
     n_sites: int
 
 
-def _plan(tokenizer: Any, records: Sequence[dict[str, Any]]) -> _Plan:
-    texts = [r["prompt"] + r["completion"] for r in records]
-    enc = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False) if texts else {}
-    sites = [
-        find_sites(r["completion"], r["numbers"], r["target"], enc["offset_mapping"][i], len(r["prompt"]))
-        for i, r in enumerate(records)
-    ]
-    need = [1 + max(getattr(s, k) for s in ss for k in KINDS) if ss else 0 for ss in sites]
+def _plan(tokenizer: Any, records: Sequence[dict[str, Any]], chunk: int = 64) -> _Plan:
+    """Tokenize ``chunk`` records at a time and keep only what the passes need: int32 ids up to the last probed
+    token and the sites (the tokenizer's Python lists and offsets would otherwise be ~170 bytes per token for the
+    whole text set, the one part of a streamed capture that grows with it)."""
+    ids: list[np.ndarray] = []
+    sites: list = []
+    for s in range(0, len(records), chunk):
+        part = records[s : s + chunk]
+        enc = tokenizer(
+            [r["prompt"] + r["completion"] for r in part], return_offsets_mapping=True, add_special_tokens=False
+        )
+        for j, r in enumerate(part):
+            ss = find_sites(r["completion"], r["numbers"], r["target"], enc["offset_mapping"][j], len(r["prompt"]))
+            n = 1 + max(getattr(x, k) for x in ss for k in KINDS) if ss else 0
+            sites.append(ss)
+            ids.append(np.asarray(enc["input_ids"][j][:n], dtype=np.int32))
+    need = [len(x) for x in ids]
     # texts identical up to their last probed token (the two texts of a counterfactual pair) share one pass
     first: dict[tuple, int] = {}
     rep = {
-        i: first.setdefault((tuple(enc["input_ids"][i][: need[i]]), tuple(getattr(s, k) for s in ss for k in KINDS)), i)
+        i: first.setdefault(
+            (hashlib.blake2b(ids[i].tobytes()).digest(), tuple(getattr(x, k) for x in ss for k in KINDS)), i
+        )
         for i, ss in enumerate(sites)
         if ss
     }
@@ -64,28 +76,49 @@ def _plan(tokenizer: Any, records: Sequence[dict[str, Any]]) -> _Plan:
     for i in sorted(rep):
         start[i] = at
         at += len(sites[i])
-    return _Plan(enc, sites, need, rep, order, start, at)
+    return _Plan(ids, sites, need, rep, order, start, at)
+
+
+def _batches(plan: _Plan, batch_size: int, max_sites: int | None) -> Iterator[list[int]]:
+    """Consecutive records of the pass order, ``batch_size`` at most and, when ``max_sites`` is set, no more probed
+    sites than that (a record with more sites than the cap runs alone)."""
+    batch: list[int] = []
+    sites = 0
+    for i in plan.order:
+        n = len(plan.sites[i])
+        if batch and (len(batch) == batch_size or (max_sites is not None and sites + n > max_sites)):
+            yield batch
+            batch, sites = [], 0
+        batch.append(i)
+        sites += n
+    if batch:
+        yield batch
 
 
 def _passes(
-    model: Any, tokenizer: Any, plan: _Plan, batch_size: int, store: Any, progress: Any
+    model: Any, tokenizer: Any, plan: _Plan, batch_size: int, store: Any, progress: Any, max_bytes: int | None = None
 ) -> Iterator[tuple[list[int], np.ndarray]]:
-    """Yield (records of the batch, their activations (sites, kinds, layers + 1, d) in ``store`` dtype)."""
+    """Yield (records of the batch, their activations (sites, kinds, layers + 1, d) in ``store`` dtype).
+
+    ``max_bytes`` bounds a batch's float32 activations (sites x 3 kinds x (layers + 1) x d_model x 4 bytes; the pass
+    holds about twice that on the host, plus the stored copy): without it a batch of records with many attempt lines
+    holds more, which is what a long text set's peak host memory would otherwise grow with."""
     device = next(model.parameters()).device
     n_layers = len(decoder_layers(model))
     d = model.config.hidden_size
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    per_site = len(KINDS) * (n_layers + 1) * d * 4
+    max_sites = None if max_bytes is None else max(1, max_bytes // per_site)
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(plan.order), batch_size):
-            batch = plan.order[start : start + batch_size]
+        for batch in _batches(plan, batch_size, max_sites):
             width = max(plan.need[i] for i in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for b, i in enumerate(batch):
-                x = plan.enc["input_ids"][i][: plan.need[i]]
-                ids[b, : len(x)] = torch.tensor(x)
+                x = plan.ids[i]
+                ids[b, : len(x)] = torch.from_numpy(x)
                 mask[b, : len(x)] = 1
             rows = [b for b, i in enumerate(batch) for s in plan.sites[i] for _ in KINDS]
             cols = [getattr(s, k) for i in batch for s in plan.sites[i] for k in KINDS]
@@ -137,6 +170,7 @@ def capture(
     batch_size: int = 32,
     dtype: str = "float16",
     progress: Any = None,
+    max_batch_bytes: int | None = None,
 ) -> dict[str, np.ndarray]:
     """In memory: activations ``act_<kind>`` of shape (sites, layers + 1, d_model) and per-site metadata arrays,
     sites in record order.
@@ -155,7 +189,7 @@ def capture(
     if progress is not None:
         progress.update(len(records) - len(plan.order))  # records without a probed site, or sharing a pass
     twins = _twins(plan)
-    for batch, stacked in _passes(model, tokenizer, plan, batch_size, store, progress):
+    for batch, stacked in _passes(model, tokenizer, plan, batch_size, store, progress, max_batch_bytes):
         at = 0
         for i in batch:
             n = len(plan.sites[i])
@@ -174,6 +208,7 @@ def capture_to_dir(
     batch_size: int = 32,
     dtype: str = "float16",
     progress: Any = None,
+    max_batch_bytes: int | None = None,
 ) -> None:
     """Stream the capture of :func:`capture` to ``directory``: ``act_<kind>.npy`` (layers + 1, sites, d_model)
     written batch by batch at each site's final row, and ``meta.npz``. Each file is written under a temporary name
@@ -195,7 +230,7 @@ def capture_to_dir(
         offsets = {k: _empty_npy(p, store, shape) for k, p in tmps.items()}
         fds = {k: os.open(p, os.O_WRONLY) for k, p in tmps.items()}
         try:
-            for batch, stacked in _passes(model, tokenizer, plan, batch_size, store, progress):
+            for batch, stacked in _passes(model, tokenizer, plan, batch_size, store, progress, max_batch_bytes):
                 at = 0
                 for i in batch:
                     n = len(plan.sites[i])
@@ -255,6 +290,17 @@ class Capture:
         count = shape[1] * shape[2]
         pos = offset + layer * count * dtype.itemsize
         return np.fromfile(self.dir / f"act_{kind}.npy", dtype=dtype, count=count, offset=pos).reshape(shape[1:])
+
+    def chunks(self, kind: str, rows: np.ndarray | None, max_bytes: int) -> Iterator[tuple[range, np.ndarray]]:
+        """Consecutive layer ranges with the activations of ``rows`` (a site mask or index; None: every site)
+        stacked as (sites, layers in the range, d_model) in storage dtype, each at most ``max_bytes`` (one layer at
+        least): a capture that fits is read in one chunk, a 3B model's in as many as its size needs."""
+        n = self.n_sites if rows is None else int(rows.sum()) if rows.dtype == bool else len(rows)
+        size = max(1, max_bytes // max(n * self.d * self._heads[kind][1].itemsize, 1))
+        for start in range(0, self.n_layers, size):
+            layers = range(start, min(start + size, self.n_layers))
+            parts = [self.layer(kind, layer) for layer in layers]
+            yield layers, np.stack(parts if rows is None else [x[rows] for x in parts], axis=1)
 
 
 def read_capture(directory: Path) -> Capture:

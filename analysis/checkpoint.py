@@ -205,7 +205,8 @@ def _analyse_checkpoint(
     def do_capture(directory: Path) -> None:
         say(f"step {step}: capture ({len(records)} rollouts)")
         m, tok = model()
-        capture_to_dir(m, tok, records, directory, cfg.capture.batch_size, cfg.capture.dtype)
+        c = cfg.capture
+        capture_to_dir(m, tok, records, directory, c.batch_size, c.dtype, max_batch_bytes=c.max_batch_bytes)
 
     cap = read_capture(cache.directory("capture", k_cap, do_capture))
     if cache.valid("probes", k_probe) and cache.valid("directions", k_probe, "npz"):

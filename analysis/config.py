@@ -38,6 +38,9 @@ class CaptureSettings:
 
     batch_size: int = 32
     dtype: Literal["float32", "float16"] = "float16"  # storage dtype of the captured activations
+    # a batch is also cut at this many bytes of float32 activations (sites x 3 x (layers + 1) x d_model x 4), so a
+    # capture's peak host memory does not depend on how many attempt lines its longest completions have. None: no cap
+    max_batch_bytes: int | None = None
 
 
 @dataclass(frozen=True)

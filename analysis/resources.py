@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.config import AnalysisConfig
+from analysis.fixed.checkpoint import CHUNK_BYTES
 
 # config.json numbers of the hub presets' models (Qwen2.5 base models; tied embeddings, bf16 checkpoints)
 QWEN25 = {
@@ -185,8 +186,13 @@ def estimate(shape: Shape, cfg: AnalysisConfig, rates: dict[str, Any], sites_per
     capture_bytes = sites * 3 * lay * h * store
     fixed_bytes = fixed_sites * 3 * lay * h * store
     batch_site_bytes = cfg.capture.batch_size * sites_per_rollout * 3 * lay * h * (4 + store)
+    if cfg.capture.max_batch_bytes is not None:  # a batch is cut at this many float32 bytes
+        batch_site_bytes = min(batch_site_bytes, cfg.capture.max_batch_bytes * (4 + store) / 4)
     layer_bytes = sites * h * (store + 8 * 3)  # one layer read, its float64 copy and the train-row copies
-    fixed_host = fixed_bytes + fixed_sites * lay * h * 4  # held in memory, plus one kind as float32
+    # the fixed-text capture is streamed too: a probe fit holds one chunk of layers (CHUNK_BYTES) and its float64
+    # copy, scoring one layer and its float64 copy, plus the lens margins of every site and layer
+    chunk = min(CHUNK_BYTES, fixed_sites * lay * h * store)
+    fixed_host = chunk * (1 + 8 / store) + fixed_sites * h * (store + 8) + fixed_sites * lay * 4
     kv_bytes = st.free_batch_size * (PROMPT_TOKENS + st.max_new_tokens) * shape.layers * 2 * (
         h // shape.heads * shape.kv_heads) * shape.dtype_bytes  # fmt: skip
     on_gpu = cfg.device.startswith("cuda")

@@ -14,17 +14,24 @@ and scored (AUROC, accuracy, bootstrap CI over problems) on ``report`` problems 
 control; the logit-lens margin at "(" as the baseline beside it; and the checkpoint's own verdict (the margin at the
 output) on the counterfactual lines by category and by position. The verdict probe is fitted on the rollout subsets
 only: on the counterfactual pairs the written verdict comes after "(", which is what makes them a leakage check.
+
+The capture is streamed to disk (:func:`analysis.capture.capture_to_dir`) and every consumer reads it a layer (or a
+chunk of layers within ``CHUNK_BYTES``) at a time, so host memory does not grow with the capture: a 3B model's
+fixed-text capture is gigabytes. What is kept in memory and in ``fixed.npz`` is the per-site metadata, the lens
+margins and the probes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from analysis import probes as pr
 from analysis import stats
+from analysis.fixed.verdict import COUNTERFACTUAL, own_verdict
 from analysis.lens import lens_margin, verdict_token_ids
 from analysis.positions import KINDS, LABELS, find_sites
 from analysis.splits import role_mask
@@ -33,6 +40,21 @@ from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 
 SUBSETS = ("last", "counterfactual", "first")
+assert SUBSETS[COUNTERFACTUAL] == "counterfactual"  # analysis/fixed/verdict.py reads the index
+CHUNK_BYTES = 1 << 28  # most activation bytes a probe fit or the lens holds at once (layers are read in chunks)
+
+
+def _fit_chunked(
+    acts: Any, kind: str, rows: np.ndarray, targets: Sequence[np.ndarray], method: str, c: float, max_iter: int,
+    *how: str,
+) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """:func:`_fit_layers` for each label vector in ``targets`` on the sites ``rows``, layer chunk by layer chunk
+    (every target fitted on a chunk before the next is read); one (weights (layers, d), biases (layers,)) per target."""
+    parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in targets]
+    for _, x in acts.chunks(kind, rows, CHUNK_BYTES):
+        for part, y in zip(parts, targets, strict=True):
+            part.append(_fit_layers(x, y, method, c, max_iter, *how))
+    return [(np.concatenate([w for w, _ in p]), np.concatenate([b for _, b in p])) for p in parts]
 
 
 def _has_sites(r: dict[str, Any], tokenizer: Any) -> bool:
@@ -82,8 +104,9 @@ def _strip(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def annotate(cap: dict[str, np.ndarray], records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Add per-site ``subset`` / ``category`` / ``position`` indices to a capture. The earlier (rejected) lines of a
-    counterfactual text are context, not tested lines: they get subset -1 and are neither fitted nor scored."""
+    """Add per-site ``subset`` / ``category`` / ``position`` indices to a capture's metadata. The earlier
+    (rejected) lines of a counterfactual text are context, not tested lines: they get subset -1 and are neither
+    fitted nor scored."""
     rec = cap["record"]
     tested = np.array(
         [
@@ -134,6 +157,7 @@ def _disagreements(pred: np.ndarray, cap: dict[str, np.ndarray], te: np.ndarray,
 
 def fixed_probes(
     cap: dict[str, np.ndarray],
+    acts: Any,
     roles: np.ndarray,
     margin: np.ndarray,
     c: float,
@@ -142,7 +166,8 @@ def fixed_probes(
     method: str = "logistic",
     *how: str,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """Probe and lens rows for every kind x label x layer x subset, and raw-unit directions (how: solver, device)."""
+    """Probe and lens rows for every kind x label x layer x subset, and raw-unit directions (how: solver, device).
+    ``cap`` is the annotated metadata, ``acts`` the streamed capture (read a layer chunk at a time)."""
     train = role_mask(cap["problem"], roles, "train")
     report = role_mask(cap["problem"], roles, "report")
     rollout = (cap["subset"] >= 0) & (cap["subset"] != SUBSETS.index("counterfactual"))
@@ -151,20 +176,21 @@ def fixed_probes(
     dirs: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(0)
     for kind in KINDS:
-        x_all = cap[f"act_{kind}"]  # storage dtype: every consumer casts one layer at a time
-        n_layers = x_all.shape[1]
+        n_layers = acts.n_layers
         for label in LABELS:
             y = cap[label]
             fit_rows = train & (rollout if label == "verdict" else True)
-            w_stack = np.zeros((n_layers, x_all.shape[2]), dtype=np.float32)
+            w_stack = np.zeros((n_layers, acts.d), dtype=np.float32)
             b_stack = np.zeros(n_layers, dtype=np.float32)
             ok = min(int((y[fit_rows] == 0).sum()), int((y[fit_rows] == 1).sum())) >= 5
             if ok:
-                xf, yf = x_all[fit_rows], y[fit_rows]
-                w_stack, b_stack = _fit_layers(xf, yf, method, c, max_iter, *how)
-                ws_stack, bs_stack = _fit_layers(xf, rng.permutation(yf), method, c, max_iter, *how)
+                yf = y[fit_rows]
+                targets = (yf, rng.permutation(yf))
+                (w_stack, b_stack), (ws_stack, bs_stack) = _fit_chunked(
+                    acts, kind, fit_rows, targets, method, c, max_iter, *how
+                )
             for layer in range(n_layers):
-                x = x_all[:, layer]
+                x = acts.layer(kind, layer)  # storage dtype: every consumer casts one layer at a time
                 if ok:
                     w, b, ws, bs = w_stack[layer], float(b_stack[layer]), ws_stack[layer], float(bs_stack[layer])
                 for si, subset in enumerate(SUBSETS):
@@ -183,103 +209,50 @@ def fixed_probes(
     return rows, dirs
 
 
-def own_verdict(cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray, n_boot: int) -> dict[str, Any]:
-    """The checkpoint's own verdict on the counterfactual lines (report problems): the share it accepts
-    (output margin > 0) per category and per position, and how well the margin separates stated == target and
-    truth (AUROC). Also the largest activation difference at "(" within a this/not pair (0: no leakage)."""
-    cf = (cap["subset"] == SUBSETS.index("counterfactual")) & role_mask(cap["problem"], roles, "report")
-    out_margin = margin[:, -1]
-    accept = (out_margin > 0).astype(np.float64)
-    groups = cap["problem"]
-    res: dict[str, Any] = {"by_category": {}, "by_position": {}}
-    for ci, cat in enumerate(CATEGORIES):
-        m = cf & (cap["category"] == ci)
-        res["by_category"][cat] = stats.mean_ci(accept[m], groups[m], n_boot=n_boot)
-    for pos in sorted(set(cap["position"][cf].tolist())):
-        m = cf & (cap["position"] == pos)
-        res["by_position"][str(pos)] = stats.mean_ci(accept[m], groups[m], n_boot=n_boot)
-    res["content_effect"] = _content_effect(cap, cf, accept, n_boot)
-    pos = sorted(set(cap["position"][cf].tolist()))
-    if len(pos) > 1:
-        hi, lo = cf & (cap["position"] == pos[-1]), cf & (cap["position"] == pos[0])
-        res["position_effect"] = {
-            "positions": [pos[0], pos[-1]],
-            **stats.diff_ci(accept[hi], groups[hi], accept[lo], groups[lo], n_boot=n_boot),
-        }
-    for label in ("stated", "truth"):
-        y = cap[label][cf]
-        res[f"auroc_{label}"] = (
-            stats.auroc_ci(out_margin[cf], y, groups[cf], n_boot=n_boot) if len(np.unique(y)) == 2 else None
-        )
-    res["pair_max_diff"] = _pair_diff(cap)
-    return res
-
-
-def slip_p_not(arrays: dict[str, np.ndarray], roles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per slip line of the report problems (stated == target, arithmetic wrong; both texts of each pair, which
-    are identical up to "("): the checkpoint's own ``P("not" | "this" or "not")`` at "(" from its output margin,
-    and the line's problem. The texts are the same at every checkpoint, so the rows align across steps."""
-    cf = (arrays["subset"] == SUBSETS.index("counterfactual")) & role_mask(arrays["problem"], roles, "report")
-    m = cf & (arrays["category"] == CATEGORIES.index("slip"))
-    p_not = 1.0 / (1.0 + np.exp(arrays["margin"][m, -1].astype(np.float64)))
-    return p_not, arrays["problem"][m].astype(np.int64)
-
-
-def _content_effect(cap: dict[str, np.ndarray], cf: np.ndarray, accept: np.ndarray, n_boot: int) -> dict[str, Any]:
-    """Accept rate of right lines minus wrong lines of the *same* problem (same prior lines, same position):
-    what the line's content alone does to the verdict (paired, CI over problems)."""
-    rows: dict[int, dict[int, list[float]]] = {}
-    for i in np.flatnonzero(cf):
-        rows.setdefault(int(cap["problem"][i]), {}).setdefault(int(cap["category"][i]), []).append(accept[i])
-    r, w = CATEGORIES.index("right"), CATEGORIES.index("wrong")
-    both = [(p, float(np.mean(c[r])), float(np.mean(c[w]))) for p, c in rows.items() if r in c and w in c]
-    a = np.array([x[1] for x in both])
-    b = np.array([x[2] for x in both])
-    return stats.paired_diff_ci(a, b, np.array([x[0] for x in both], dtype=np.int64), n_boot=n_boot)
-
-
-def _pair_diff(cap: dict[str, np.ndarray]) -> float | None:
-    """Max |activation difference| at "(" between the two texts of each counterfactual pair (they differ only
-    after it, so anything above float noise means the written verdict leaked into the '(' position)."""
-    cf = np.flatnonzero(cap["subset"] == SUBSETS.index("counterfactual"))
-    if len(cf) < 2:
-        return None
-    x = cap["act_paren"][cf].astype(np.float32)
-    key = list(zip(cap["problem"][cf], cap["category"][cf], strict=True))
-    first: dict[tuple, int] = {}
-    worst = 0.0
-    for i, k in enumerate(key):
-        if k in first:
-            worst = max(worst, float(np.abs(x[i] - x[first[k]]).max()))
-        else:
-            first[k] = i
-    return worst
-
-
 def fixed_checkpoint(
-    model: Any, tok: Any, records: Sequence[dict[str, Any]], roles: np.ndarray, cfg: Any
+    model: Any, tok: Any, records: Sequence[dict[str, Any]], roles: np.ndarray, cfg: Any, capture_dir: Path
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Capture the fixed set through ``model``; returns (arrays to store, JSON summary of this checkpoint)."""
-    from analysis.capture import capture
+    """Read the fixed set through ``model``: its capture streamed to ``capture_dir`` (made here unless the caller
+    already filled it, see :func:`capture_fixed`); returns (arrays to store: metadata, margins, probes; JSON summary
+    of this checkpoint)."""
+    from analysis.capture import read_capture
 
     fx = cfg.fixed
-    cap = annotate(capture(model, tok, records, fx.batch_size, cfg.capture.dtype), records)
+    if not (Path(capture_dir) / "meta.npz").is_file():
+        capture_fixed(model, tok, records, cfg, Path(capture_dir))
+    acts = read_capture(Path(capture_dir))
+    cap = annotate(dict(acts.meta), records)
     ids = verdict_token_ids(tok)
-    margin = lens_margin(model, cap["act_paren"], ids)
+    margin = np.concatenate([lens_margin(model, x, ids) for _, x in acts.chunks("paren", None, CHUNK_BYTES)], 1)
     p, how = cfg.probe, (cfg.probe.solver, cfg.device)
-    rows, dirs = fixed_probes(cap, roles, margin, p.C, p.max_iter, fx.bootstrap, p.method, *how)
+    rows, dirs = fixed_probes(cap, acts, roles, margin, p.C, p.max_iter, fx.bootstrap, p.method, *how)
     summary = {
         "sites": {s: int((cap["subset"] == i).sum()) for i, s in enumerate(SUBSETS)},
         "verdict_tokens": list(ids),
         "probes": rows,
-        "own_verdict": own_verdict(cap, roles, margin, fx.bootstrap),
+        "own_verdict": own_verdict(cap, acts, roles, margin, fx.bootstrap),
     }
-    arrays = {**cap, "margin": margin, **dirs, **own_direction(cap, roles, margin, p.C, p.max_iter, p.method, *how)}
-    return arrays, summary
+    own = own_direction(cap, acts, roles, margin, p.C, p.max_iter, p.method, *how)
+    return {**cap, "margin": margin, **dirs, **own}, summary
+
+
+def capture_fixed(model: Any, tok: Any, records: Sequence[dict[str, Any]], cfg: Any, directory: Path) -> None:
+    """Stream the fixed set's capture through ``model`` into ``directory`` (per layer, storage dtype)."""
+    from analysis.capture import capture_to_dir
+
+    c = cfg.capture
+    capture_to_dir(model, tok, records, directory, cfg.fixed.batch_size, c.dtype, max_batch_bytes=c.max_batch_bytes)
 
 
 def own_direction(
-    cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray, c: float, max_iter: int, method: str, *how: str
+    cap: dict[str, np.ndarray],
+    acts: Any,
+    roles: np.ndarray,
+    margin: np.ndarray,
+    c: float,
+    max_iter: int,
+    method: str,
+    *how: str,
 ) -> dict[str, np.ndarray]:
     """The checkpoint's own decision direction at "(": a probe per layer for its own verdict (output margin > 0)
     on every fixed-text site of the train problems. This is the steering direction of the fixed-text stage.
@@ -290,9 +263,8 @@ def own_direction(
     about a fifth at scale 32 (docs/experiments.md). ``own`` (labels) and ``w_paren_own`` / ``b_paren_own``."""
     own = (margin[:, -1] > 0).astype(np.int64)
     fit = role_mask(cap["problem"], roles, "train") & (cap["subset"] >= 0)
-    x = cap["act_paren"]
-    w = np.zeros((x.shape[1], x.shape[2]), dtype=np.float32)
-    b = np.zeros(x.shape[1], dtype=np.float32)
+    w = np.zeros((acts.n_layers, acts.d), dtype=np.float32)
+    b = np.zeros(acts.n_layers, dtype=np.float32)
     if min(int((own[fit] == 0).sum()), int((own[fit] == 1).sum())) >= 5:
-        w, b = _fit_layers(x[fit], own[fit], method, c, max_iter, *how)  # how: probe.solver, device
+        ((w, b),) = _fit_chunked(acts, "paren", fit, (own[fit],), method, c, max_iter, *how)  # how: solver, device
     return {"own": own, "w_paren_own": w.astype(np.float32), "b_paren_own": b.astype(np.float32)}

@@ -19,10 +19,12 @@ import numpy as np
 from analysis import probes as pr
 from analysis import stats
 from analysis.cache import StepCache, fingerprint, stage_key
+from analysis.capture import read_capture
 from analysis.checkpoint import load_model, release
 from analysis.config import AnalysisConfig
-from analysis.fixed.checkpoint import SUBSETS, fixed_checkpoint, fixed_records, slip_p_not
+from analysis.fixed.checkpoint import SUBSETS, capture_fixed, fixed_checkpoint, fixed_records
 from analysis.fixed.steer import POSITIONS, choose_scale, flip_rates, wrong_line_cases
+from analysis.fixed.verdict import slip_p_not
 from analysis.splits import role_mask
 from analysis.steering.evaluate import random_units
 from tasks.config import ConfigError
@@ -104,12 +106,17 @@ def run_fixed(
             return loaded["m"]
 
         k = keys[step]
+
+        def acts(cache: StepCache = cache, k: str = k, model: Callable = model) -> Any:
+            # the streamed capture (step_<N>/fixed_capture/), made only when a stage below needs it
+            return read_capture(cache.directory("fixed_capture", k, lambda d: capture_fixed(*model(), texts, cfg, d)))
+
         if cache.valid("fixed", k, "npz") and cache.valid("fixed_summary", k):
             arrays, summary = cache.npz("fixed", k, dict), cache.json("fixed_summary", k, dict)
         else:
             say(f"step {step}: fixed text ({len(texts)} texts)")
             t0 = time.perf_counter()
-            arrays, summary = fixed_checkpoint(*model(), texts, roles, cfg)
+            arrays, summary = fixed_checkpoint(*model(), texts, roles, cfg, acts().dir)
             cache.record("fixed", time.perf_counter() - t0)
             arrays = cache.npz("fixed", k, lambda arrays=arrays: arrays, timed=False)
             summary = cache.json("fixed_summary", k, lambda summary=summary: summary, timed=False)
@@ -121,7 +128,7 @@ def run_fixed(
         summaries[step]["versus_final"] = cache.json(  # bootstraps over every layer: cached, not recomputed
             "versus_final",
             stage_key(fx, keys[step], keys[last_step]),
-            lambda arrays=arrays, final=final: versus_final(arrays, final, roles, fx.bootstrap),
+            lambda arrays=arrays, final=final, acts=acts: versus_final(arrays, acts(), final, roles, fx.bootstrap),
         )
         k_steer = stage_key(cfg.steering, fx, keys[step], keys[last_step], scale_info["scale"])
 
@@ -211,25 +218,28 @@ def _calibrate(
 
 
 def versus_final(
-    arrays: dict[str, np.ndarray], final: dict[str, np.ndarray], roles: np.ndarray, n_boot: int
+    arrays: dict[str, np.ndarray], acts: Any, final: dict[str, np.ndarray], roles: np.ndarray, n_boot: int
 ) -> dict[str, Any]:
     """Per kind/label: cosine of this checkpoint's direction with the final checkpoint's at each layer, and the
-    final checkpoint's probe scored on this checkpoint's activations (report problems, per subset; AUROC, CI)."""
+    final checkpoint's probe scored on this checkpoint's activations (``acts``, its streamed fixed-text capture,
+    read one layer at a time; report problems, per subset; AUROC, CI)."""
     out: dict[str, Any] = {}
     report = role_mask(arrays["problem"], roles, "report")
     for key in [k for k in arrays if k.startswith("w_")]:
         kind, label = key[2:].split("_", 1)
         w, wf, bf = arrays[key], final[key], final[f"b_{kind}_{label}"]
-        x = arrays[f"act_{kind}"]
         rows = {"cosine": [pr.cosine(w[i], wf[i]) for i in range(w.shape[0])], "final_probe_auroc": {}}
-        for si, subset in enumerate(SUBSETS):
-            te = report & (arrays["subset"] == si)
-            y, groups = arrays[label][te].astype(bool), arrays["problem"][te]
-            rows["final_probe_auroc"][subset] = [
-                stats.auroc_ci(pr.predict(wf[i], float(bf[i]), x[te, i].astype(np.float32)), y, groups, n_boot=n_boot)
-                if np.any(wf[i]) and len(np.unique(y)) == 2
-                else None
-                for i in range(w.shape[0])
-            ]
+        aurocs: dict[str, list] = {subset: [] for subset in SUBSETS}
+        for i in range(w.shape[0]):
+            x = acts.layer(kind, i)
+            for si, subset in enumerate(SUBSETS):
+                te = report & (arrays["subset"] == si)
+                y, groups = arrays[label][te].astype(bool), arrays["problem"][te]
+                aurocs[subset].append(
+                    stats.auroc_ci(pr.predict(wf[i], float(bf[i]), x[te].astype(np.float32)), y, groups, n_boot=n_boot)
+                    if np.any(wf[i]) and len(np.unique(y)) == 2
+                    else None
+                )
+        rows["final_probe_auroc"] = aurocs
         out[f"{kind}/{label}"] = rows
     return out

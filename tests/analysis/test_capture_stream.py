@@ -62,6 +62,15 @@ def test_streamed_capture_equals_in_memory(digit_dir: Path, tmp_path: Path) -> N
     assert not list((tmp_path / "cap").glob(".*tmp*"))  # no temporary file left behind
     with pytest.raises(IndexError):
         cap.layer("paren", 4)
+    # read in layer chunks within a byte budget: the same activations, the budget's number of layers per chunk
+    rows = cap["greedy"] == 1
+    one_layer = int(rows.sum()) * 64 * 2
+    for budget, sizes in ((10**9, [4]), (2 * one_layer, [2, 2]), (1, [1, 1, 1, 1])):
+        got = list(cap.chunks(KINDS[2], rows, budget))
+        assert [len(r) for r, _ in got] == sizes
+        np.testing.assert_array_equal(np.concatenate([x for _, x in got], 1), mem[f"act_{KINDS[2]}"][rows])
+    whole = np.concatenate([x for _, x in cap.chunks("paren", None, 10**9)], 1)
+    np.testing.assert_array_equal(whole, mem["act_paren"])
 
 
 def test_capture_directory_is_valid_only_when_complete(digit_dir: Path, tmp_path: Path) -> None:
@@ -122,3 +131,27 @@ def test_release_frees_the_checkpoint_model(digit_dir: Path) -> None:
     release(loaded)
     assert loaded == {} and ref() is None
     release(loaded)  # nothing loaded: a no-op
+
+
+def test_a_batch_is_cut_at_max_batch_bytes(digit_dir: Path, tmp_path: Path) -> None:
+    """capture.max_batch_bytes bounds a batch's activations by its sites, whatever the records' lengths; the
+    capture is the same (up to float16 rounding of a different batch shape)."""
+    from analysis.capture import _batches, _plan
+
+    model, tok = load(digit_dir)
+    records = trace_records(40)
+    plan = _plan(tok, records, chunk=7)  # tokenized in chunks: the same plan as in one call
+    assert all(np.array_equal(a, b) for a, b in zip(plan.ids, _plan(tok, records).ids, strict=True))
+    per_site = 3 * 5 * 64 * 4  # kinds x (layers + 1) x d_model x float32
+    batches = list(_batches(plan, 8, 5))
+    assert sorted(i for b in batches for i in b) == sorted(plan.order)
+    assert all(len(b) <= 8 and (len(b) == 1 or sum(len(plan.sites[i]) for i in b) <= 5) for b in batches)
+    assert len(batches) > len(list(_batches(plan, 8, None)))
+    whole = capture(model, tok, records, batch_size=8)
+    capture_to_dir(model, tok, records, tmp_path / "cap", batch_size=8, max_batch_bytes=5 * per_site)
+    cap = read_capture(tmp_path / "cap")
+    for kind in KINDS:
+        for layer in range(4):
+            np.testing.assert_allclose(
+                cap.layer(kind, layer).astype(np.float32), whole[f"act_{kind}"][:, layer].astype(np.float32), atol=2e-2
+            )

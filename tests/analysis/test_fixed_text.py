@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.capture import read_capture
 from analysis.config import AnalysisConfig, FixedTextSettings, RolloutSettings, SteeringSettings
 from analysis.fixed.checkpoint import SUBSETS, fixed_checkpoint, fixed_records
 from analysis.fixed.steer import POSITIONS, accepted, flip_rates, wrong_line_cases
@@ -40,7 +41,7 @@ def _rollouts(problems: list, seed: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def fixed(digit_dir: Path) -> tuple:
+def fixed(digit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
     model, tok = load(digit_dir)
     problems = generate_problems(SPEC, 30, seed=0)
     texts = fixed_records(_rollouts(problems, 1), _rollouts(problems, 2), problems, "base", 30, 30, 0, 2, tok)
@@ -50,12 +51,13 @@ def fixed(digit_dir: Path) -> tuple:
         fixed=FixedTextSettings(bootstrap=50),
     )
     roles = problem_roles(30, 0.2, 0.4, 0)
-    arrays, summary = fixed_checkpoint(model, tok, texts, roles, cfg)
-    return model, tok, texts, roles, cfg, arrays, summary
+    capture_dir = tmp_path_factory.mktemp("fixed") / "capture"
+    arrays, summary = fixed_checkpoint(model, tok, texts, roles, cfg, capture_dir)
+    return model, tok, texts, roles, cfg, arrays, summary, read_capture(capture_dir)
 
 
 def test_text_set_has_all_subsets_and_the_pairs_do_not_leak(fixed: tuple) -> None:
-    _, _, texts, _, _, arrays, summary = fixed
+    _, _, texts, _, _, arrays, summary, _ = fixed
     assert {t["subset"] for t in texts} == set(SUBSETS)
     assert all(summary["sites"][s] > 0 for s in SUBSETS)
     # the two texts of a pair are identical up to "(", so their activations there are too (float16 storage)
@@ -69,7 +71,7 @@ def test_text_set_has_all_subsets_and_the_pairs_do_not_leak(fixed: tuple) -> Non
 
 
 def test_lens_at_the_output_is_the_models_own_next_token_preference(fixed: tuple) -> None:
-    model, tok, texts, _, _, arrays, _ = fixed
+    model, tok, texts, _, _, arrays, _, acts = fixed
     this_id, not_id = verdict_token_ids(tok)
     assert tok.decode([this_id]).strip().startswith("t") and tok.decode([not_id]).strip().startswith("n")
     r = texts[arrays["record"][0]]
@@ -77,12 +79,15 @@ def test_lens_at_the_output_is_the_models_own_next_token_preference(fixed: tuple
     with torch.no_grad():
         logits = model(**enc).logits[0, arrays["paren_pos"][0]].float()
     want = float(logits[this_id] - logits[not_id])
-    got = lens_margin(model, arrays["act_paren"][:1].astype(np.float32), (this_id, not_id))[0, -1]
+    last = acts.layer("paren", acts.n_layers - 1)[:1, None].astype(np.float32)
+    got = lens_margin(model, last, (this_id, not_id))[0, -1]
     assert got == pytest.approx(want, abs=2e-2 * max(1.0, abs(want)))
+    assert arrays["margin"][0, -1] == pytest.approx(got, abs=1e-5)
+    assert not any(k.startswith("act_") for k in arrays)  # activations stay on disk, not in fixed.npz
 
 
 def test_every_reported_number_comes_from_report_problems_with_an_interval(fixed: tuple) -> None:
-    _, _, _, roles, _, arrays, summary = fixed
+    _, _, _, roles, _, arrays, summary, _ = fixed
     assert set(np.unique(roles)) == {"calibration", "train", "report"}
     rows = [r for r in summary["probes"] if r["fit"] and r["kind"] == "paren" and r["label"] == "truth"]
     assert rows
@@ -97,7 +102,7 @@ def test_every_reported_number_comes_from_report_problems_with_an_interval(fixed
 
 
 def test_flip_cases_are_cut_where_configured_and_zero_scale_flips_nothing(fixed: tuple) -> None:
-    model, tok, texts, roles, cfg, arrays, _ = fixed
+    model, tok, texts, roles, cfg, arrays, _, _ = fixed
     units = {2: np.eye(model.config.hidden_size)[0]}
     for pos in POSITIONS:
         cases = wrong_line_cases(texts, roles, "report", pos, 10)
@@ -120,7 +125,7 @@ def test_scale_choice_smallest_hit_else_best_else_largest() -> None:
     assert choose_scale(sweep([0, 0, 0, 0]), "final", 0.5) == 8.0
 
 
-def test_checkpoints_that_wrote_no_paren_still_get_every_fixed_text_number(digit_dir: Path) -> None:
+def test_checkpoints_that_wrote_no_paren_still_get_every_fixed_text_number(digit_dir: Path, tmp_path: Path) -> None:
     """A checkpoint whose own rollouts have no "(" sites (an early real-model checkpoint) still reads the
     counterfactual lines: its own verdict, the content/position effects and the stated/truth probes exist."""
     model, tok = load(digit_dir)
@@ -133,9 +138,41 @@ def test_checkpoints_that_wrote_no_paren_still_get_every_fixed_text_number(digit
         steering=SteeringSettings(problems=10),
         fixed=FixedTextSettings(bootstrap=50),
     )
-    arrays, summary = fixed_checkpoint(model, tok, texts, problem_roles(30, 0.2, 0.4, 0), cfg)
+    arrays, summary = fixed_checkpoint(model, tok, texts, problem_roles(30, 0.2, 0.4, 0), cfg, tmp_path / "cap")
     assert summary["sites"]["last"] == 0 and summary["sites"]["counterfactual"] > 0
     assert not np.any(arrays["w_paren_verdict"])  # no rollout verdicts to fit on: reported as not fit
     assert any(r["fit"] for r in summary["probes"] if r["label"] == "truth")
     ov = summary["own_verdict"]
     assert ov["content_effect"]["value"] is not None and ov["position_effect"]["positions"] == [0, 2]
+
+
+def test_probes_fitted_layer_chunk_by_chunk_equal_one_chunk(fixed: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large model's fixed-text capture is read a few layers at a time (CHUNK_BYTES); the probes and directions
+    must not depend on how many layers a chunk holds. The capture on disk is reused, not recomputed."""
+    import analysis.fixed.checkpoint as fc
+
+    model, tok, texts, roles, cfg, arrays, summary, acts = fixed
+    monkeypatch.setattr(fc, "CHUNK_BYTES", 1)  # one layer per chunk
+    again, summary2 = fixed_checkpoint(model, tok, texts, roles, cfg, acts.dir)
+    for k in (k for k in arrays if k.startswith(("w_", "b_"))):
+        assert np.array_equal(arrays[k], again[k]), k
+    assert [r.get("probe") for r in summary["probes"]] == [r.get("probe") for r in summary2["probes"]]
+    assert np.allclose(arrays["margin"], again["margin"], atol=1e-6)
+
+
+def test_an_empty_fixed_text_set_is_one_error_naming_the_fields(digit_dir: Path, tmp_path: Path) -> None:
+    """No counterfactual lines on report problems (here: no problems at all) stops the stage before any model is
+    loaded, with the fields to change."""
+    from analysis.fixed.run import run_fixed
+    from tasks.config import ConfigError
+
+    cfg = AnalysisConfig(
+        rollout=RolloutSettings(problems=30),
+        steering=SteeringSettings(problems=10),
+        fixed=FixedTextSettings(bootstrap=50),
+    )
+    no_rollouts = lambda step, path: ([], f"rollouts-{step}")  # noqa: E731
+    roles = problem_roles(30, 0.2, 0.4, 0)
+    with pytest.raises(ConfigError, match=r"fixed\.counterfactual_problems or rollout\.problems") as e:
+        run_fixed(cfg, [(0, digit_dir), (5, digit_dir)], tmp_path, [], "base", no_rollouts, roles)
+    assert "has 0 texts" in str(e.value) and "\n" not in str(e.value)
