@@ -47,7 +47,7 @@ class EvalMetrics:
     # successful samples of each problem, in problem order: two checkpoints' counts give a paired standard error
     # of the success change (see :func:`paired_gain_se`)
     solved_per_problem: tuple[int, ...] = ()
-    # [numerator, denominator] per problem for the rates whose change gets an interval (:func:`paired_change_ci`)
+    # [numerator, denominator] per problem for the other rates whose change gets an interval (:func:`rate_changes`)
     per_problem: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def paired_gain_se(first: Sequence[int], final: Sequence[int], samples: int) -> 
     return (var / len(diffs)) ** 0.5
 
 
-PER_PROBLEM = ("success_rate", "verdict_share", "line_verdict_matches_truth", "false_accept_given_wrong")
+PER_PROBLEM = ("verdict_share", "line_verdict_matches_truth", "false_accept_given_wrong")
 
 
 def paired_change_ci(
@@ -117,7 +117,7 @@ def score_completions(
     per: dict[str, list[tuple[int, int]]] = {k: [] for k in PER_PROBLEM}
     for i, (p, samples) in enumerate(zip(problems, completions, strict=True)):
         solved.append(0)
-        before = (verdict_lines, matches, wrong, false_acc, len(counts))
+        judged0, matches0, wrong0, false_acc0, texts0 = verdict_lines, matches, wrong, false_acc, len(counts)
         for j, text in enumerate(samples):
             n += 1
             b = breakdown(text, p.numbers, p.target)
@@ -146,10 +146,9 @@ def score_completions(
                 else:
                     wrong += 1
                     false_acc += accept
-        per["success_rate"].append((solved[-1], len(samples)))
-        per["verdict_share"].append((sum(c.with_verdict for c in counts[before[4] :]), len(samples)))
-        per["line_verdict_matches_truth"].append((matches - before[1], verdict_lines - before[0]))
-        per["false_accept_given_wrong"].append((false_acc - before[3], wrong - before[2]))
+        per["verdict_share"].append((sum(c.with_verdict for c in counts[texts0:]), len(samples)))
+        per["line_verdict_matches_truth"].append((matches - matches0, verdict_lines - judged0))
+        per["false_accept_given_wrong"].append((false_acc - false_acc0, wrong - wrong0))
     deg = rates(counts)
     return EvalMetrics(
         verdict_share=deg["verdict_share"] or 0.0,
@@ -176,7 +175,16 @@ def score_completions(
 
 
 def rate_changes(first: dict[str, Any], final: dict[str, Any]) -> dict[str, dict[str, float] | None]:
-    """First -> final change of each :data:`PER_PROBLEM` rate with its interval, from two eval.jsonl rows (None
-    for a rate either row lacks per-problem counts for, e.g. rows logged before they existed)."""
-    a, b = first.get("per_problem") or {}, final.get("per_problem") or {}
-    return {k: paired_change_ci(a[k], b[k]) if k in a and k in b else None for k in PER_PROBLEM}
+    """First -> final change of success (from ``solved_per_problem``) and of each :data:`PER_PROBLEM` rate with its
+    interval, from two eval.jsonl rows (None for a rate either row lacks per-problem counts for, e.g. rows logged
+    before they existed)."""
+
+    def counts(row: dict[str, Any]) -> dict[str, Any]:
+        out = dict(row.get("per_problem") or {})
+        solved = row.get("solved_per_problem")
+        if solved and row.get("completions", 0) % len(solved) == 0:
+            out["success_rate"] = [(s, row["completions"] // len(solved)) for s in solved]
+        return out
+
+    a, b = counts(first), counts(final)
+    return {k: paired_change_ci(a[k], b[k]) if k in a and k in b else None for k in ("success_rate", *PER_PROBLEM)}

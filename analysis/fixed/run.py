@@ -228,18 +228,17 @@ def versus_final(
     for key in [k for k in arrays if k.startswith("w_")]:
         kind, label = key[2:].split("_", 1)
         w, wf, bf = arrays[key], final[key], final[f"b_{kind}_{label}"]
-        rows = {"cosine": [pr.cosine(w[i], wf[i]) for i in range(w.shape[0])], "final_probe_auroc": {}}
+        tests = [report & (arrays["subset"] == si) for si in range(len(SUBSETS))]
         aurocs: dict[str, list] = {subset: [] for subset in SUBSETS}
         for i in range(w.shape[0]):
             x = acts.layer(kind, i)
-            for si, subset in enumerate(SUBSETS):
-                te = report & (arrays["subset"] == si)
+            for subset, te in zip(SUBSETS, tests, strict=True):
                 y, groups = arrays[label][te].astype(bool), arrays["problem"][te]
                 aurocs[subset].append(
                     stats.auroc_ci(pr.predict(wf[i], float(bf[i]), x[te].astype(np.float32)), y, groups, n_boot=n_boot)
                     if np.any(wf[i]) and len(np.unique(y)) == 2
                     else None
                 )
-        rows["final_probe_auroc"] = aurocs
-        out[f"{kind}/{label}"] = rows
+        cosine = [pr.cosine(w[i], wf[i]) for i in range(w.shape[0])]
+        out[f"{kind}/{label}"] = {"cosine": cosine, "final_probe_auroc": aurocs}
     return out

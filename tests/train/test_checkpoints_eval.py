@@ -140,7 +140,8 @@ def test_rate_changes_get_a_paired_bootstrap_interval(tmp_path: Path) -> None:
     m = score_completions([p, p], [[right, wrong], [bare, bare]])
     assert m.per_problem["verdict_share"] == ((2, 2), (0, 2)) and m.verdict_share == pytest.approx(0.5)
     assert m.per_problem["false_accept_given_wrong"] == ((1, 1), (0, 0))
-    assert m.per_problem["success_rate"] == ((1, 2), (2, 2))
+    assert set(m.per_problem) == {"verdict_share", "line_verdict_matches_truth", "false_accept_given_wrong"}
+    assert m.solved_per_problem == (1, 2)
 
     first = [(1, 4)] * 50 + [(0, 4)] * 50  # 12.5%
     final = [(3, 4)] * 50 + [(2, 4)] * 50  # 62.5%: every problem gains 2 of 4
@@ -153,3 +154,6 @@ def test_rate_changes_get_a_paired_bootstrap_interval(tmp_path: Path) -> None:
     rows = {"per_problem": {"verdict_share": first}}, {"per_problem": {"verdict_share": final}}
     out = rate_changes(*rows)
     assert out["verdict_share"]["value"] == pytest.approx(0.5) and out["success_rate"] is None
+    # success from the per-problem solved counts (4 samples each): the same interval as the explicit pairs
+    solved = [{"completions": 400, "solved_per_problem": [n for n, _ in x]} for x in (first, final)]
+    assert rate_changes(*solved)["success_rate"] == paired_change_ci(first, final)
