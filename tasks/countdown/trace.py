@@ -22,11 +22,17 @@ attempt's expression, whether it uses exactly the given numbers, whether it hits
 arithmetic slips and wrongly rejected right answers stay visible. A candidate line that does not fit the
 grammar is returned with ``parsed=False`` and the reason, never half-filled.
 
+The text after the stated number is the line's *tail*. It may hold "=" signs of its own: a middle segment
+that is a number followed by punctuation or words is not an expression, so the attempt ends at that number
+and the rest of the line is the tail (``= 28! Yes, we got it! 44 + 19 - 35 = 28.``, the shape steered models
+write). ``restated`` says whether the tail writes the attempt again (same operands, value and stated number).
+
 Besides the literal ``verdict`` ("not"/"this" only), each parsed line gets ``accepted``: whether the model
-says the attempt works, in any form (rule and word lists in :mod:`tasks.countdown.acceptance`). A "(" after
-the stated number lets its first word decide (``(this``/``(correct`` True, ``(not``/``(wrong`` False, else
-None); without one, rejection words in the rest of the line give False, acceptance words or phrases or a
-"!" give True (``= 28! Yes, we got it!``, ``= 66 exactly``), both or neither give None.
+says the attempt works, in any form (rule and word lists in :mod:`tasks.countdown.acceptance`), judged on the
+tail. A "(" after the stated number lets its first word decide (``(this``/``(correct`` True, ``(not``/``(wrong``
+False); any other first word leaves it to the words inside (``(maybe it works!)`` True, ``(maybe not)``
+False). Without one, rejection words in the tail give False, acceptance words or phrases or a "!" give True
+(``= 28! Yes, we got it!``, ``= 66 exactly``, ``= 52!! That's the target``), both or neither give None.
 :func:`accepted_attempts` also counts a line as accepted when the ``<answer>`` repeats it.
 
 All spans are character offsets into the text given to :func:`parse_attempts`; the analysis maps them to
@@ -37,7 +43,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from tasks.countdown import arith
@@ -52,6 +58,9 @@ _CONTINUES = re.compile(r"[ \t]*[+-]?[0-9]+[ \t]*[-+*/]")
 _VERDICT_PAREN = re.compile(r"[ \t]*[.,!:;]?[ \t]*(\()[ \t]*([A-Za-z]*)")
 _WORD = re.compile(r"[A-Za-z]+")
 _HAS_VERDICT = re.compile(r"\([ \t]*(?:not|this)\b")
+# text after a stated number that ends the attempt: punctuation, a "(" with a word, or a word ("x 2" multiplies)
+_TAIL_START = re.compile(r"[ \t]*(?:[.,!:;?]|\([ \t]*[A-Za-z]|(?![xX][ \t]*[0-9(])[A-Za-z])")
+_RESTATEMENT = re.compile(r"([0-9+\-*/() \t]+)=[ \t]*([+-]?[0-9]+(?:\.[0-9]+)?)")
 
 VERDICTS = ("not", "this")
 
@@ -78,6 +87,7 @@ class Attempt:
     paren_span: Span | None = None  # the "(" that opens the verdict
     verdict_span: Span | None = None  # the verdict word
     accepted: bool | None = None  # the line says it works (True), fails (False), or neither / both (None)
+    restated: bool = False  # the tail writes the attempt again ("= 28! Yes! 44 + 19 - 35 = 28.")
 
     @property
     def stated_span(self) -> Span | None:
@@ -131,15 +141,105 @@ def _unparsed(span: Span, reason: str) -> Attempt:
     return Attempt(line_span=span, parsed=False, reason=reason)
 
 
+def _eq_positions(text: str, start: int, end: int) -> list[int]:
+    eqs = []
+    q = text.find("=", start, end)
+    while q >= 0:
+        eqs.append(q)
+        q = text.find("=", q + 1, end)
+    return eqs
+
+
+def _attempt_eqs(text: str, eqs: list[int], end: int) -> list[int]:
+    """The "=" signs that belong to the attempt: all of them, unless a middle segment is a stated number
+    followed by words or punctuation and so no expression (``= 28! Yes, we got it! 44 + 19 - 35 = 28.``):
+    the attempt then ends at that number and the rest of the line is its tail."""
+    for k in range(len(eqs) - 1):
+        m = _NUMBER.match(text, eqs[k] + 1, end)
+        if m is None or not _TAIL_START.match(text, m.end(1), eqs[k + 1]):
+            continue
+        try:
+            _value(text[eqs[k] + 1 : eqs[k + 1]])
+        except arith.ArithError:
+            return eqs[: k + 1]
+    return eqs
+
+
+@dataclass(slots=True)
+class _Chain:
+    """The attempt as it is read "=" by "=": its expression so far and every stated number."""
+
+    expression: str
+    used: list[int]
+    value: arith.Number | None
+    stated_values: list[arith.Number | None] = field(default_factory=list)
+    stated_spans: list[Span | None] = field(default_factory=list)
+
+
+def _read_chain(text: str, eqs: list[int], end: int, chain: _Chain, numbers: Sequence[int]) -> str | None:
+    """Record the number after each "=" and fold continuing middle segments into ``chain``; returns why the
+    line is unparsed, or None."""
+    for k, q in enumerate(eqs):
+        m = _NUMBER.match(text, q + 1, end)
+        chain.stated_values.append(None if m is None else _number(m.group(1)))
+        chain.stated_spans.append(None if m is None else m.span(1))
+        if k + 1 == len(eqs):
+            return None
+        segment = text[q + 1 : eqs[k + 1]]
+        rest = text[m.end(1) : eqs[k + 1]] if m is not None else segment
+        if m is not None and not rest.strip():
+            continue  # a plain restated number
+        try:
+            seg_value = _value(segment)
+        except arith.ArithError:
+            return f"segment {segment.strip()!r} is not an expression"
+        if m is not None and _CONTINUES.match(segment):
+            extra = arith.literals(rest)
+            if _continues(chain.stated_values[-1], chain.value, seg_value, chain.used, extra, numbers):
+                chain.expression = f"({chain.expression}) {rest.strip()}"
+                chain.used += extra
+                chain.value = _value(chain.expression)
+    return None
+
+
+def _verdict(text: str, pos: int, end: int) -> tuple[str | None, str | None, Span | None, Span | None]:
+    """(verdict, verdict word, "(" span, word span) of the tail ``text[pos:end]``."""
+    verdict_word = paren_span = verdict_span = None
+    vm = _VERDICT_PAREN.match(text, pos, end)
+    if vm is not None:
+        paren_span = vm.span(1)
+        if vm.group(2):
+            verdict_word = vm.group(2)
+            verdict_span = vm.span(2)
+    else:
+        wm = _WORD.search(text, pos, end)
+        if wm is not None:
+            verdict_word = wm.group()
+            verdict_span = wm.span()
+    verdict = verdict_word.lower() if verdict_word is not None and verdict_word.lower() in VERDICTS else None
+    return verdict, verdict_word, paren_span, verdict_span
+
+
+def _restates(tail: str, chain: _Chain) -> bool:
+    """Whether ``tail`` writes the attempt again: an expression with the same operands and the same exact
+    value, followed by "=" and the same stated number (``... Yes, we got it! 44 + 19 - 35 = 28.``)."""
+    for m in _RESTATEMENT.finditer(tail):
+        if _number(m.group(2)) != chain.stated_values[-1]:
+            continue
+        run = m.group(1)
+        try:
+            if _value(run) == chain.value and arith.same_multiset(arith.literals(run), chain.used):
+                return True
+        except arith.ArithError:
+            continue
+    return False
+
+
 def parse_line(text: str, start: int, end: int, numbers: Sequence[int], target: int) -> Attempt:
     """Parse ``text[start:end]`` (one candidate line) into an :class:`Attempt`."""
     span = (start, end)
     body = _PREFIX.match(text, start, end).end()
-    eqs = []
-    q = text.find("=", body, end)
-    while q >= 0:
-        eqs.append(q)
-        q = text.find("=", q + 1, end)
+    eqs = _eq_positions(text, body, end)
     if not eqs:
         return _unparsed(span, "verdict without '='")
     seg0 = text[body : eqs[0]]
@@ -149,76 +249,38 @@ def parse_line(text: str, start: int, end: int, numbers: Sequence[int], target: 
         value = _value(seg0)
     except arith.ArithError as e:
         return _unparsed(span, f"expression {seg0.strip()!r}: {e}")
+    eqs = _attempt_eqs(text, eqs, end)
     last = _NUMBER.match(text, eqs[-1] + 1, end)
     if last is None:
         return _unparsed(span, "no number after the last '='")
+    chain = _Chain(seg0.strip(), arith.literals(seg0), value)
+    reason = _read_chain(text, eqs, end, chain, numbers)
+    if reason is not None:
+        return _unparsed(span, reason)
 
-    expression = seg0.strip()
-    used = arith.literals(seg0)
-    stated_values: list[arith.Number | None] = []
-    stated_spans: list[Span | None] = []
-    for k, q in enumerate(eqs):
-        m = _NUMBER.match(text, q + 1, end)
-        if m is None:
-            stated_values.append(None)
-            stated_spans.append(None)
-        else:
-            stated_values.append(_number(m.group(1)))
-            stated_spans.append(m.span(1))
-        if k + 1 == len(eqs):
-            break
-        segment = text[q + 1 : eqs[k + 1]]
-        rest = text[m.end(1) : eqs[k + 1]] if m is not None else segment
-        if m is not None and not rest.strip():
-            continue  # a plain restated number
-        try:
-            seg_value = _value(segment)
-        except arith.ArithError:
-            return _unparsed(span, f"segment {segment.strip()!r} is not an expression")
-        if m is not None and _CONTINUES.match(segment):
-            extra = arith.literals(rest)
-            if _continues(stated_values[-1], value, seg_value, used, extra, numbers):
-                expression = f"({expression}) {rest.strip()}"
-                used += extra
-                value = _value(expression)
-
-    true_value = value
-    stated_value = stated_values[-1]
-
-    verdict = verdict_word = paren_span = verdict_span = None
-    vm = _VERDICT_PAREN.match(text, last.end(1), end)
-    if vm is not None:
-        paren_span = vm.span(1)
-        if vm.group(2):
-            verdict_word = vm.group(2)
-            verdict_span = vm.span(2)
-    else:
-        wm = _WORD.search(text, last.end(1), end)
-        if wm is not None:
-            verdict_word = wm.group()
-            verdict_span = wm.span()
-    if verdict_word is not None and verdict_word.lower() in VERDICTS:
-        verdict = verdict_word.lower()
-
+    verdict, verdict_word, paren_span, verdict_span = _verdict(text, last.end(1), end)
+    tail = text[last.end(1) : end]
+    stated_value = chain.stated_values[-1]
     s0 = body + (len(seg0) - len(seg0.lstrip()))
     return Attempt(
         line_span=span,
         parsed=True,
-        expression=expression,
+        expression=chain.expression,
         expr_span=(s0, s0 + len(seg0.strip())),
         eq_positions=tuple(eqs),
-        stated_values=tuple(stated_values),
-        stated_spans=tuple(stated_spans),
+        stated_values=tuple(chain.stated_values),
+        stated_spans=tuple(chain.stated_spans),
         stated_value=stated_value,
-        true_value=true_value,
-        uses_numbers=arith.same_multiset(used, numbers),
-        correct=true_value is not None and true_value == target,
+        true_value=chain.value,
+        uses_numbers=arith.same_multiset(chain.used, numbers),
+        correct=chain.value is not None and chain.value == target,
         stated_is_target=stated_value == target,
         verdict=verdict,
         verdict_word=verdict_word,
         paren_span=paren_span,
         verdict_span=verdict_span,
-        accepted=line_acceptance(text[last.end(1) : end], paren_span is not None, verdict_word),
+        accepted=line_acceptance(tail, paren_span is not None, verdict_word),
+        restated=_restates(tail, chain),
     )
 
 
