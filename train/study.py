@@ -3,41 +3,57 @@
 An emergence claim from one run with a chosen seed is an anecdote. A study trains the preset with several seeds
 and, with the same data, steps and compute, control runs whose reward carries no correctness signal
 (``grpo.reward``: ``shuffled`` permutes the rewards within each prompt's group, ``format`` pays only for the answer
-tag). Every run shares the one cached base, is analysed by ``make analyze``'s pipeline, and
-:mod:`analysis.study.report` compares RL with the controls, metric by metric, with intervals.
+tag). Each control is an arm of its own runs, one per ``control_seeds`` entry (``shuffled-s101``, ...): the
+comparison is between two samples of runs, so a control needs its own spread, and its seeds are distinct from the
+RL seeds because a control sharing an RL run's seed shares its data order and sampling (the two would not be
+independent draws). At least as many control seeds as RL seeds are required: the exact test
+:mod:`analysis.study.report` uses is only as fine as the smaller arm allows.
 
-Runs are subprocesses of ``python -m train`` / ``python -m analysis`` (exactly what ``make train`` and ``make
-analyze`` run; a vLLM engine never outlives its run). Resumable: a finished run (its ``summary.json`` at the
-configured step) is skipped, an interrupted one is resumed from its last checkpoint, and the analysis is cached
-per stage. A directory the study did not write (no ``config.yaml``) is refused with its path, never overwritten.
+The analysis config is frozen before any run starts: resolved once from ``analysis_preset`` + ``analysis_args``,
+written to ``<study>/analysis.frozen.yaml`` with its sha256 in ``<study>/frozen.json``. A later invocation
+(resume) whose resolved analysis config differs is refused with the first differing field, before anything is
+trained: a report whose metrics or thresholds were chosen after seeing some runs is not a test of them.
+
+Every run shares the one cached base and is analysed by ``make analyze``'s pipeline; :mod:`analysis.study.report`
+compares RL with each control arm, metric by metric (exact permutation test over runs, Holm's correction over the
+table, a descriptive bootstrap interval). Runs are subprocesses of ``python -m train`` / ``python -m analysis``
+(exactly what ``make train`` and ``make analyze`` run; a vLLM engine never outlives its run). Resumable: a finished
+run (its ``summary.json`` at the configured step) is skipped, an interrupted one is resumed from its last
+checkpoint, and the analysis is cached per stage. A directory the study did not write (no ``config.yaml``) is
+refused with its path, never overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from tasks.config import ConfigError, dump_config, find_preset, load_config
+from tasks.config import ConfigError, dump_config, find_preset, load_config, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET_DIR = ROOT / "configs" / "study"
+FROZEN_YAML = "analysis.frozen.yaml"  # the analysis config frozen before the study's first run
+FROZEN_JSON = "frozen.json"  # its sha256, when it was frozen, whether any run had started by then
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """One study: which preset, how many seeds, which controls."""
+    """One study: which preset, which RL seeds, which controls and their seeds."""
 
     name: str = "tiny"  # runs go to <output_root>/study-<name>/<run>
     preset: str = "tiny"  # training preset (configs/<preset>.yaml)
     analysis_preset: str = "tiny"  # analysis preset (configs/analysis/<preset>.yaml)
     seeds: tuple[int, ...] = (1, 2, 3)  # one RL run per seed
-    controls: tuple[Literal["shuffled", "format"], ...] = ("shuffled", "format")
-    control_seed: int | None = None  # the controls' seed; None: the first of ``seeds``
+    controls: tuple[Literal["shuffled", "format"], ...] = ("shuffled",)
+    # one run of every control per seed; distinct from ``seeds``, at least as many
+    control_seeds: tuple[int, ...] = (101, 102, 103)
     output_root: str = "checkpoints"
     train_args: tuple[str, ...] = ()  # key=value overrides for every training run
     analysis_args: tuple[str, ...] = ()  # key=value overrides for every analysis
@@ -47,6 +63,20 @@ class StudyConfig:
             raise ConfigError("seeds: expected at least one seed (N >= 1), got []")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: expected distinct seeds, got {list(self.seeds)}")
+        cs = self.control_seeds
+        if len(set(cs)) != len(cs):
+            raise ConfigError(f"control_seeds: expected distinct seeds, got {list(cs)}")
+        if len(cs) < len(self.seeds):
+            raise ConfigError(
+                f"control_seeds: {len(cs)} seeds, fewer than the {len(self.seeds)} RL seeds (seeds); give at least "
+                "as many"
+            )
+        shared = [s for s in cs if s in self.seeds]
+        if shared:
+            raise ConfigError(
+                f"control_seeds: {shared} also in the RL seeds (seeds) {list(self.seeds)}; use distinct seeds: a "
+                "control sharing an RL run's seed shares its data order and sampling"
+            )
         find_preset(self.preset, ROOT / "configs", "training preset")
         find_preset(self.analysis_preset, ROOT / "configs" / "analysis", "analysis preset")
 
@@ -65,9 +95,10 @@ class RunSpec:
 
 
 def run_specs(cfg: StudyConfig) -> list[RunSpec]:
-    """The RL seeds first, then the controls (same data, steps and compute; only the reward differs)."""
-    cseed = cfg.control_seed if cfg.control_seed is not None else cfg.seeds[0]
-    return [RunSpec(f"seed{s}", "rl", s) for s in cfg.seeds] + [RunSpec(c, c, cseed) for c in cfg.controls]
+    """The RL seeds first, then each control's runs, one per control seed (same data, steps and compute; only the
+    reward and the seed differ)."""
+    rl = [RunSpec(f"seed{s}", "rl", s) for s in cfg.seeds]
+    return rl + [RunSpec(f"{c}-s{s}", c, s) for c in cfg.controls for s in cfg.control_seeds]
 
 
 def train_overrides(cfg: StudyConfig, spec: RunSpec) -> list[str]:
@@ -114,13 +145,87 @@ def _call(module: str, args: list[str]) -> None:
         raise RuntimeError(f"python -m {module} {' '.join(args)} failed with exit status {proc.returncode}")
 
 
+_ABSENT = object()
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> leaf value of a nested dict (lists and empty sections are leaves)."""
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def _show(v: Any) -> str:
+    if v is _ABSENT:
+        return "(absent)"
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def first_difference(frozen: dict[str, Any], now: dict[str, Any]) -> str:
+    """``"steering.scale 0.5 -> 0.7"``: the first field (in the current config's order) whose value differs."""
+    a, b = _flat(frozen), _flat(now)
+    for key in [*b, *(k for k in a if k not in b)]:
+        x, y = a.get(key, _ABSENT), b.get(key, _ABSENT)
+        if x != y:
+            return f"{key} {_show(x)} -> {_show(y)}"
+    return "the YAML text (same values)"
+
+
+def freeze_analysis_config(cfg: StudyConfig, runs_started: bool = False) -> dict[str, Any]:
+    """Resolve the study's analysis config and freeze it, or check it against the frozen one.
+
+    First invocation: writes ``<study>/analysis.frozen.yaml`` (``tasks.config.dump_config``) and ``frozen.json``
+    (sha256 of that YAML, ISO time, whether any run had already started). Later invocations: the resolved config's
+    hash must match, or a ConfigError names the first differing field. Returns frozen.json's content plus
+    ``unchanged: true``. Raises ConfigError for an analysis override the config rejects, before anything runs."""
+    import yaml
+
+    from analysis.config import load_analysis_config  # train/ imports analysis only here, in the study driver
+
+    acfg = load_analysis_config(cfg.analysis_preset, cfg.analysis_args)
+    resolved = to_dict(acfg)
+    # the text dump_config writes (tested: the frozen file's sha256 is the recorded hash)
+    digest = hashlib.sha256(yaml.safe_dump(resolved, sort_keys=False).encode()).hexdigest()
+    frozen_yaml, frozen_json = cfg.directory / FROZEN_YAML, cfg.directory / FROZEN_JSON
+    if frozen_yaml.is_file():
+        text = frozen_yaml.read_text()
+        if hashlib.sha256(text.encode()).hexdigest() != digest:
+            diff = first_difference(yaml.safe_load(text) or {}, resolved)
+            raise ConfigError(
+                f"analysis config changed since the study's runs started: {diff} (frozen in {frozen_yaml}); "
+                "restore it or start a new study name"
+            )
+        old = json.loads(frozen_json.read_text()) if frozen_json.is_file() else {}
+        info = {
+            "analysis_config_hash": digest,
+            "analysis_config_frozen_at": old.get("analysis_config_frozen_at"),
+            "frozen_before_runs": bool(old.get("frozen_before_runs", False)),
+        }
+    else:
+        from tasks.atomic import write_text
+
+        cfg.directory.mkdir(parents=True, exist_ok=True)
+        dump_config(acfg, frozen_yaml)
+        info = {
+            "analysis_config_hash": digest,
+            "analysis_config_frozen_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "frozen_before_runs": not runs_started,
+        }
+        write_text(frozen_json, json.dumps({**info, "path": FROZEN_YAML}, indent=1) + "\n")
+    return {**info, "path": str(frozen_yaml), "unchanged": True}
+
+
 def run_study(cfg: StudyConfig, say: object = print) -> Path:
-    """Train and analyse every run (skipping what is finished), then write the combined report; returns its path."""
+    """Check every run directory and freeze (or check) the analysis config, then train and analyse every run
+    (skipping what is finished), then write the combined report; returns its path."""
     from analysis.study.report import write_report
 
     specs = run_specs(cfg)
     states = {s.name: run_state(cfg, s) for s in specs}  # every directory is checked before anything starts
-    cfg.directory.mkdir(parents=True, exist_ok=True)
+    frozen = freeze_analysis_config(cfg, runs_started=any(v != "new" for v in states.values()))
     dump_config(cfg, cfg.directory / "study.yaml")
     for spec in specs:
         state = states[spec.name]
@@ -132,13 +237,14 @@ def run_study(cfg: StudyConfig, say: object = print) -> Path:
         say(f"study {cfg.name}: {spec.name}: analyze (cached per stage)")
         run = cfg.directory / spec.name
         _call("analysis", ["--preset", cfg.analysis_preset, f"run={run}", *cfg.analysis_args])
-    return write_report(cfg.directory, [(s.name, s.kind) for s in specs])
+    return write_report(cfg.directory, [(s.name, s.kind) for s in specs], frozen)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.study", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", help="configs/study/<preset>.yaml or a path to a YAML file")
-    parser.add_argument("overrides", nargs="*", help="study fields as key=value, e.g. seeds=[1,2] controls=[shuffled]")
+    example = "seeds=[1,2,3,4] control_seeds=[101,102,103,104]"
+    parser.add_argument("overrides", nargs="*", help=f"study fields as key=value, e.g. {example}")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(StudyConfig, find_preset(args.preset, PRESET_DIR, "study preset"), args.overrides)

@@ -1,5 +1,6 @@
-"""HTML of a study's combined report: the answers, one plot per metric (RL seeds' mean with their min-max band, each
-control as its own line), and the table of changes with RL minus control and its interval."""
+"""HTML of a study's combined report: the answers, how they were tested, the frozen analysis config, one plot per
+metric (each arm's runs, RL and every control alike, as their mean with a min-max band), and the table of changes
+per run with RL minus control, its bootstrap interval, the exact permutation p and Holm's p."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ import numpy as np
 from analysis.report import CSS, _png, _table
 
 
+def _arms(runs: dict[str, tuple[str, dict]]) -> dict[str, list[dict]]:
+    """kind -> its runs' series, RL first, then the controls in the order they ran."""
+    arms: dict[str, list[dict]] = {"rl": []}
+    for kind, series in runs.values():
+        arms.setdefault(kind, []).append(series)
+    return arms
+
+
 def metric_plot(metric: str, runs: dict[str, tuple[str, dict]]) -> str:
     import matplotlib
 
@@ -18,24 +27,25 @@ def metric_plot(metric: str, runs: dict[str, tuple[str, dict]]) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.6, 2.8))
-    rl = [s[metric] for k, s in runs.values() if k == "rl"]
-    steps = sorted({st for s in rl for st in s})
-    if rl and steps:
-        vals = np.array([[np.nan if s.get(st) is None else s[st] for st in steps] for s in rl], dtype=float)
+    for i, (kind, arm) in enumerate(_arms(runs).items()):
+        series = [s[metric] for s in arm]
+        steps = sorted({st for s in series for st in s})
+        if not series or not steps:
+            continue
+        vals = np.array([[np.nan if s.get(st) is None else s[st] for st in steps] for s in series], dtype=float)
         ok = ~np.all(np.isnan(vals), axis=0)
-        if ok.any():
-            x = np.array(steps)[ok]
-            v = vals[:, ok]
-            ax.plot(x, np.nanmean(v, 0), marker="o", ms=3, color="C0", label=f"RL ({len(rl)} seeds)")
-            ax.fill_between(x, np.nanmin(v, 0), np.nanmax(v, 0), color="C0", alpha=0.2)
-    for i, (name, (_, s)) in enumerate((n, r) for n, r in runs.items() if r[0] != "rl"):
-        pts = sorted((st, y) for st, y in s[metric].items() if y is not None)
-        if pts:
-            ax.plot(*zip(*pts, strict=True), ls="--", marker="s", ms=3, color=f"C{i + 1}", label=f"control: {name}")
+        if not ok.any():
+            continue
+        x, v = np.array(steps)[ok], vals[:, ok]
+        label = f"RL ({len(arm)} seeds)" if kind == "rl" else f"control: {kind} ({len(arm)} seeds)"
+        style = {"ls": "-", "marker": "o"} if kind == "rl" else {"ls": "--", "marker": "s"}
+        ax.plot(x, np.nanmean(v, 0), ms=3, color=f"C{i}", label=label, **style)
+        ax.fill_between(x, np.nanmin(v, 0), np.nanmax(v, 0), color=f"C{i}", alpha=0.15)
     ax.set_title(metric, fontsize=9)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     return _png(fig)
 
 
@@ -43,22 +53,64 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:+.3f}"
 
 
+def _p(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _frozen(result: dict[str, Any]) -> str:
+    f = result.get("analysis_config") or {}
+    if not f.get("analysis_config_hash"):
+        return "<p>Analysis config: not frozen (the report was written outside <code>make study</code>).</p>"
+    when = "before any of the study's runs started" if f.get("frozen_before_runs") else "after some runs had started"
+    state = (
+        "unchanged since then (checked before this invocation trained or analysed anything)"
+        if f.get("unchanged")
+        else "not checked"
+    )
+    return (
+        f"<p>Analysis config: sha256 <code>{html.escape(f['analysis_config_hash'])}</code>, frozen "
+        f"{html.escape(str(f.get('analysis_config_frozen_at')))} ({when}) in "
+        f"<code>{html.escape(str(f.get('path')))}</code>; {state}.</p>"
+    )
+
+
 def render(name: str, runs: dict[str, tuple[str, dict]], result: dict[str, Any]) -> str:
     parts = [f"<h1>Study {html.escape(name)}</h1>"]
     parts.append("<p>Runs: " + ", ".join(f"{html.escape(n)} ({html.escape(k)})" for n, (k, _) in runs.items()) + "</p>")
+    parts.append(_frozen(result))
     parts.append("<h2>Answers</h2><ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in result["answers"]) + "</ul>")
+    parts.append("<h2>How RL is compared with the controls</h2>")
     parts.append(
-        "<p>Change = last checkpoint minus first. RL minus control: the RL seeds' mean change minus the control's, "
-        "95% interval from the seeds' spread (the control counted as one more draw; analysis/study/report.py).</p>"
+        "<p>Change = last checkpoint minus first, per run. RL minus control = the RL runs' mean change minus the "
+        "control runs' mean change (analysis/study/report.py, analysis/study/stats.py).</p>"
     )
+    parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in result["tests"]["lines"]) + "</ul>")
     rows = []
     for metric, row in result["metrics"].items():
         for cname, c in row["controls"].items():
-            d = c["rl_minus_control"]
-            ci = "" if d["lo"] is None else f" [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-            per_seed = " ".join(_f(x) for x in row["rl_changes"])
-            rows.append([metric, per_seed, cname, _f(c["change"]), _f(d["value"]) + ci])
-    parts.append(_table(["metric", "RL changes (per seed)", "control", "control change", "RL - control"], rows))
+            b = c["bootstrap"]
+            ci = "" if b["lo"] is None else f" [{b['lo']:+.3f}, {b['hi']:+.3f}]"
+            rows.append(
+                [
+                    metric,
+                    cname,
+                    " ".join(_f(x) for x in row["rl_changes"]),
+                    " ".join(_f(x) for x in c["changes"]),
+                    _f(c["rl_minus_control"]) + ci,
+                    _p(c["permutation_p"]),
+                    _p(c["holm_p"]),
+                ]
+            )
+    header = [
+        "metric",
+        "control",
+        "RL changes (per seed)",
+        "control changes (per seed)",
+        "RL - control [bootstrap 95%]",
+        "permutation p",
+        "Holm p",
+    ]
+    parts.append(_table(header, rows))
     parts.append("<h2>Every metric vs step</h2>")
     parts += [metric_plot(m, runs) for m in result["metrics"]]
     head = f"<!doctype html><html><head><meta charset='utf-8'><style>{CSS}</style></head>"

@@ -1,27 +1,41 @@
-"""The combined report of a study (``make study``): every metric vs step over RL seeds and controls, and RL minus
-control with an interval.
+"""The combined report of a study (``make study``): every metric vs step over the RL runs and each control arm's
+runs, and RL minus control with an exact test corrected over the table.
 
 Sources, per run: ``eval.jsonl`` (held-out behaviour logged by ``make train``: success, false accepts and rejects,
-lines, the degeneracy counters) and ``analysis/summary.json`` (the fixed-text headline of every checkpoint).
+lines, the degeneracy counters) and ``analysis/summary.json`` (the fixed-text headline of every checkpoint; the
+keys read are the :data:`FIXED` mapping, one line per metric).
 
-What RL taught is read as a *change*, last checkpoint minus first, compared between RL and each control:
-``mean(RL seeds' changes) - control change``. Its interval treats the control as one more draw with the RL runs'
-seed-to-seed spread: standard error ``sd_seeds * sqrt(1/n + 1)``, Student t with ``n - 1`` degrees of freedom
-(so it needs two or more seeds; with one it is reported without an interval). Within-run sampling noise is part of
-the seed-to-seed spread, so it is not added again.
+What RL taught is read as a *change*, last checkpoint minus first, per run. Each control (``shuffled``,
+``format``) is an arm of its own runs with seeds distinct from the RL seeds (a control sharing an RL run's seed
+would share its data order and sampling, so the two would not be independent draws). Per metric and control:
+``RL minus control`` = mean of the RL runs' changes minus mean of the control runs' changes, with
+
+* an exact permutation p over runs (:func:`analysis.study.stats.permutation_test`), the unit of evidence being
+  the run, since everything within a run shares its seed;
+* Holm's adjustment of those p-values across every row of the table (all metrics x controls), because a table of
+  ~15-30 tests at 0.05 each finds something by chance;
+* a bootstrap interval over runs within each arm, descriptive only.
+
+The answers ("yes" / "no, the opposite" / "not resolved") follow the Holm-adjusted p at 0.05 with the direction
+from the sign, never an interval's overlap. The floor an exact test puts on p (3 vs 3 runs: 0.1) is stated in the
+report, since with it nothing can be significant. The report also shows the hash of the analysis config the study
+froze before its first run (``train/study.py``) and whether it is unchanged.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from analysis.study.stats import bootstrap_diff, holm, permutation_test, smallest_p
 from tasks.atomic import write_text
+
+ALPHA = 0.05  # family-wise error rate of the table (Holm)
+N_BOOT = 10_000  # bootstrap replicates per row (descriptive interval)
 
 EVAL = {
     "success": "success_rate",
@@ -33,6 +47,8 @@ EVAL = {
     "fabricated equalities": "fabricated_equalities",
     "identical lines with both verdicts": "both_verdicts",
 }
+# metric -> the path of keys into one ``fixed_text.per_step`` entry of a run's analysis summary.json (a dict with a
+# "value" is read at its value; a missing key gives no value). Edit here when that headline's keys change.
 FIXED = {
     "fixed text: accepts slips": ("accepts", "slip"),
     "fixed text: accepts right lines": ("accepts", "right"),
@@ -42,10 +58,18 @@ FIXED = {
     "fixed text: truth probe AUROC (value)": ("truth_probe_auroc_at_value",),
     "fixed text: cosine with final direction": ("cosine_with_final",),
 }
+# metric -> (the question, the direction it asks about: -1 RL lowers it more than the control, +1 raises it more)
 QUESTIONS = {
-    "false accepts | wrong": "Do false accepts fall more under RL than under the control?",
-    "fixed text: verdict probe AUROC": "Does the verdict direction change more under RL than under the control?",
-    "fixed text: truth probe AUROC (value)": "Does the truth direction change more under RL than under the control?",
+    "false accepts | wrong": ("Do false accepts fall more under RL than under the control?", -1),
+    "fixed text: verdict probe AUROC": (
+        "Does the verdict direction become more readable (probe AUROC rises more) under RL than under the control?",
+        +1,
+    ),
+    "fixed text: truth probe AUROC (value)": (
+        "Does the truth direction become more readable (probe AUROC at the value rises more) under RL than under "
+        "the control?",
+        +1,
+    ),
 }
 
 
@@ -87,68 +111,137 @@ def change(series: dict[int, float | None]) -> float | None:
     return None if a is None or b is None else b - a
 
 
-def rl_minus_control(rl: Sequence[float], control: float | None) -> dict[str, Any]:
-    """mean(rl) - control with the interval described in the module docstring (None values where a side is
-    missing)."""
-    from scipy.stats import t
-
-    n = len(rl)
-    if control is None or n == 0:
-        return {"value": None, "lo": None, "hi": None, "n_seeds": n}
-    diff = float(np.mean(rl)) - control
-    if n < 2:
-        return {"value": diff, "lo": None, "hi": None, "n_seeds": n}
-    se = float(np.std(rl, ddof=1)) * math.sqrt(1 / n + 1)
-    q = float(t.ppf(0.975, n - 1))
-    return {"value": diff, "lo": diff - q * se, "hi": diff + q * se, "n_seeds": n}
+def _changes(arm: dict[str, dict], metric: str) -> tuple[list[str], list[float]]:
+    """The runs of one arm with a change for ``metric``, and those changes (runs missing either end left out)."""
+    pairs = [(n, c) for n, s in arm.items() if (c := change(s[metric])) is not None]
+    return [n for n, _ in pairs], [c for _, c in pairs]
 
 
-def _verdict(d: dict[str, Any], decrease: bool) -> str:
-    if d["lo"] is None:
-        return "not resolved (one seed: no interval)"
-    better = d["hi"] < 0 if decrease else d["lo"] > 0
-    worse = d["lo"] > 0 if decrease else d["hi"] < 0
-    return "yes" if better else "no, the opposite" if worse else "not resolved (the interval includes 0)"
+def arm_row(rl: Sequence[float], control: Sequence[float], n_boot: int = N_BOOT) -> dict[str, Any]:
+    """RL minus control for one metric and one control: the difference of the arms' mean changes, its bootstrap
+    interval over runs and the exact permutation p (Holm's adjustment is added by :func:`compare`, over the table)."""
+    test = permutation_test(rl, control)
+    return {
+        "rl_minus_control": test["diff"],
+        "bootstrap": bootstrap_diff(rl, control, n_boot=n_boot, seed=0),
+        "permutation_p": test["p"],
+        "min_p": test["min_p"],
+        "exact": test["exact"],
+        "n_rl": len(rl),
+        "n_control": len(control),
+    }
+
+
+def verdict(diff: float | None, holm_p: float | None, min_p: float, sign: int) -> str:
+    """ "yes" / "no, the opposite" / "not resolved (...)" from the Holm-adjusted permutation p at :data:`ALPHA`,
+    the direction from the difference's sign (``sign``: the direction the question asks about). Never from an
+    interval: with 3 runs per arm the bootstrap interval is descriptive only."""
+    if diff is None or holm_p is None:
+        return "not resolved (an arm has no runs with this metric)"
+    if min_p > ALPHA:
+        return f"not resolved (with these arm sizes no p can be below {min_p:.3f})"
+    if holm_p > ALPHA:
+        return f"not resolved (Holm-adjusted p = {holm_p:.3f} > {ALPHA})"
+    return "yes" if diff * sign > 0 else "no, the opposite"
+
+
+def seeds_needed(alpha: float) -> int:
+    """Runs per arm (equal arms) for the smallest achievable permutation p to reach ``alpha``."""
+    n = 1
+    while smallest_p(n, n) > alpha:
+        n += 1
+    return n
 
 
 def compare(runs: dict[str, tuple[str, dict]]) -> dict[str, Any]:
-    """Per metric: RL changes per seed, each control's change, RL minus control; plus the per-question answers."""
+    """Per metric and control arm: RL changes per run, the control's changes per run, RL minus control with its
+    bootstrap interval and permutation p, Holm's p across every row of the table; the per-question answers; and
+    ``tests``: the rows counted, the arms' sizes, the smallest achievable p and the sentences the report shows."""
     rl = {n: s for n, (k, s) in runs.items() if k == "rl"}
-    controls = {n: s for n, (k, s) in runs.items() if k != "rl"}
+    arms: dict[str, dict[str, dict]] = {}
+    for n, (k, s) in runs.items():
+        if k != "rl":
+            arms.setdefault(k, {})[n] = s
     out: dict[str, Any] = {"metrics": {}, "answers": []}
+    rows: list[dict[str, Any]] = []
     for m in (*EVAL, *FIXED):
-        rl_changes = [c for c in (change(s[m]) for s in rl.values()) if c is not None]
-        row: dict[str, Any] = {"rl_changes": rl_changes, "controls": {}}
-        for cname, s in controls.items():
-            c = change(s[m])
-            row["controls"][cname] = {"change": c, "rl_minus_control": rl_minus_control(rl_changes, c)}
-            if c is not None and rl_changes and m in QUESTIONS:
-                d = row["controls"][cname]["rl_minus_control"]
-                decrease = m.startswith("false accepts")
-                ci = "" if d["lo"] is None else f" [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-                out["answers"].append(
-                    f"{QUESTIONS[m]} ({cname}) {_verdict(d, decrease) if decrease else _verdict_change(d)}: RL "
-                    f"change {np.mean(rl_changes):+.3f} over {len(rl_changes)} seeds, {cname} {c:+.3f}, "
-                    f"difference {d['value']:+.3f}{ci}."
-                )
+        rl_runs, rl_changes = _changes(rl, m)
+        row: dict[str, Any] = {"rl_runs": rl_runs, "rl_changes": rl_changes, "controls": {}}
+        for cname, arm in arms.items():
+            c_runs, c_changes = _changes(arm, m)
+            mean = float(np.mean(c_changes)) if c_changes else None
+            cell = {"runs": c_runs, "changes": c_changes, "change": mean, **arm_row(rl_changes, c_changes)}
+            row["controls"][cname] = cell
+            rows.append(cell)
         out["metrics"][m] = row
+    for cell, adjusted in zip(rows, holm([r["permutation_p"] for r in rows]), strict=True):
+        cell["holm_p"] = adjusted
+    k = sum(r["permutation_p"] is not None for r in rows)
+    for m, (question, sign) in QUESTIONS.items():
+        row = out["metrics"][m]
+        for cname, cell in row["controls"].items():
+            if not cell["changes"] or not row["rl_changes"]:
+                continue
+            b = cell["bootstrap"]
+            ci = "" if b["lo"] is None else f" [{b['lo']:+.3f}, {b['hi']:+.3f}]"
+            out["answers"].append(
+                f"{question} ({cname}) {verdict(cell['rl_minus_control'], cell['holm_p'], cell['min_p'], sign)}: "
+                f"RL change {np.mean(row['rl_changes']):+.3f} over {cell['n_rl']} runs, {cname} {cell['change']:+.3f} "
+                f"over {cell['n_control']} runs, difference {cell['rl_minus_control']:+.3f}{ci}, permutation p = "
+                f"{cell['permutation_p']:.3f}, Holm p = {cell['holm_p']:.3f} ({k} rows)."
+            )
+    out["tests"] = statistics_note(len(rl), {c: len(a) for c, a in arms.items()}, k)
     return out
 
 
-def _verdict_change(d: dict[str, Any]) -> str:
-    """For 'changes more': the interval of the difference excludes 0 on either side."""
-    if d["lo"] is None:
-        return "not resolved (one seed: no interval)"
-    return "yes" if d["lo"] > 0 or d["hi"] < 0 else "not resolved (the interval includes 0)"
+def statistics_note(n_rl: int, n_controls: dict[str, int], k: int) -> dict[str, Any]:
+    """What the report says about its statistics: the test, the correction, the interval (one sentence each), and
+    the floor the arm sizes put on p, said plainly when it makes a significant result impossible."""
+    sizes = {c: {"rl": n_rl, "control": n, "min_p": smallest_p(n_rl, n)} for c, n in n_controls.items()}
+    few = min([n_rl, *n_controls.values()])
+    lines = [
+        "Exact permutation test over runs: under the null that RL and control runs' changes are exchangeable, every "
+        "split of the pooled runs into arms of these sizes is equally likely; p is the share of splits whose mean "
+        "difference is at least as large in magnitude as the observed one.",
+        f"Holm's step-down correction across the table's {k} rows (every metric x control) controls the family-wise "
+        f"error rate at {ALPHA:.0%} without assuming the rows are independent; the answers use the Holm-adjusted p "
+        "at 0.05, their direction from the sign of RL minus control.",
+        f"The bootstrap interval resamples runs within each arm; with {few} runs per arm it is narrow and only "
+        "descriptive (no verdict uses it).",
+    ]
+    for c, s in sizes.items():
+        floor = f"With {s['rl']} RL vs {s['control']} {c} runs the smallest achievable p is {s['min_p']:.3f}"
+        if s["min_p"] > ALPHA:
+            lines.append(
+                f"{floor}: nothing in the {c} rows can be significant at {ALPHA}, whatever the data; run at least "
+                f"{seeds_needed(ALPHA)} seeds per arm ({seeds_needed(ALPHA)} vs {seeds_needed(ALPHA)}: "
+                f"{smallest_p(seeds_needed(ALPHA), seeds_needed(ALPHA)):.3f})."
+            )
+        else:
+            lines.append(f"{floor}.")
+    if k > 1:
+        n = seeds_needed(ALPHA / k)
+        lines.append(
+            f"After Holm's correction over {k} rows, the smallest p must be at most {ALPHA}/{k} = {ALPHA / k:.4f}: "
+            f"{n} vs {n} runs per arm (smallest p {smallest_p(n, n):.4f}) can reach it."
+        )
+    return {"rows": k, "alpha": ALPHA, "arms": sizes, "lines": lines}
 
 
-def write_report(directory: Path, specs: Sequence[tuple[str, str]]) -> Path:
-    """Write ``report.html`` and ``summary.json`` of the study in ``directory``; returns the report's path."""
+def write_report(directory: Path, specs: Sequence[tuple[str, str]], frozen: dict[str, Any] | None = None) -> Path:
+    """Write ``report.html`` and ``summary.json`` of the study in ``directory``; returns the report's path.
+
+    ``frozen``: the analysis config the study froze before its runs (``train/study.py``: hash, time, path, whether
+    it was frozen before any run started and whether it is unchanged); recorded in both files."""
     from analysis.cache import write_json
     from analysis.study.plots import render
 
     runs = {name: (kind, run_series(directory / name)) for name, kind in specs}
     result = compare(runs)
+    frozen = frozen or {}
+    result["analysis_config_hash"] = frozen.get("analysis_config_hash")
+    result["analysis_config_frozen_at"] = frozen.get("analysis_config_frozen_at")
+    result["analysis_config"] = frozen
     result["runs"] = {n: k for n, (k, _) in runs.items()}
     result["series"] = {
         n: {m: {str(k): v for k, v in s.items()} for m, s in ser.items()} for n, (_, ser) in runs.items()

@@ -1,7 +1,9 @@
-"""make study: config checks, resumable run states, RL-minus-control maths, and a micro study end to end."""
+"""make study: config checks, resumable run states, the frozen analysis config, the RL-minus-control table, and a
+micro study end to end."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -9,10 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from analysis.study.report import change, compare, rl_minus_control
+from analysis.study.report import change, compare, statistics_note
 from tasks.config import ConfigError, load_config
 from tests.e2e import MICRO, ROOT, micro_analysis, micro_overrides
-from train.study import StudyConfig, run_specs, run_state
+from train.study import StudyConfig, freeze_analysis_config, run_specs, run_state
+
+
+def _study(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "train.study", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, starts: str) -> str:
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(err.splitlines()) == 1 and err.startswith(starts), err
+    return err
 
 
 def test_bad_studies_fail_with_one_line_naming_the_field(tmp_path: Path) -> None:
@@ -22,20 +37,40 @@ def test_bad_studies_fail_with_one_line_naming_the_field(tmp_path: Path) -> None
         load_config(StudyConfig, None, ["controls=[random]"])
     with pytest.raises(ConfigError, match="training preset 'nope'"):
         StudyConfig(preset="nope")
-    proc = subprocess.run(
-        [sys.executable, "-m", "train.study", "seeds=[]"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: seeds") and "Traceback" not in proc.stderr
+    with pytest.raises(ConfigError, match="control_seeds: expected distinct"):
+        StudyConfig(seeds=(1,), control_seeds=(7, 7))
+    with pytest.raises(ConfigError, match="Did you mean 'control_seeds'"):
+        load_config(StudyConfig, None, ["control_seed=5"])  # the old key
+    _one_line_error(_study("seeds=[]"), "error: seeds")
+
+
+def test_make_study_refuses_too_few_or_shared_control_seeds(tmp_path: Path) -> None:
+    root = f"output_root={tmp_path}"
+    fewer = _one_line_error(_study(root, "seeds=[1,2,3]", "control_seeds=[101,102]"), "error: control_seeds")
+    assert "control_seeds: 2 seeds, fewer than the 3 RL seeds (seeds); give at least as many" in fewer
+    shared = _one_line_error(_study(root, "seeds=[1,2]", "control_seeds=[2,101]"), "error: control_seeds")
+    assert "[2]" in shared and "data order and sampling" in shared
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_default_preset_and_run_specs(tmp_path: Path) -> None:
+    from train.study import PRESET_DIR
+
+    cfg = load_config(StudyConfig, PRESET_DIR / "tiny.yaml")
+    assert cfg.seeds == (1, 2, 3) and cfg.control_seeds == (101, 102, 103) and cfg.controls == ("shuffled",)
+    both = StudyConfig(output_root=str(tmp_path), seeds=(4,), control_seeds=(8, 9), controls=("shuffled", "format"))
+    assert [(s.name, s.kind, s.seed) for s in run_specs(both)] == [
+        ("seed4", "rl", 4),
+        ("shuffled-s8", "shuffled", 8),
+        ("shuffled-s9", "shuffled", 9),
+        ("format-s8", "format", 8),
+        ("format-s9", "format", 9),
+    ]
 
 
 def test_run_states_and_a_half_written_directory(tmp_path: Path) -> None:
-    cfg = StudyConfig(output_root=str(tmp_path), seeds=(4, 5), controls=("format",))
+    cfg = StudyConfig(output_root=str(tmp_path), seeds=(4, 5), control_seeds=(6, 7), controls=("format",))
     specs = run_specs(cfg)
-    assert [(s.name, s.kind, s.seed) for s in specs] == [
-        ("seed4", "rl", 4),
-        ("seed5", "rl", 5),
-        ("format", "format", 4),
-    ]
     assert run_state(cfg, specs[0]) == "new"
     run = cfg.directory / "seed4"
     run.mkdir(parents=True)
@@ -48,23 +83,77 @@ def test_run_states_and_a_half_written_directory(tmp_path: Path) -> None:
     assert run_state(cfg, specs[0]) == "done"
 
 
-def test_rl_minus_control_interval_and_answers() -> None:
-    assert change({0: 0.3, 12: 0.2, 60: 0.1}) == pytest.approx(-0.2)
-    d = rl_minus_control([-0.20, -0.22, -0.18], -0.02)
-    assert d["value"] == pytest.approx(-0.18) and d["hi"] < 0 < d["hi"] - d["lo"]
-    assert rl_minus_control([-0.2], 0.0)["lo"] is None  # one seed: no interval
-    empty = {m: {} for m in _metrics()}
-    runs = {f"seed{i}": ("rl", {**empty, "false accepts | wrong": {0: 0.35, 60: 0.15 + 0.01 * i}}) for i in range(3)}
-    runs["shuffled"] = ("shuffled", {**empty, "false accepts | wrong": {0: 0.35, 60: 0.34}})
-    out = compare(runs)
-    assert any(a.startswith("Do false accepts fall more under RL") and " yes:" in a for a in out["answers"]), out
-    assert out["metrics"]["success"]["controls"]["shuffled"]["rl_minus_control"]["value"] is None
+def test_frozen_analysis_config_and_a_changed_one_refused_before_training(tmp_path: Path) -> None:
+    base = {"output_root": str(tmp_path), "name": "f", "seeds": (1,), "control_seeds": (101,)}
+    cfg = StudyConfig(**base, analysis_args=("steering.scale=0.5",))
+    first = freeze_analysis_config(cfg)
+    frozen = cfg.directory / "analysis.frozen.yaml"
+    assert first["analysis_config_hash"] == hashlib.sha256(frozen.read_text().encode()).hexdigest()
+    assert first["frozen_before_runs"] and first["unchanged"]
+    again = freeze_analysis_config(cfg, runs_started=True)  # a resume with the same config: same record
+    assert again["analysis_config_frozen_at"] == first["analysis_config_frozen_at"] and again["frozen_before_runs"]
+    proc = _study(
+        f"output_root={tmp_path}",
+        "name=f",
+        "seeds=[1]",
+        "control_seeds=[101]",
+        "analysis_args=[steering.scale=0.7]",
+    )
+    err = _one_line_error(proc, "error: analysis config changed since the study's runs started: ")
+    assert f"steering.scale 0.5 -> 0.7 (frozen in {frozen}); restore it or start a new study name" in err
+    assert sorted(p.name for p in cfg.directory.iterdir()) == ["analysis.frozen.yaml", "frozen.json"]  # no run
 
 
 def _metrics() -> list[str]:
     from analysis.study.report import EVAL, FIXED
 
     return [*EVAL, *FIXED]
+
+
+def _runs(rl: list[float], controls: list[float]) -> dict[str, tuple[str, dict]]:
+    """Runs whose only metric is false accepts, from 0.35 at step 0 to the given values at step 60."""
+    empty = {m: {} for m in _metrics()}
+    runs = {f"seed{i}": ("rl", {**empty, "false accepts | wrong": {0: 0.35, 60: v}}) for i, v in enumerate(rl)}
+    for i, v in enumerate(controls):
+        runs[f"shuffled-s{100 + i}"] = ("shuffled", {**empty, "false accepts | wrong": {0: 0.35, 60: v}})
+    return runs
+
+
+def test_rl_minus_control_table_and_answers() -> None:
+    assert change({0: 0.3, 12: 0.2, 60: 0.1}) == pytest.approx(-0.2)
+    out = compare(_runs([0.15, 0.16, 0.17, 0.14], [0.34, 0.36, 0.33, 0.35]))
+    cell = out["metrics"]["false accepts | wrong"]["controls"]["shuffled"]
+    assert cell["rl_minus_control"] == pytest.approx(0.155 - 0.345)
+    assert cell["permutation_p"] == pytest.approx(2 / 70) and cell["holm_p"] == pytest.approx(2 / 70)  # one row
+    assert cell["bootstrap"]["lo"] < cell["rl_minus_control"] < cell["bootstrap"]["hi"] < 0
+    assert cell["changes"] == pytest.approx([-0.01, 0.01, -0.02, 0.0]) and len(cell["runs"]) == 4
+    assert out["tests"]["rows"] == 1
+    assert any(a.startswith("Do false accepts fall more under RL") and " yes:" in a for a in out["answers"]), out
+    assert out["metrics"]["success"]["controls"]["shuffled"]["permutation_p"] is None
+    opposite = compare(_runs([0.34, 0.36, 0.33, 0.35], [0.15, 0.16, 0.17, 0.14]))
+    assert any(" no, the opposite:" in a for a in opposite["answers"]), opposite["answers"]
+    small = compare(_runs([0.15, 0.16, 0.17], [0.34, 0.36, 0.33]))  # 3 vs 3: p = 0.1 at best
+    assert small["metrics"]["false accepts | wrong"]["controls"]["shuffled"]["permutation_p"] == pytest.approx(0.1)
+    assert any("no p can be below 0.100" in a for a in small["answers"]), small["answers"]
+
+
+def test_holm_across_every_row_decides_the_answer() -> None:
+    runs = _runs([0.15, 0.16, 0.17, 0.14], [0.34, 0.36, 0.33, 0.35])
+    for i, (_, s) in enumerate(runs.values()):  # a second row (success), same separation: K = 2
+        s["success"] = {0: 0.1, 60: 0.5 if i < 4 else 0.1}
+    out = compare(runs)
+    cell = out["metrics"]["false accepts | wrong"]["controls"]["shuffled"]
+    assert out["tests"]["rows"] == 2 and cell["holm_p"] == pytest.approx(4 / 70)
+    assert any("not resolved (Holm-adjusted p = 0.057" in a for a in out["answers"]), out["answers"]
+
+
+def test_the_report_says_when_nothing_can_be_significant() -> None:
+    lines = " ".join(statistics_note(3, {"shuffled": 3}, 15)["lines"])
+    assert "smallest achievable p is 0.100: nothing in the shuffled rows can be significant at 0.05" in lines
+    assert "at least 4 seeds per arm (4 vs 4: 0.029)" in lines
+    assert "Exact permutation test over runs" in lines and "Holm's step-down correction across the table's 15" in lines
+    assert "only descriptive" in lines
+    assert "nothing" not in " ".join(statistics_note(4, {"shuffled": 4}, 1)["lines"])
 
 
 @pytest.mark.slow
@@ -79,21 +168,57 @@ def test_micro_study_end_to_end_then_resumes_without_recomputing(tmp_path: Path)
         f"output_root={tmp_path}",
         "name=micro",
         f"preset={MICRO}",
-        "seeds=[1]",
+        "seeds=[1,2]",
+        "control_seeds=[101,102]",
         "controls=[shuffled]",
         f"train_args={json.dumps(train_args)}",
         f"analysis_args={json.dumps(analysis_args)}",
     ]
-    cmd = [sys.executable, "-m", "train.study", *args]
-    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    first = _study(*args, timeout=2400)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     study = tmp_path / "study-micro"
     summary = json.loads((study / "summary.json").read_text())
-    assert summary["runs"] == {"seed1": "rl", "shuffled": "shuffled"}
-    assert summary["metrics"]["success"]["controls"]["shuffled"]["change"] is not None
-    assert (study / "report.html").read_text().count("data:image/png") == len(summary["metrics"])
-    cfg = (study / "shuffled" / "config.yaml").read_text()
-    assert "reward: shuffled" in cfg and "seed: 1" in cfg
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0
-    assert again.stdout.count("train [done]") == 2  # nothing finished is trained again
+    assert summary["runs"] == {"seed1": "rl", "seed2": "rl", "shuffled-s101": "shuffled", "shuffled-s102": "shuffled"}
+    cell = summary["metrics"]["success"]["controls"]["shuffled"]
+    assert len(cell["changes"]) == 2 and len(summary["metrics"]["success"]["rl_changes"]) == 2
+    assert cell["permutation_p"] is not None and cell["holm_p"] >= cell["permutation_p"]
+    assert cell["min_p"] == pytest.approx(2 / 6) and cell["bootstrap"]["value"] == pytest.approx(
+        cell["rl_minus_control"]
+    )
+    digest = summary["analysis_config_hash"]
+    assert digest == hashlib.sha256((study / "analysis.frozen.yaml").read_text().encode()).hexdigest()
+    assert summary["analysis_config_frozen_at"] and summary["analysis_config"]["frozen_before_runs"]
+    report = (study / "report.html").read_text()
+    assert report.count("data:image/png") == len(summary["metrics"])
+    assert "permutation p" in report and "Holm p" in report and digest in report and "unchanged since" in report
+    assert "nothing in the shuffled rows can be significant" in report
+    cfg = (study / "shuffled-s101" / "config.yaml").read_text()
+    assert "reward: shuffled" in cfg and "seed: 101" in cfg
+    again = _study(*args, timeout=1200)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("train [done]") == 4  # nothing finished is trained again
+    assert (
+        json.loads((study / "summary.json").read_text())["analysis_config_frozen_at"]
+        == (summary["analysis_config_frozen_at"])
+    )
+
+
+def test_report_from_run_files_without_training(tmp_path: Path) -> None:
+    from analysis.study.report import write_report
+
+    specs = [("seed1", "rl"), ("seed2", "rl"), ("shuffled-s101", "shuffled"), ("shuffled-s102", "shuffled")]
+    for i, (name, kind) in enumerate(specs):
+        (tmp_path / name).mkdir()
+        end = 0.6 + 0.01 * i if kind == "rl" else 0.2 + 0.01 * i
+        rows = [{"step": 0, "success_rate": 0.2}, {"step": 60, "success_rate": end}]
+        (tmp_path / name / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    frozen = {"analysis_config_hash": "ab" * 32, "analysis_config_frozen_at": "T", "frozen_before_runs": True}
+    report = write_report(tmp_path, specs, {**frozen, "path": "p", "unchanged": True}).read_text()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    cell = summary["metrics"]["success"]["controls"]["shuffled"]
+    assert cell["permutation_p"] == pytest.approx(2 / 6) and cell["holm_p"] == pytest.approx(2 / 6)
+    assert set(cell["bootstrap"]) >= {"value", "lo", "hi"} and summary["analysis_config_hash"] == "ab" * 32
+    assert summary["answers"] == [] and summary["tests"]["rows"] == 1
+    assert "ab" * 32 in report and "before any of the study's runs started" in report
+    assert "control: shuffled (2 seeds)" not in report  # legends are inside the PNGs
+    assert report.count("data:image/png") == len(summary["metrics"])
