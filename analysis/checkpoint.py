@@ -18,7 +18,7 @@ from analysis import probes as pr
 from analysis.cache import StepCache, fingerprint, stage_key
 from analysis.config import AnalysisConfig
 from analysis.positions import KINDS, LABELS
-from analysis.splits import problem_roles, role_mask
+from analysis.splits import fresh_roles, problem_roles, role_mask
 from tasks.countdown.generate import Problem
 from train.precision import inference_dtype
 
@@ -66,7 +66,8 @@ def load_model(path: Path, device: str, precision: str = "auto") -> tuple[Any, A
 def run_roles(cfg: AnalysisConfig) -> np.ndarray:
     """The run's problem roles (calibration / train / report), the same for every checkpoint and text set."""
     p = cfg.probe
-    return problem_roles(cfg.rollout.problems, p.calibration_fraction, p.test_fraction, p.seed)
+    roles = fresh_roles if cfg.report_split == "fresh" else problem_roles
+    return roles(cfg.rollout.problems, p.calibration_fraction, p.test_fraction, p.seed)
 
 
 def _probe_all(cap: Any, cfg: AnalysisConfig, roles: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
@@ -237,7 +238,12 @@ def _analyse_checkpoint(
             raise ValueError("analyse_checkpoint: the run's steering scale must be given (see analysis/fixed/run.py)")
         report = [r for r in records if roles[r["problem"]] == "report"]
         probs = [p for i, p in enumerate(problems[: cfg.rollout.problems]) if roles[i] == "report"]
-        return run_steering(m, tok, report, probs, steering_units(dirs, cfg), cfg, template, scale, full_sweep)
+        units = steering_units(dirs, cfg)
+        if cfg.steering.scale_unit == "relative":  # the run's scale is in residual norms: per layer, at "(" sites
+            from analysis.directions import residual_norm
+
+            units = {x: u * residual_norm(cap.layer("paren", x).astype(np.float32)) for x, u in units.items()}
+        return run_steering(m, tok, report, probs, units, cfg, template, scale, full_sweep)
 
     steering = cache.json("steering", k_steer, do_steer)
     components = None

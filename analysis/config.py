@@ -15,6 +15,8 @@ from typing import Literal
 from tasks.config import ConfigError, find_preset, load_config
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "analysis"
+# a relative steering scale above this many residual norms is almost surely an absolute one given by mistake
+RELATIVE_MAX = 4.0
 
 
 @dataclass(frozen=True)
@@ -73,20 +75,19 @@ class SteeringSettings:
 
     layers: tuple[int, ...] = (2, 3)  # residual layers to add to (decoder-layer outputs, 1-based)
     direction_layer: int | None = None  # probe layer whose direction is used; None: each layer its own probe
-    scales: tuple[float, ...] = (
-        0.0,
-        2.0,
-        4.0,
-        6.0,
-        8.0,
-        12.0,
-        16.0,
-        32.0,
-    )  # absolute scales of the unit direction (the sweep)
+    # relative: a scale is a multiple of the mean residual-stream norm at the steered layer (at "(" sites of the
+    # fixed texts, per checkpoint), so a preset's value reads the same for the tiny model and a 3B one; absolute:
+    # the unit direction times the scale as given (the original study's "normalized x 20").
+    scale_unit: Literal["relative", "absolute"] = "relative"
+    scales: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # the sweep, in scale_unit
     # One scale for every checkpoint. None: the smallest swept scale whose direction flips >= flip_target of the
     # *calibration* problems' wrong lines at the last checkpoint (fixed text); those problems are never reported.
     scale: float | None = None
     flip_target: float = 0.5
+    # Which fixed-text direction is steered (and unembedded as "the" direction): own = a probe of the checkpoint's own
+    # output verdict (its margin's sign) at "(", on every fixed text; verdict = a probe of the written verdict on the
+    # rollout texts (the original study's W[1]).
+    direction: Literal["own", "verdict"] = "own"
     # Where the flip test adds the vector: "before_paren" = the position that predicts " (" (after the stated value;
     # the original study's), "paren" = the "(" itself (then only the verdict word can change). Both are reported;
     # this one is the headline.
@@ -124,6 +125,10 @@ class FixedTextSettings:
     batch_size: int = 32
     bootstrap: int = 200  # bootstrap replicates (resampling problems) behind every confidence interval
     steer_cases: int = 100  # counterfactual wrong lines per role for the flip test with the final direction
+    # shuffled-label probes per probe, each on an independent permutation: one permutation is one random direction,
+    # whose AUROC can sit far from 0.5 at every step with a tight interval (the interval hides the permutation's
+    # own spread); the range over several shows what chance looks like on these activations
+    shuffles: int = 5
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,11 @@ class AnalysisConfig:
     # auto: bf16 where the device computes it natively, float32 elsewhere (train/precision.py). Inference keeps the
     # checkpoint's dtype under bf16 (float32 for the tiny preset) and loads it in float32 under fp32
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # Where report problems come from. fresh: drawn with report_seed from the task's distribution, outside the run's
+    # train and test splits, so no choice of seed, base or setting has seen them (the test split's problems, where
+    # those were chosen, become the development split: calibration and probe training). dev: the test split's own.
+    report_split: Literal["fresh", "dev"] = "fresh"
+    report_seed: int = 20261206  # a seed no tuning has used; changing it draws a different report split
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
@@ -212,6 +222,14 @@ class AnalysisConfig:
             raise ConfigError(f"steering.every: expected >= 1, got {s.every}")
         if not s.scales or any(x < 0 for x in s.scales):
             raise ConfigError(f"steering.scales: expected non-negative scales, got {list(s.scales)}")
+        if s.scale_unit == "relative":
+            for name, values in (("steering.scales", s.scales), ("steering.scale", (s.scale or 0.0,))):
+                if max(values) > RELATIVE_MAX:
+                    raise ConfigError(
+                        f"{name}: {max(values):g} is {max(values):g}x the residual norm at the steered layer; "
+                        f"steering.scale_unit is relative (fractions of that norm, at most {RELATIVE_MAX:g}): give "
+                        "a fraction such as 0.5, or set steering.scale_unit=absolute for a scale in raw units"
+                    )
         if s.problems > r.problems:
             raise ConfigError(f"steering.problems ({s.problems}) exceeds rollout.problems ({r.problems})")
         if not 0 < s.flip_target <= 1:

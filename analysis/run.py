@@ -46,9 +46,12 @@ def _num_layers(path: Path | None) -> int | None:
         return None  # a broken checkpoint is reported by its own stage
 
 
-def run_inputs(run: Path) -> tuple[Any, str]:
-    """The held-out problems and prompt template of a run, from its resolved training config."""
-    from tasks.countdown.dataset import load_problems, prepare
+def run_inputs(run: Path, cfg: AnalysisConfig | None = None) -> tuple[Any, str]:
+    """The analysed problems and prompt template of a run, from its resolved training config: the held-out split's
+    first problems, then (``report_split: fresh``) a fresh report draw outside the train and test splits, so that
+    the last ``report_count`` problems are the ones :func:`analysis.splits.fresh_roles` marks ``report``."""
+    from analysis.splits import report_count
+    from tasks.countdown.dataset import draw_report_problems, load_problems, prepare
     from train.config import TrainConfig
 
     path = run / "config.yaml"
@@ -56,7 +59,19 @@ def run_inputs(run: Path) -> tuple[Any, str]:
         raise ConfigError(f"{path}: missing; the analysis reads the run's data split and template from it")
     tcfg = load_config(TrainConfig, path)
     out_dir, _ = prepare(tcfg.data, progress=False)
-    return load_problems(out_dir, "test"), tcfg.template
+    dev = load_problems(out_dir, "test")
+    if cfg is None or cfg.report_split == "dev":
+        return dev, tcfg.template
+    n = cfg.rollout.problems
+    n_rep = report_count(n, cfg.probe.test_fraction)
+    if len(dev) < n - n_rep:
+        raise ConfigError(
+            f"rollout.problems: {n} analysed problems need {n - n_rep} development problems, but the run's test "
+            f"split has {len(dev)}; lower rollout.problems"
+        )
+    seen = load_problems(out_dir, "train") + dev
+    fresh = draw_report_problems(tcfg.data, n_rep, cfg.report_seed, seen)
+    return dev[: n - n_rep] + fresh, tcfg.template
 
 
 def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
@@ -83,7 +98,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     layers = _num_layers(ckpts[-1][1] if ckpts else None)
     if layers is not None:
         cfg.check_layers(layers)  # before any rollout starts
-    problems, template = run_inputs(run)
+    problems, template = run_inputs(run, cfg)
     chosen: list[str] = []
 
     def engine() -> str:

@@ -5,6 +5,10 @@ fitted on ``train`` problems; every number in the report is measured on ``report
 nor fit has seen. Roles are assigned to problem *indices* of the run's held-out split with one seed, so they are
 the same at every checkpoint and for every text set (own rollouts, fixed text), and a problem's sites never sit on
 two sides.
+
+With an untouched report split (``report_split: fresh``, the default) the report problems are not taken from the
+run's held-out split at all: they are drawn afresh (:func:`tasks.countdown.dataset.draw_report_problems`) and
+appended after the development problems, and :func:`fresh_roles` marks exactly those appended indices ``report``.
 """
 
 from __future__ import annotations
@@ -36,3 +40,23 @@ def role_mask(problem: np.ndarray, roles: np.ndarray, role: str) -> np.ndarray:
     """Boolean mask over sites (``problem`` indices) of the sites whose problem has ``role``."""
     problem = np.asarray(problem, dtype=np.int64)
     return roles[problem] == role if len(problem) else np.zeros(0, dtype=bool)
+
+
+def report_count(n_problems: int, test: float) -> int:
+    """How many of ``n_problems`` analysed problems are report problems (at least one)."""
+    return max(int(round(n_problems * test)), 1)
+
+
+def fresh_roles(n_problems: int, calibration: float, test: float, seed: int) -> np.ndarray:
+    """Roles when the last :func:`report_count` problems are a fresh report draw: those are ``report``; of the
+    development problems before them, a ``calibration`` share of all problems (chosen with ``seed``) calibrates and
+    the rest trains probes."""
+    if not (0 <= calibration < 1 and 0 < test < 1 and calibration + test < 1):
+        raise ValueError(f"calibration ({calibration}) and test ({test}) shares must be in [0, 1) and sum below 1")
+    n_rep = report_count(n_problems, test)
+    n_dev = n_problems - n_rep
+    n_cal = min(int(round(n_problems * calibration)), max(n_dev - 1, 0))
+    roles = np.full(n_problems, "report", dtype=object)
+    roles[:n_dev] = "train"
+    roles[np.random.default_rng(seed).permutation(n_dev)[:n_cal]] = "calibration"
+    return roles.astype(str)

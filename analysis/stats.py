@@ -12,7 +12,7 @@ None (e.g. an AUROC with one class only); replicates that give None or nan are s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -105,19 +105,11 @@ def rank_auroc(scores: np.ndarray, y: np.ndarray) -> float | None:
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def auroc_ci(
-    scores: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
-) -> dict:
-    """AUROC of ``scores`` for the binary labels ``y``; replicates with one class only are skipped.
-
-    The Mann-Whitney statistic (equal to scikit-learn's ``roc_auc_score``, tested). Every replicate at once,
-    because the analysis draws hundreds of thousands: a replicate repeats rows, so it is the weighted statistic
-    with each row weighted by how often its group was drawn; over the distinct score levels (ties count one half)
-    that is one cumulative sum per replicate. The same replicates as :func:`bootstrap` with :func:`rank_auroc`."""
-    scores, y = np.asarray(scores, dtype=np.float64), np.asarray(y).astype(bool)
-    if len(scores) == 0:
-        return _summary(None, [], alpha, 0, 0, n_boot)
-    counts, group = _group_weights(groups, n_boot, seed)
+def _auroc_reps(scores: np.ndarray, y: np.ndarray, counts: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """AUROC of every bootstrap replicate at once (nan where a replicate has one class only): a replicate repeats
+    rows, so it is the weighted Mann-Whitney statistic with each row weighted by how often its group was drawn; over
+    the distinct score levels (ties count one half) that is one cumulative sum per replicate."""
+    n_boot = counts.shape[0]
     levels, level = np.unique(scores, return_inverse=True)
     level = level.ravel()
     weight = counts[:, group]  # (n_boot, rows)
@@ -127,10 +119,72 @@ def auroc_ci(
     np.add.at(neg.T, level[~y], weight[:, ~y].T)
     below = np.cumsum(neg, axis=1) - neg  # negatives strictly below each level
     n1, n0 = pos.sum(1), neg.sum(1)
-    ok = (n1 > 0) & (n0 > 0)
     u = (pos * (below + 0.5 * neg)).sum(1)
-    reps = (u[ok] / (n1[ok] * n0[ok])).tolist()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n1 > 0) & (n0 > 0), u / (n1 * n0), np.nan)
+
+
+def auroc_ci(
+    scores: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict:
+    """AUROC of ``scores`` for the binary labels ``y``; replicates with one class only are skipped.
+
+    The Mann-Whitney statistic (equal to scikit-learn's ``roc_auc_score``, tested), every replicate at once
+    (:func:`_auroc_reps`), because the analysis draws hundreds of thousands. The same replicates as
+    :func:`bootstrap` with :func:`rank_auroc`."""
+    scores, y = np.asarray(scores, dtype=np.float64), np.asarray(y).astype(bool)
+    if len(scores) == 0:
+        return _summary(None, [], alpha, 0, 0, n_boot)
+    counts, group = _group_weights(groups, n_boot, seed)
+    reps = _auroc_reps(scores, y, counts, group)
+    reps = reps[np.isfinite(reps)].tolist()
     return _summary(_value(rank_auroc(scores, y)), reps, alpha, len(scores), counts.shape[1], n_boot)
+
+
+def auroc_contrast_ci(
+    scores: Sequence[np.ndarray],
+    signs: Sequence[float],
+    y: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict:
+    """``sum(sign_i * AUROC(scores_i))`` over score arrays on the *same* rows and labels, every replicate drawing
+    the same problems for all of them: a probe minus the logit lens at one layer (signs +1, -1), a probe at step t
+    minus step 0 on identical texts, or the change of the probe's margin over the lens (+1, -1, -1, +1). Pairing
+    removes the between-problem variance the AUROCs share, so a change is judged by its own interval, never by
+    whether two marginal intervals overlap (a much stricter test, biased toward "no change"). ``values`` are the
+    AUROCs."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in scores]
+    y = np.asarray(y).astype(bool)
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return {**_summary(None, [], alpha, len(y), 0, n_boot), "values": None}
+    counts, group = _group_weights(groups, n_boot, seed)
+    reps = sum(w * _auroc_reps(a, y, counts, group) for w, a in zip(signs, arrays, strict=True))
+    values = [rank_auroc(a, y) for a in arrays]
+    value = float(sum(w * v for w, v in zip(signs, values, strict=True)))
+    out = _summary(_value(value), reps[np.isfinite(reps)].tolist(), alpha, len(y), counts.shape[1], n_boot)
+    return {**out, "values": values}
+
+
+def paired_auroc_diff_ci(scores_a: np.ndarray, scores_b: np.ndarray, y: np.ndarray, groups: np.ndarray, **kw) -> dict:
+    """AUROC of ``scores_a`` minus AUROC of ``scores_b`` on the same rows (:func:`auroc_contrast_ci`)."""
+    return auroc_contrast_ci([scores_a, scores_b], [1.0, -1.0], y, groups, **kw)
+
+
+def balanced_accuracy_ci(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, **kw) -> dict:
+    """Mean of the two classes' recalls (0.5 for any constant prediction, unlike accuracy, whose chance level is the
+    majority share), with a cluster-bootstrap interval."""
+    pred, y = np.asarray(pred).astype(bool), np.asarray(y).astype(bool)
+
+    def stat(idx: np.ndarray) -> float | None:
+        yy, pp = y[idx], pred[idx]
+        if yy.all() or not yy.any():
+            return None
+        return float(0.5 * (pp[yy].mean() + (~pp[~yy]).mean()))
+
+    return bootstrap(stat, groups, **kw)
 
 
 def diff_ci(

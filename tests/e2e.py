@@ -66,6 +66,7 @@ def micro_analysis(run: Path, engine: str) -> list[str]:
         "rollout.max_new_tokens=64",
         "steering.layers=[1,2]",
         "steering.direction_layer=null",
+        "steering.scale_unit=absolute",
         "steering.scales=[0.0,40.0]",
         "steering.problems=4",
         "steering.max_flip_cases=8",

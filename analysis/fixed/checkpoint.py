@@ -124,12 +124,28 @@ def annotate(cap: dict[str, np.ndarray], records: Sequence[dict[str, Any]]) -> d
 
 
 def _score(score: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int) -> dict[str, Any]:
-    """AUROC and accuracy (score > 0) with bootstrap CIs; None where a class is missing."""
+    """AUROC, balanced accuracy and accuracy (score > 0) with bootstrap CIs; None where a class is missing.
+    AUROC and balanced accuracy have chance at 0.5 whatever the class balance; accuracy's chance is the majority
+    share, so it is kept for reference only."""
     if len(y) == 0:
         return {"n": 0}
-    acc = stats.accuracy_ci(score > 0, y, groups, n_boot=n_boot)
-    auc = stats.auroc_ci(score, y, groups, n_boot=n_boot) if len(np.unique(y)) == 2 else None
-    return {"n": int(len(y)), "accuracy": acc, "auroc": auc}
+    both = len(np.unique(y)) == 2
+    return {
+        "n": int(len(y)),
+        "accuracy": stats.accuracy_ci(score > 0, y, groups, n_boot=n_boot),
+        "balanced_accuracy": stats.balanced_accuracy_ci(score > 0, y, groups, n_boot=n_boot) if both else None,
+        "auroc": stats.auroc_ci(score, y, groups, n_boot=n_boot) if both else None,
+    }
+
+
+def _shuffled(scores: Sequence[np.ndarray], y: np.ndarray) -> dict[str, Any]:
+    """The shuffled-label probes' AUROCs on one test set: their mean, and their range over the independent
+    permutations as ``lo``/``hi`` (the spread a single permutation hides)."""
+    if len(y) == 0 or len(np.unique(y)) < 2 or not scores:
+        return {"n": int(len(y))}
+    draws = [stats.rank_auroc(sc, y.astype(bool)) for sc in scores]
+    auroc = {"value": float(np.mean(draws)), "lo": float(min(draws)), "hi": float(max(draws)), "n": int(len(y))}
+    return {"n": int(len(y)), "auroc": {**auroc, "interval": "range over permutations"}, "auroc_draws": draws}
 
 
 def _fit_layers(
@@ -155,6 +171,9 @@ def _disagreements(pred: np.ndarray, cap: dict[str, np.ndarray], te: np.ndarray,
     return out
 
 
+SCORED = (("paren", "verdict"), ("paren", "truth"), ("paren", "stated"), ("value", "truth"))  # per-site scores kept
+
+
 def fixed_probes(
     cap: dict[str, np.ndarray],
     acts: Any,
@@ -165,48 +184,85 @@ def fixed_probes(
     n_boot: int,
     method: str = "logistic",
     *how: str,
+    shuffles: int = 1,
+    seed: int = 0,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """Probe and lens rows for every kind x label x layer x subset, and raw-unit directions (how: solver, device).
-    ``cap`` is the annotated metadata, ``acts`` the streamed capture (read a layer chunk at a time)."""
+    """Probe and lens rows for every kind x label x layer x subset, raw-unit directions, and every site's probe
+    score for the :data:`SCORED` probes (``s_<kind>_<label>``, (sites, layers): the run-level stage pairs them
+    across checkpoints). ``how``: solver, device. ``cap`` is the annotated metadata, ``acts`` the streamed capture."""
     train = role_mask(cap["problem"], roles, "train")
     report = role_mask(cap["problem"], roles, "report")
+    calib = role_mask(cap["problem"], roles, "calibration")
     rollout = (cap["subset"] >= 0) & (cap["subset"] != SUBSETS.index("counterfactual"))
     train &= cap["subset"] >= 0
     rows: list[dict[str, Any]] = []
     dirs: dict[str, np.ndarray] = {}
-    rng = np.random.default_rng(0)
-    for kind in KINDS:
-        n_layers = acts.n_layers
-        for label in LABELS:
+    n_layers = acts.n_layers
+    for ki, kind in enumerate(KINDS):
+        for li, label in enumerate(LABELS):
             y = cap[label]
             fit_rows = train & (rollout if label == "verdict" else True)
-            w_stack = np.zeros((n_layers, acts.d), dtype=np.float32)
-            b_stack = np.zeros(n_layers, dtype=np.float32)
-            ok = min(int((y[fit_rows] == 0).sum()), int((y[fit_rows] == 1).sum())) >= 5
+            yf = y[fit_rows]
+            ok = min(int((yf == 0).sum()), int((yf == 1).sum())) >= 5
+            fits = [(np.zeros((n_layers, acts.d), np.float32), np.zeros(n_layers, np.float32))] * (1 + shuffles)
             if ok:
-                yf = y[fit_rows]
-                targets = (yf, rng.permutation(yf))
-                (w_stack, b_stack), (ws_stack, bs_stack) = _fit_chunked(
-                    acts, kind, fit_rows, targets, method, c, max_iter, *how
-                )
+                perms = [np.random.default_rng((seed, ki, li, k)).permutation(yf) for k in range(shuffles)]
+                fits = _fit_chunked(acts, kind, fit_rows, (yf, *perms), method, c, max_iter, *how)
+            site_scores = np.zeros((len(y), n_layers), np.float32)
             for layer in range(n_layers):
                 x = acts.layer(kind, layer)  # storage dtype: every consumer casts one layer at a time
                 if ok:
-                    w, b, ws, bs = w_stack[layer], float(b_stack[layer]), ws_stack[layer], float(bs_stack[layer])
+                    site_scores[:, layer] = pr.predict(fits[0][0][layer], float(fits[0][1][layer]), x)
+                    shuffled = [pr.predict(w[layer], float(b[layer]), x) for w, b in fits[1:]]
                 for si, subset in enumerate(SUBSETS):
                     te = report & (cap["subset"] == si)
                     row = {"kind": kind, "label": label, "layer": layer, "subset": subset, "fit": ok}
+                    g = cap["problem"][te]
                     if ok:
-                        row["probe"] = _score(pr.predict(w, b, x[te]), y[te], cap["problem"][te], n_boot)
+                        sc = site_scores[te, layer]
+                        row["probe"] = _score(sc, y[te], g, n_boot)
                         if label == "verdict" and subset != "counterfactual":
-                            row.update(_disagreements(pr.predict(w, b, x[te]) > 0, cap, te, n_boot))
-                        row["shuffled"] = _score(pr.predict(ws, bs, x[te]), y[te], cap["problem"][te], n_boot)
+                            row.update(_disagreements(sc > 0, cap, te, n_boot))
+                        row["shuffled"] = _shuffled([v[te] for v in shuffled], y[te])
                     if kind == "paren":
-                        row["lens"] = _score(margin[te, layer], y[te], cap["problem"][te], n_boot)
+                        row["lens"] = _score(margin[te, layer], y[te], g, n_boot)
+                        if ok:
+                            row["probe_minus_lens"] = stats.paired_auroc_diff_ci(
+                                site_scores[te, layer], margin[te, layer], y[te], g, n_boot=n_boot
+                            )
+                            cal = calib & (cap["subset"] == si)
+                            row["calibration"] = _calibration(site_scores[cal, layer], margin[cal, layer], y[cal])
                     rows.append(row)
-            dirs[f"w_{kind}_{label}"] = w_stack.astype(np.float32)
-            dirs[f"b_{kind}_{label}"] = b_stack.astype(np.float32)
+            dirs[f"w_{kind}_{label}"] = fits[0][0].astype(np.float32)
+            dirs[f"b_{kind}_{label}"] = fits[0][1].astype(np.float32)
+            if (kind, label) in SCORED:
+                dirs[f"s_{kind}_{label}"] = site_scores
     return rows, dirs
+
+
+def _calibration(probe: np.ndarray, lens: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    """Point AUROCs of the probe and the lens on calibration problems: what the headline layer is chosen on."""
+    yb = y.astype(bool)
+    return {"n": int(len(y)), "probe": stats.rank_auroc(probe, yb), "lens": stats.rank_auroc(lens, yb)}
+
+
+def choose_layer(rows: Sequence[dict[str, Any]], fallback: int) -> tuple[int, str]:
+    """The headline layer: where the final checkpoint's "(" verdict probe beats the logit lens by the most on
+    *calibration* problems (the last checkpoint's texts; ties: the shallowest), so no reported number chose it.
+    ``fallback`` (the preset's layer) when no calibration row is usable."""
+    best: tuple[float, int] | None = None
+    for r in rows:
+        if (r["kind"], r["label"], r["subset"]) != ("paren", "verdict", "last"):
+            continue
+        c = r.get("calibration") or {}
+        if c.get("probe") is None or c.get("lens") is None:
+            continue
+        gap = c["probe"] - c["lens"]
+        if best is None or gap > best[0] + 1e-9:
+            best = (gap, r["layer"])
+    if best is None:
+        return fallback, "preset (no usable calibration problems)"
+    return best[1], f"calibration problems: largest probe AUROC over the logit lens ({best[0]:+.3f})"
 
 
 def fixed_checkpoint(
@@ -225,15 +281,20 @@ def fixed_checkpoint(
     ids = verdict_token_ids(tok)
     margin = np.concatenate([lens_margin(model, x, ids) for _, x in acts.chunks("paren", None, CHUNK_BYTES)], 1)
     p, how = cfg.probe, (cfg.probe.solver, cfg.device)
-    rows, dirs = fixed_probes(cap, acts, roles, margin, p.C, p.max_iter, fx.bootstrap, p.method, *how)
+    rows, dirs = fixed_probes(
+        cap, acts, roles, margin, p.C, p.max_iter, fx.bootstrap, p.method, *how, shuffles=fx.shuffles, seed=p.seed
+    )
     summary = {
         "sites": {s: int((cap["subset"] == i).sum()) for i, s in enumerate(SUBSETS)},
         "verdict_tokens": list(ids),
         "probes": rows,
         "own_verdict": own_verdict(cap, acts, roles, margin, fx.bootstrap),
     }
+    from analysis.fixed.decision import control_directions, own_direction
+
     own = own_direction(cap, acts, roles, margin, p.C, p.max_iter, p.method, *how)
-    return {**cap, "margin": margin, **dirs, **own}, summary
+    controls = control_directions(model, ids, cap, acts, roles, own["own"], p.C, p.max_iter, p.method, *how)
+    return {**cap, "margin": margin, **dirs, **own, **controls}, summary
 
 
 def capture_fixed(model: Any, tok: Any, records: Sequence[dict[str, Any]], cfg: Any, directory: Path) -> None:
@@ -242,29 +303,3 @@ def capture_fixed(model: Any, tok: Any, records: Sequence[dict[str, Any]], cfg: 
 
     c = cfg.capture
     capture_to_dir(model, tok, records, directory, cfg.fixed.batch_size, c.dtype, max_batch_bytes=c.max_batch_bytes)
-
-
-def own_direction(
-    cap: dict[str, np.ndarray],
-    acts: Any,
-    roles: np.ndarray,
-    margin: np.ndarray,
-    c: float,
-    max_iter: int,
-    method: str,
-    *how: str,
-) -> dict[str, np.ndarray]:
-    """The checkpoint's own decision direction at "(": a probe per layer for its own verdict (output margin > 0)
-    on every fixed-text site of the train problems. This is the steering direction of the fixed-text stage.
-
-    Why not the written-verdict probe: the fixed texts carry two checkpoints' verdicts (first and last), so that
-    probe reads "what was written", not "what this model decides". On the tiny float32 run the written-verdict
-    direction flipped none of the final checkpoint's rejected wrong lines even at scale 96, while this one flipped
-    about a fifth at scale 32 (docs/experiments.md). ``own`` (labels) and ``w_paren_own`` / ``b_paren_own``."""
-    own = (margin[:, -1] > 0).astype(np.int64)
-    fit = role_mask(cap["problem"], roles, "train") & (cap["subset"] >= 0)
-    w = np.zeros((acts.n_layers, acts.d), dtype=np.float32)
-    b = np.zeros(acts.n_layers, dtype=np.float32)
-    if min(int((own[fit] == 0).sum()), int((own[fit] == 1).sum())) >= 5:
-        ((w, b),) = _fit_chunked(acts, "paren", fit, (own[fit],), method, c, max_iter, *how)  # how: solver, device
-    return {"own": own, "w_paren_own": w.astype(np.float32), "b_paren_own": b.astype(np.float32)}

@@ -67,11 +67,11 @@ def questions_figure(steps: Sequence[Any], heads: Sequence[dict[str, Any]], laye
     panels = [
         (
             f"1. verdict at '(' (layer {layer}), final texts",
-            "accuracy",
+            "AUROC",
             {
-                "probe": [h.get("verdict_probe_accuracy") for h in heads],
-                "logit lens": [h.get("verdict_lens_accuracy") for h in heads],
-                "shuffled labels": [h.get("verdict_shuffled_accuracy") for h in heads],
+                "probe": [h.get("verdict_probe_auroc") for h in heads],
+                "logit lens": [h.get("verdict_lens_auroc") for h in heads],
+                "shuffled labels (range)": [h.get("verdict_shuffled_auroc") for h in heads],
             },
         ),
         ("2. own P('not') at '(' on slip lines", "P('not')", {"slip lines": [h.get("slip_p_not") for h in heads]}),
@@ -81,9 +81,12 @@ def questions_figure(steps: Sequence[Any], heads: Sequence[dict[str, Any]], laye
             {"truth probe": [h.get("truth_probe_auroc_at_paren") for h in heads]},
         ),
         (
-            f"4. steering at {position}: rejected wrong lines accepted",
-            "flip rate",
-            {n: [(h.get(f"steer_{position}") or {}).get(n) for h in heads] for n in ("final", "own", "random")},
+            f"4. steering at {position}: first step's rejected wrong lines accepted",
+            "accepted",
+            {
+                n: [(h.get(f"steer_{position}") or {}).get(n) for h in heads]
+                for n in ("final", "own", "logit", "meandiff", "parity", "random")
+            },
         ),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(9, 5.6))
@@ -177,15 +180,20 @@ def fixed_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None)
             "AUROC",
         ),
     ]
+    parts.append(changes_figure(steps, heads))
+    parts.append(margin_by_layer(heads))
     for pos in ("before_paren", "paren"):
         key = f"steer_{pos}"
         if any(key in hd for hd in heads):
             parts.append(
                 bands(
                     steps,
-                    {n: [(hd.get(key) or {}).get(n) for hd in heads] for n in ("own", "final", "random")},
-                    f"steering at {pos}: share of rejected wrong lines then accepted (any form)",
-                    "flip rate",
+                    {
+                        n: [(hd.get(key) or {}).get(n) for hd in heads]
+                        for n in ("unsteered", "own", "final", "logit", "meandiff", "parity", "random")
+                    },
+                    f"steering at {pos}: the first step's rejected wrong lines (fixed set), share accepted",
+                    "accepted",
                 )
             )
     parts.append(
@@ -217,3 +225,58 @@ def fixed_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None)
         )
     )
     return parts
+
+
+CHANGES = {
+    "verdict probe AUROC": ("changes", "verdict_probe_auroc"),
+    "probe minus lens": ("changes", "verdict_probe_minus_lens"),
+    "truth AUROC at '('": ("changes", "truth_auroc_at_paren"),
+    "own P('not') on slips": ("slip_p_not_change",),
+    "accepts right lines": ("changes", "accepts", "right"),
+    "accepts slips": ("changes", "accepts", "slip"),
+}
+
+
+def _dig(d: Any, path: Sequence[str]) -> Any:
+    for k in path:
+        d = (d or {}).get(k) if isinstance(d, dict) else None
+    return d
+
+
+def changes_figure(steps: Sequence[Any], heads: Sequence[dict[str, Any]]) -> str:
+    """Every headline quantity as a paired change from the first step (same texts at both), with its 95% interval:
+    a band that leaves 0 is a change; two overlapping marginal bands say nothing about one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    series = {name: [_dig(h, path) for h in heads] for name, path in CHANGES.items()}
+    for pos in ("before_paren",):
+        series["final direction steers (fixed set)"] = [
+            _dig(h, (f"steer_{pos}", "change_from_first", "final")) for h in heads
+        ]
+    _draw_bands(ax, steps, series, "paired change from the first step (95% interval over report problems)", "change")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.legend(fontsize=6)
+    return _png(fig)
+
+
+def margin_by_layer(heads: Sequence[dict[str, Any]]) -> str:
+    """The verdict probe's AUROC minus the logit lens's, per layer, at the first and last step (paired per site)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for h in (heads[0], heads[-1]):
+        rows = h.get("verdict_probe_minus_lens_by_layer") or []
+        _draw_bands(ax, list(range(len(rows))), {f"step {h['step']}": rows}, "", "")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("layer", fontsize=8)
+    ax.set_ylabel("probe AUROC - lens AUROC", fontsize=8)
+    ax.set_title("'(' verdict: what a probe reads beyond the logit lens, per layer", fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(fig)

@@ -22,8 +22,16 @@ from analysis.cache import StepCache, fingerprint, stage_key
 from analysis.capture import read_capture
 from analysis.checkpoint import load_model, release
 from analysis.config import AnalysisConfig
-from analysis.fixed.checkpoint import SUBSETS, capture_fixed, fixed_checkpoint, fixed_records
-from analysis.fixed.steer import POSITIONS, choose_scale, flip_rates, wrong_line_cases
+from analysis.fixed.changes import flip_changes, probe_changes, same_texts
+from analysis.fixed.checkpoint import SUBSETS, capture_fixed, choose_layer, fixed_checkpoint, fixed_records
+from analysis.fixed.steer import (
+    POSITIONS,
+    choose_scale,
+    flip_outcomes,
+    rates_on,
+    scaled_vectors,
+    wrong_line_cases,
+)
 from analysis.fixed.verdict import slip_p_not
 from analysis.splits import role_mask
 from analysis.steering.evaluate import random_units
@@ -87,13 +95,14 @@ def run_fixed(
             "(raise fixed.counterfactual_problems or rollout.problems, or set fixed.enabled=false and a steering.scale)"
         )
     keys = {
-        s: stage_key(fx, cfg.capture, cfg.probe, fingerprint(p), k_set, inference_dtype(cfg.precision), "own-dir")
+        s: stage_key(fx, cfg.capture, cfg.probe, fingerprint(p), k_set, inference_dtype(cfg.precision), "controls")
         for s, p in ckpts
     }
     order = [ckpts[-1], *ckpts[:-1]]  # the last first: its direction is every other checkpoint's "final"
     summaries: dict[int, Any] = {}
     final: dict[str, np.ndarray] = {}
-    steering: dict[int, Any] = {}
+    kept: dict[int, dict[str, np.ndarray]] = {}  # per step: site scores and margins, for the paired changes
+    outcomes: dict[int, Any] = {}
     scale_info: dict[str, Any] = {}
     slips: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for step, path in order:
@@ -122,63 +131,136 @@ def run_fixed(
             summary = cache.json("fixed_summary", k, lambda summary=summary: summary, timed=False)
         summaries[step] = summary
         slips[step] = slip_p_not(arrays, roles)
+        kept[step] = {key: arrays[key] for key in arrays if key.startswith("s_") or key in META_KEPT}
         if step == last_step:
             final = {k: v for k, v in arrays.items() if k.startswith(("w_", "b_"))}  # its probes, not its activations
-            scale_info = _calibrate(cfg, run_cache, keys[step], texts, roles, final, model, say)
+            scale_info = _calibrate(cfg, run_cache, keys[step], texts, roles, final, arrays, model, say)
         summaries[step]["versus_final"] = cache.json(  # bootstraps over every layer: cached, not recomputed
             "versus_final",
             stage_key(fx, keys[step], keys[last_step]),
             lambda arrays=arrays, final=final, acts=acts: versus_final(arrays, acts(), final, roles, fx.bootstrap),
         )
-        k_steer = stage_key(cfg.steering, fx, keys[step], keys[last_step], scale_info["scale"])
+        k_steer = stage_key(cfg.steering, fx, keys[step], keys[last_step], scale_info["scale"], "outcomes")
 
         def steer(
             arrays: dict = arrays,
             model: Callable = model,
             step: int = step,
-            final: dict = final,
             scale: float = scale_info["scale"],
+            final: dict = final,
         ) -> dict[str, Any]:
-            say(f"step {step}: fixed-text steering (own and final direction, scale {scale:g})")
+            say(f"step {step}: fixed-text steering (own, final and control directions, scale {scale:g})")
             m, tok = model()
-            dirs = {"own": _units(arrays["w_paren_own"], cfg), "final": _units(final["w_paren_own"], cfg)}
-            rands = random_units(dirs["own"], cfg.steering.random_seed, cfg.steering.random_draws)
+            dirs, rands, norms = steering_directions(arrays, final, cfg, scale)
+            vecs = {n: scaled_vectors(u, scale, norms) for n, u in dirs.items()}
+            rvecs = [scaled_vectors(r, scale, norms) for r in rands]
             return {
-                pos: flip_rates(
+                pos: flip_outcomes(
                     m,
                     tok,
                     wrong_line_cases(texts, roles, "report", pos, fx.steer_cases),
-                    dirs,
-                    rands,
-                    scale,
+                    vecs,
+                    rvecs,
                     cfg.steering.flip_new_tokens,
                     cfg.steering.batch_size,
-                    fx.bootstrap,
                 )
                 for pos in POSITIONS
             }
 
-        steering[step] = cache.json("fixed_steering", k_steer, steer)
+        outcomes[step] = cache.json("fixed_steering", k_steer, steer)
         release(loaded)  # before the next checkpoint's model is loaded
     steps = [s for s, _ in ckpts]
-    base_p, groups = slips[steps[0]]
-    for step in steps:
-        p_not, g = slips[step]
-        summaries[step]["slip_p_not"] = stats.mean_ci(p_not, g, n_boot=fx.bootstrap)
-        same = len(p_not) == len(base_p) and np.array_equal(g, groups)  # same texts: rows align
-        summaries[step]["slip_p_not_change"] = (
-            stats.paired_diff_ci(p_not, base_p, g, n_boot=fx.bootstrap) if same and len(g) else None
-        )
+    layer, layer_source = choose_layer(summaries[last_step]["probes"], headline_layer(cfg))
     return {
         "steps": steps,
-        "headline_layer": headline_layer(cfg),
+        "headline_layer": layer,
+        "headline_layer_source": layer_source,
         "position": cfg.steering.position,
         "roles": {r: int((roles == r).sum()) for r in ("calibration", "train", "report")},
+        "report_split": cfg.report_split,
         "texts": {s: sum(t["subset"] == s for t in texts) for s in SUBSETS},
         "scale": scale_info,
         "per_step": [summaries[s] for s in steps],
-        "steering": [steering[s] for s in steps],
+        "steering": steering_rates([outcomes[s] for s in steps], fx.bootstrap),
+        "changes": _changes(steps, kept, slips, roles, layer, fx.bootstrap),
     }
+
+
+META_KEPT = ("problem", "subset", "category", "position", "record", "verdict", "truth", "stated", "margin")
+
+
+def _changes(
+    steps: Sequence[int],
+    kept: dict[int, dict[str, np.ndarray]],
+    slips: dict[int, tuple[np.ndarray, np.ndarray]],
+    roles: np.ndarray,
+    layer: int,
+    n_boot: int,
+) -> list[dict[str, Any]]:
+    """Per step, every paired change from the first step (analysis/fixed/changes.py), or an empty dict for a step
+    whose texts do not align with the first step's."""
+    first = kept[steps[0]]
+    base_p, groups = slips[steps[0]]
+    out = []
+    for step in steps:
+        k = kept[step]
+        if not same_texts(k, first):
+            out.append({})
+            continue
+        row = probe_changes(first, k, first, roles, layer, n_boot)
+        p_not, g = slips[step]
+        row["slip_p_not"] = stats.mean_ci(p_not, g, n_boot=n_boot)
+        row["slip_p_not_change"] = stats.paired_diff_ci(p_not, base_p, g, n_boot=n_boot) if len(g) else None
+        out.append(row)
+    return out
+
+
+def steering_rates(outcomes: Sequence[dict[str, Any]], n_boot: int) -> list[dict[str, Any]]:
+    """Per step and position: rates on the two fixed line sets (the wrong lines the first checkpoint rejects
+    unsteered, and all wrong lines), and each direction's change from the first step on the first set."""
+    out: list[dict[str, Any]] = [{} for _ in outcomes]
+    for pos in POSITIONS:
+        per = [o[pos] for o in outcomes]
+        base_rejected = np.asarray(per[0]["unsteered"]) == 0
+        every = np.ones(len(base_rejected), dtype=bool)
+        names = list(per[0]["accept"])
+        changes = flip_changes(per, base_rejected, names, n_boot)
+        for i, o in enumerate(per):
+            out[i][pos] = {
+                "base_rejected": rates_on(o, base_rejected, n_boot),
+                "all_wrong": rates_on(o, every, n_boot),
+                "change_from_first": changes[i],
+                "example": o.get("example"),
+            }
+    return out
+
+
+def steering_directions(
+    arrays: dict[str, np.ndarray], final: dict[str, np.ndarray], cfg: AnalysisConfig, scale: float
+) -> tuple[dict[str, dict[int, np.ndarray]], list[dict[int, np.ndarray]], dict[int, float] | None]:
+    """The unit directions steered at one checkpoint (its own, the final checkpoint's, and the controls that can
+    fail: the logit direction, the class-mean difference, an unrelated label's probe; random ones of equal norm),
+    and the per-layer residual norms a relative scale multiplies (None for absolute scales, after checking that the
+    scale does not look relative)."""
+    from analysis.directions import check_scale_unit
+
+    s = cfg.steering
+    src = "w_paren_own" if s.direction == "own" else "w_paren_verdict"
+    named = {
+        "own": _units(arrays[src], cfg),
+        "final": _units(final[src], cfg),
+        "logit": {layer: pr.unit(arrays["d_logit"]) for layer in s.layers},
+        "meandiff": _units(arrays["d_meandiff"], cfg),
+        "parity": _units(arrays["d_parity"], cfg),
+    }
+    dirs = {n: u for n, u in named.items() if all(np.any(v) for v in u.values())}
+    rands = random_units(named["own"], s.random_seed, s.random_draws)
+    norms = {layer: float(arrays["resid_norm"][layer]) for layer in s.layers}
+    if s.scale_unit == "absolute":
+        for layer in s.layers:
+            check_scale_unit(scale, "absolute", norms[layer], "steering.scale", layer=layer)
+        return dirs, rands, None
+    return dirs, rands, norms
 
 
 def _calibrate(
@@ -188,33 +270,37 @@ def _calibrate(
     texts: list,
     roles: np.ndarray,
     final: dict,
+    arrays: dict,
     model: Callable,
     say: Any,
 ) -> dict[str, Any]:
-    """The run's one steering scale: the preset's, or the smallest swept scale flipping ``flip_target`` of the
-    calibration problems' wrong lines at the last checkpoint with its own direction (headline position)."""
+    """The run's one steering scale (in ``steering.scale_unit``): the preset's, or the smallest swept scale whose
+    final direction flips ``flip_target`` of the calibration problems' wrong lines that the last checkpoint
+    rejects (headline position)."""
     s = cfg.steering
     if s.scale is not None:
-        return {"scale": float(s.scale), "source": "preset (steering.scale)"}
+        return {"scale": float(s.scale), "unit": s.scale_unit, "source": "preset (steering.scale)"}
 
     def sweep() -> dict[str, Any]:
         say(f"calibration: steering scale on {int((roles == 'calibration').sum())} calibration problems")
         m, tok = model()
-        units = {"final": _units(final["w_paren_own"], cfg)}
         cases = wrong_line_cases(texts, roles, "calibration", s.position, cfg.fixed.steer_cases)
         if not cases:
             raise ConfigError(
                 f"probe.calibration_fraction: the calibration split ({int((roles == 'calibration').sum())} problems)"
                 f" holds no wrong counterfactual line to calibrate steering.scale on; raise it, or set steering.scale"
             )
-        rows = [
-            flip_rates(m, tok, cases, units, [], x, s.flip_new_tokens, s.batch_size, cfg.fixed.bootstrap)
-            for x in s.scales
-        ]
+        rows = []
+        for x in s.scales:
+            dirs, _, norms = steering_directions(arrays, final, cfg, x)
+            vecs = {"final": scaled_vectors(dirs["final"], x, norms)} if "final" in dirs else {}
+            o = flip_outcomes(m, tok, cases, vecs, [], s.flip_new_tokens, s.batch_size)
+            rows.append({"scale": float(x), **rates_on(o, np.asarray(o["unsteered"]) == 0, cfg.fixed.bootstrap)})
         chosen = choose_scale(rows, "final", s.flip_target)
-        return {"scale": float(chosen), "source": f"calibration problems, position {s.position}", "sweep": rows}
+        source = f"calibration problems, position {s.position}"
+        return {"scale": float(chosen), "unit": s.scale_unit, "source": source, "sweep": rows}
 
-    return run_cache.json("calibration", stage_key(s, key), sweep)
+    return run_cache.json("calibration", stage_key(s, key, "outcomes"), sweep)
 
 
 def versus_final(

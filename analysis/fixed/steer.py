@@ -1,4 +1,4 @@
-"""Steering on fixed text: does a verdict direction make a checkpoint accept a wrong line it rejects?
+"""Steering on fixed text: does a verdict direction make a checkpoint accept a wrong line?
 
 Cases are the counterfactual ``wrong`` lines (a wrong expression stated as its true value) of one problem role,
 cut at the steered position:
@@ -7,10 +7,13 @@ cut at the steered position:
   added its vector there, so the model may accept without a "(" at all: "= 52! Yes, we got it!");
 * ``paren``: right after the "(" (only the verdict word can change).
 
-The vector is added at the last token of the cut text only, the model continues greedily, and the line
-(the cut text's line + the continuation up to the newline) is judged by :attr:`tasks.countdown.trace.Attempt.accepted`
-(acceptance in any form). Only cases the unsteered model does not accept count, so every rate is caused by the vector.
-Controls at the same scale: random directions of the same norm. Rates carry bootstrap CIs over problems.
+The vector is added at the last token of the cut text only, the model continues greedily, and the line (the cut
+text's line + the continuation up to the newline) is judged by :attr:`tasks.countdown.trace.Attempt.accepted`
+(acceptance in any form). Every outcome is kept per line (:func:`flip_outcomes`) and rates are taken on line sets
+fixed before analysis (:func:`rates_on`): the wrong lines the *first* checkpoint rejects unsteered, and all wrong
+lines; so every checkpoint is scored on the same lines, never on "what this checkpoint happens to reject".
+Controls at the same scale and norm: random directions, the logit direction, the class-mean difference and an
+unrelated label's probe. Rates carry bootstrap CIs over problems.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import numpy as np
 
 from analysis import stats
 from analysis.splits import role_mask
-from analysis.steering.evaluate import continue_prefixes, scaled
+from analysis.steering.evaluate import continue_prefixes
 from tasks.countdown.trace import parse_attempts, parse_line
 
 POSITIONS = ("before_paren", "paren")
+PROBES = ("own", "final")  # the probe directions; every other named direction is a control
+CONTROLS = ("logit", "meandiff", "parity")
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,13 @@ class Case:
 def wrong_line_cases(
     records: Sequence[dict[str, Any]], roles: np.ndarray, role: str, position: str, limit: int
 ) -> list[Case]:
-    """Cases from the counterfactual ``wrong`` lines (the "(not" text of each pair) of problems with ``role``."""
-    out = []
+    """Up to ``limit`` cases from the counterfactual ``wrong`` lines of problems with ``role``, one text per
+    (problem, line position). Ordered so that the first cases take one position per problem, cycling the position
+    with the problem (then a second position each, ...): every position is represented, and no problem dominates."""
+    found: dict[tuple[int, int], Case] = {}
     for r in records:
-        if r.get("category") != "wrong" or r.get("written") != "not":
+        key = (int(r["problem"]), int(r.get("position", 0)))
+        if r.get("category") != "wrong" or key in found:
             continue
         if not role_mask(np.array([r["problem"]]), roles, role)[0]:
             continue
@@ -55,10 +63,10 @@ def wrong_line_cases(
             continue
         cut = a.paren_span[0] + 1 if position == "paren" else a.stated_span[1]
         start = len(r["prompt"]) + a.line_span[0]
-        out.append(Case(r["prompt"] + r["completion"][:cut], start, tuple(r["numbers"]), r["target"], r["problem"]))
-        if len(out) >= limit:
-            break
-    return out
+        found[key] = Case(r["prompt"] + r["completion"][:cut], start, tuple(r["numbers"]), r["target"], r["problem"])
+    span = max((k[1] for k in found), default=0) + 1
+    order = sorted(found, key=lambda k: ((k[1] - k[0]) % span, k[0]))
+    return [found[k] for k in order[:limit]]
 
 
 def accepted(case: Case, continuation: str) -> bool:
@@ -67,45 +75,75 @@ def accepted(case: Case, continuation: str) -> bool:
     return parse_line(line, 0, len(line), case.numbers, case.target).accepted is True
 
 
-def flip_rates(
+def flip_outcomes(
     model: Any,
     tok: Any,
     cases: Sequence[Case],
     directions: dict[str, dict[int, np.ndarray]],
     randoms: Sequence[dict[int, np.ndarray]],
-    scale: float,
     new_tokens: int,
     batch_size: int,
-    n_boot: int,
 ) -> dict[str, Any]:
-    """Flip rate of each named direction (unit vectors per layer, scaled by ``scale``) and of the random ones."""
+    """Whether each case's line is accepted unsteered, under each named direction and under each random one.
+    Directions are per-layer vectors already scaled (:func:`scaled_vectors`). Raw 0/1 lists, so that rates can be
+    taken on any line set fixed in advance (:func:`rates_on`), the same set at every checkpoint."""
     names = list(directions)
-    conds = [{}] + [scaled(directions[n], scale) for n in names] + [scaled(r, scale) for r in randoms]
+    conds = [{}] + [_tensors(directions[n]) for n in names] + [_tensors(r) for r in randoms]
     texts = continue_prefixes(model, tok, [c.prefix for c in cases], conds, new_tokens, batch_size)
-    keep = [i for i, c in enumerate(cases) if not accepted(c, texts[0][i])]
-    groups = np.array([cases[i].problem for i in keep], dtype=np.int64)
-    out: dict[str, Any] = {"scale": float(scale), "cases": len(cases), "n": len(keep)}
-    flips = {}
-    for k, n in enumerate(names):
-        flips[n] = np.array([accepted(cases[i], texts[1 + k][i]) for i in keep], dtype=np.float64)
-        out[n] = stats.mean_ci(flips[n], groups, n_boot=n_boot)
-    if randoms:
-        base = 1 + len(names)
-        per = np.array(
-            [[accepted(cases[i], texts[base + j][i]) for i in keep] for j in range(len(randoms))], dtype=np.float64
-        ).reshape(len(randoms), len(keep))
-        rand = per.mean(0)
-        out["random"] = stats.mean_ci(rand, groups, n_boot=n_boot)
-        out["random_max"] = float(per.mean(1).max()) if len(keep) else None
-        for n in names:
-            out[f"{n}_minus_random"] = stats.paired_diff_ci(flips[n], rand, groups, n_boot=n_boot)
-    if keep:
-        i = keep[0]
+
+    def judged(k: int) -> list[int]:
+        return [int(accepted(c, texts[k][i])) for i, c in enumerate(cases)]
+
+    out: dict[str, Any] = {
+        "problems": [c.problem for c in cases],
+        "unsteered": judged(0),
+        "accept": {n: judged(1 + k) for k, n in enumerate(names)},
+        "random": [judged(1 + len(names) + j) for j in range(len(randoms))],
+    }
+    rejected = [i for i, a in enumerate(out["unsteered"]) if not a]
+    if rejected:
+        i = rejected[0]
         out["example"] = {
             "line": cases[i].prefix[cases[i].line_start :],
             "unsteered": texts[0][i][:60],
             **{n: texts[1 + k][i][:60] for k, n in enumerate(names)},
         }
+    return out
+
+
+def _tensors(vectors: dict[int, np.ndarray]) -> dict[int, Any]:
+    import torch
+
+    return {layer: torch.tensor(v, dtype=torch.float32) for layer, v in vectors.items()}
+
+
+def scaled_vectors(units: dict[int, np.ndarray], scale: float, norms: dict[int, float] | None) -> dict[int, np.ndarray]:
+    """``scale`` times each layer's unit vector, times that layer's residual norm when the scale is relative
+    (``norms`` given), so one relative value means the same push at every layer and checkpoint."""
+    return {layer: u * scale * (norms[layer] if norms is not None else 1.0) for layer, u in units.items()}
+
+
+def rates_on(outcomes: dict[str, Any], mask: np.ndarray, n_boot: int) -> dict[str, Any]:
+    """Acceptance rates on the cases ``mask`` selects (a line set fixed before analysis), each with a bootstrap CI
+    over problems: unsteered, each direction, the random directions' mean, and each direction minus random (paired
+    per line). A direction that is a control (logit, class means, unrelated probe) is one more name."""
+    mask = np.asarray(mask, dtype=bool)
+    groups = np.asarray(outcomes["problems"], dtype=np.int64)[mask]
+    out: dict[str, Any] = {"n": int(mask.sum()), "cases": len(mask)}
+    out["unsteered"] = stats.mean_ci(np.asarray(outcomes["unsteered"], float)[mask], groups, n_boot=n_boot)
+    rand = None
+    if outcomes["random"]:
+        per = np.asarray(outcomes["random"], dtype=np.float64)[:, mask]
+        rand = per.mean(0)
+        out["random"] = stats.mean_ci(rand, groups, n_boot=n_boot)
+        out["random_max"] = float(per.mean(1).max()) if mask.any() else None
+    acc = {name: np.asarray(v, dtype=np.float64)[mask] for name, v in outcomes["accept"].items()}
+    for name, a in acc.items():
+        out[name] = stats.mean_ci(a, groups, n_boot=n_boot)
+        if rand is not None:
+            out[f"{name}_minus_random"] = stats.paired_diff_ci(a, rand, groups, n_boot=n_boot)
+        if name in PROBES and "logit" in acc:
+            out[f"{name}_minus_logit"] = stats.paired_diff_ci(a, acc["logit"], groups, n_boot=n_boot)
     return out
 
 

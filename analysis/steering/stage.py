@@ -56,7 +56,12 @@ def run_steering(
     s = cfg.steering
     torch.manual_seed(s.random_seed)
     vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
-    rands = random_units(units, s.random_seed, s.random_draws)
+    # random directions of the same norm as ``units`` per layer (unit vectors, or residual-norm long ones when the
+    # run's scale is relative: analysis/checkpoint.py)
+    rands = [
+        {x: r[x] * float(np.linalg.norm(units[x])) for x in r}
+        for r in random_units(units, s.random_seed, s.random_draws)
+    ]
     if any(not np.any(u) for u in units.values()):
         return {"error": "no verdict probe direction at a steered layer (too few 'not'/'this' examples)"}
     t0 = time.perf_counter()

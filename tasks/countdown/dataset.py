@@ -13,6 +13,7 @@ import hashlib
 import json
 import socket
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -184,6 +185,23 @@ def load_problems(out_dir: str | Path, split: str) -> list[Problem]:
     """One split as a list of :class:`Problem` (plain Python, for rollouts and analysis)."""
     ds = load_split(out_dir, split)
     return [Problem(tuple(r["numbers"]), int(r["target"]), r["solution"] or "") for r in ds]
+
+
+def draw_report_problems(cfg: DataConfig, count: int, seed: int, exclude: Iterable[Problem]) -> list[Problem]:
+    """``count`` problems from ``cfg``'s distribution drawn with ``seed``, none of them in ``exclude`` (the run's
+    train and test splits): an untouched report split for the analysis.
+
+    Why a fresh draw: the test split's first problems are where a run's seed, base and settings were chosen, so
+    numbers reported on them are selected on. The generator's seed is the only input, so the split is the same on
+    every machine. Hub data (``source: hub``) is drawn from the generator too: the hub's own rows past TinyZero's
+    test split are not downloaded offline."""
+    seen = {p.key() for p in exclude}
+    drawn = count * 2 + 64  # generate_problems is a prefix-stable stream: a longer draw extends a shorter one
+    while True:
+        out = [p for p in generate_problems(cfg.spec(), drawn, seed) if p.key() not in seen][:count]
+        if len(out) == count:
+            return out
+        drawn *= 2
 
 
 def _hub_endpoint() -> tuple[str, int]:
