@@ -2,9 +2,15 @@
 position, how much the line's content and its position move that, and whether the pairs leak.
 
 The counterfactual lines (:mod:`tasks.countdown.counterfactual`) set verdict, stated == target and truth
-independently and come in pairs identical up to "(". The checkpoint's own verdict at "(" is its output margin
-``log P("this") - log P("not")`` (the lens at the last layer); every rate is on report problems with a bootstrap
-interval over problems. ``subset`` indices are those of :data:`analysis.fixed.checkpoint.SUBSETS`.
+independently; every tested line of a problem is written at every position 0..max_prior (after nested earlier
+rejected lines), and at one position per problem twice (a this/not pair identical up to "("). The checkpoint's own
+verdict at "(" is its output margin ``log P("this") - log P("not")`` (the lens at the last layer); it accepts when
+the margin is above 0. A line is one (problem, category, position): the twins of a pair are averaged first (their
+margin at "(" is the same), so a pair does not count twice. Both effects are *paired*: the content effect compares
+right and wrong lines of the same problem at the same position, the position effect the same line of the same
+problem after max_prior rejected lines and after none; differences are taken per problem and the interval is a
+bootstrap over problems. Every number is on report problems. ``subset`` indices are those of
+:data:`analysis.fixed.checkpoint.SUBSETS`.
 """
 
 from __future__ import annotations
@@ -20,71 +26,136 @@ from tasks.countdown.counterfactual import CATEGORIES
 COUNTERFACTUAL = 1  # index of "counterfactual" in analysis.fixed.checkpoint.SUBSETS
 
 
+def _lines(cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray) -> dict[str, np.ndarray]:
+    """One row per counterfactual line of the report problems, sorted by (problem, category, position), with the
+    twins of a pair averaged: ``key`` (n, 3), ``accept`` and ``margin`` (output), ``stated`` and ``truth``."""
+    cf = (cap["subset"] == COUNTERFACTUAL) & role_mask(cap["problem"], roles, "report")
+    idx = np.flatnonzero(cf)
+    keys = np.stack([cap[k][idx].astype(np.int64) for k in ("problem", "category", "position")], 1).reshape(-1, 3)
+    key, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    out_margin = margin[idx, -1].astype(np.float64)
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        return np.bincount(inverse, weights=np.asarray(x, dtype=np.float64), minlength=len(key)) / counts
+
+    out = {"key": key, "accept": mean(out_margin > 0), "margin": mean(out_margin)}
+    for label in ("stated", "truth"):
+        out[label] = mean(cap[label][idx]) if label in cap else np.full(len(key), np.nan)
+    return out
+
+
+def accept_table(cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray) -> dict[str, np.ndarray]:
+    """Per counterfactual line of the report problems: ``key`` (problem, category index, position), its ``accept``
+    (0/1; twins averaged) and output ``margin``, sorted by key.
+
+    Why: the fixed texts are identical at every checkpoint, so these rows align across checkpoints and the run
+    level can take paired step-vs-step changes (the same line at two steps) instead of comparing two shares."""
+    lines = _lines(cap, roles, margin)
+    return {k: lines[k] for k in ("key", "accept", "margin")}
+
+
+def _grid(lines: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accept as a dense (problem, category, position) array (nan where a line is missing), with the problem ids
+    and the positions its axes stand for."""
+    key = lines["key"]
+    problems, pi = np.unique(key[:, 0], return_inverse=True)
+    positions, ki = np.unique(key[:, 2], return_inverse=True)
+    grid = np.full((len(problems), len(CATEGORIES), len(positions)), np.nan)
+    grid[pi.ravel(), key[:, 1], ki.ravel()] = lines["accept"]
+    return grid, problems, positions
+
+
+def _paired(a: np.ndarray, b: np.ndarray, problems: np.ndarray, n_boot: int) -> dict[str, Any]:
+    """Mean over problems of (a - b), where ``a`` and ``b`` are (problems, matched cells) with nan where a cell is
+    missing: per problem the mean over the cells present in both, then :func:`stats.paired_diff_ci` over problems
+    (one row per problem). ``value_a`` / ``value_b`` are the two means over the same problems."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    keep = ok.any(1)
+    n = ok[keep].sum(1)
+    ma = np.where(ok, a, 0.0)[keep].sum(1) / n
+    mb = np.where(ok, b, 0.0)[keep].sum(1) / n
+    res = stats.paired_diff_ci(ma, mb, problems[keep], n_boot=n_boot)
+    any_ = bool(keep.any())
+    return {**res, "value_a": float(ma.mean()) if any_ else None, "value_b": float(mb.mean()) if any_ else None}
+
+
+def _effects(lines: dict[str, np.ndarray], n_boot: int) -> dict[str, Any]:
+    """Content effects (right - wrong, right - slip: same problem, same position) and the position effect (position
+    max_prior - position 0: same problem, same line; overall and per category)."""
+    grid, problems, positions = _grid(lines)
+    r, w, s = (CATEGORIES.index(c) for c in ("right", "wrong", "slip"))
+    out: dict[str, Any] = {
+        "content_effect": _paired(grid[:, r], grid[:, w], problems, n_boot),
+        "content_effect_slip": _paired(grid[:, r], grid[:, s], problems, n_boot),
+    }
+    if len(positions) > 1:
+        lo, hi = [int(positions[0]), int(positions[-1])]
+        out["position_effect"] = {"positions": [lo, hi], **_paired(grid[:, :, -1], grid[:, :, 0], problems, n_boot)}
+        out["position_effect_by_category"] = {
+            cat: {"positions": [lo, hi], **_paired(grid[:, c, -1:], grid[:, c, :1], problems, n_boot)}
+            for c, cat in enumerate(CATEGORIES)
+        }
+    return out
+
+
+def _shares(lines: dict[str, np.ndarray], n_boot: int) -> dict[str, Any]:
+    """Accept shares (mean_ci over problems) by category, by position and by (category, position)."""
+    key, accept = lines["key"], lines["accept"]
+    groups, cat, pos = key[:, 0], key[:, 1], key[:, 2]
+    positions = sorted(set(pos.tolist()))
+
+    def share(m: np.ndarray) -> dict[str, Any]:
+        return stats.mean_ci(accept[m], groups[m], n_boot=n_boot)
+
+    return {
+        "by_category": {c: share(cat == ci) for ci, c in enumerate(CATEGORIES)},
+        "by_position": {str(p): share(pos == p) for p in positions},
+        "by_category_position": {
+            c: {str(p): share((cat == ci) & (pos == p)) for p in positions} for ci, c in enumerate(CATEGORIES)
+        },
+    }
+
+
 def own_verdict(
     cap: dict[str, np.ndarray], acts: Any, roles: np.ndarray, margin: np.ndarray, n_boot: int
 ) -> dict[str, Any]:
-    """The checkpoint's own verdict on the counterfactual lines (report problems): the share it accepts
-    (output margin > 0) per category and per position, and how well the margin separates stated == target and
-    truth (AUROC). Also the largest activation difference at "(" within a this/not pair (0: no leakage)."""
-    cf = (cap["subset"] == COUNTERFACTUAL) & role_mask(cap["problem"], roles, "report")
-    out_margin = margin[:, -1]
-    accept = (out_margin > 0).astype(np.float64)
-    groups = cap["problem"]
-    res: dict[str, Any] = {"by_category": {}, "by_position": {}}
-    for ci, cat in enumerate(CATEGORIES):
-        m = cf & (cap["category"] == ci)
-        res["by_category"][cat] = stats.mean_ci(accept[m], groups[m], n_boot=n_boot)
-    for pos in sorted(set(cap["position"][cf].tolist())):
-        m = cf & (cap["position"] == pos)
-        res["by_position"][str(pos)] = stats.mean_ci(accept[m], groups[m], n_boot=n_boot)
-    res["content_effect"] = _content_effect(cap, cf, accept, n_boot)
-    pos = sorted(set(cap["position"][cf].tolist()))
-    if len(pos) > 1:
-        hi, lo = cf & (cap["position"] == pos[-1]), cf & (cap["position"] == pos[0])
-        res["position_effect"] = {
-            "positions": [pos[0], pos[-1]],
-            **stats.diff_ci(accept[hi], groups[hi], accept[lo], groups[lo], n_boot=n_boot),
-        }
+    """The checkpoint's own verdict on the counterfactual lines (report problems): the share it accepts (output
+    margin > 0) per category, per position and per (category, position); the paired content effects
+    (``content_effect``: right - wrong, ``content_effect_slip``: right - slip) and position effects
+    (``position_effect`` with its ``positions``, ``position_effect_by_category``); how well the margin separates
+    stated == target and truth (AUROC); and the largest activation difference at "(" within a this/not pair
+    (``pair_max_diff``, 0: no leakage)."""
+    lines = _lines(cap, roles, margin)
+    res: dict[str, Any] = {**_shares(lines, n_boot), **_effects(lines, n_boot)}
+    groups = lines["key"][:, 0]
     for label in ("stated", "truth"):
-        y = cap[label][cf]
-        res[f"auroc_{label}"] = (
-            stats.auroc_ci(out_margin[cf], y, groups[cf], n_boot=n_boot) if len(np.unique(y)) == 2 else None
-        )
+        y = lines[label] > 0.5
+        ok = np.isfinite(lines[label]).all() and len(np.unique(y)) == 2
+        res[f"auroc_{label}"] = stats.auroc_ci(lines["margin"], y, groups, n_boot=n_boot) if ok else None
     res["pair_max_diff"] = _pair_diff(cap, acts)
     return res
 
 
 def slip_p_not(arrays: dict[str, np.ndarray], roles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per slip line of the report problems (stated == target, arithmetic wrong; both texts of each pair, which
-    are identical up to "("): the checkpoint's own ``P("not" | "this" or "not")`` at "(" from its output margin,
-    and the line's problem. The texts are the same at every checkpoint, so the rows align across steps."""
+    """Per slip-line site of the report problems (stated == target, arithmetic wrong; every position, both texts
+    of the pair where there is one): the checkpoint's own ``P("not" | "this" or "not")`` at "(" from its output
+    margin, and the line's problem. The texts are the same at every checkpoint, so the rows align across steps."""
     cf = (arrays["subset"] == COUNTERFACTUAL) & role_mask(arrays["problem"], roles, "report")
     m = cf & (arrays["category"] == CATEGORIES.index("slip"))
     p_not = 1.0 / (1.0 + np.exp(arrays["margin"][m, -1].astype(np.float64)))
     return p_not, arrays["problem"][m].astype(np.int64)
 
 
-def _content_effect(cap: dict[str, np.ndarray], cf: np.ndarray, accept: np.ndarray, n_boot: int) -> dict[str, Any]:
-    """Accept rate of right lines minus wrong lines of the *same* problem (same prior lines, same position):
-    what the line's content alone does to the verdict (paired, CI over problems)."""
-    rows: dict[int, dict[int, list[float]]] = {}
-    for i in np.flatnonzero(cf):
-        rows.setdefault(int(cap["problem"][i]), {}).setdefault(int(cap["category"][i]), []).append(accept[i])
-    r, w = CATEGORIES.index("right"), CATEGORIES.index("wrong")
-    both = [(p, float(np.mean(c[r])), float(np.mean(c[w]))) for p, c in rows.items() if r in c and w in c]
-    a = np.array([x[1] for x in both])
-    b = np.array([x[2] for x in both])
-    return stats.paired_diff_ci(a, b, np.array([x[0] for x in both], dtype=np.int64), n_boot=n_boot)
-
-
 def _pair_diff(cap: dict[str, np.ndarray], acts: Any) -> float | None:
-    """Max |activation difference| at "(" between the two texts of each counterfactual pair (they differ only
-    after it, so anything above float noise means the written verdict leaked into the '(' position)."""
+    """Max |activation difference| at "(" between the two texts of each counterfactual pair, i.e. two sites with
+    the same (problem, category, position) (they differ only after "(", so anything above float noise means the
+    written verdict leaked into the '(' position). None without pairs' activations."""
     cf = np.flatnonzero(cap["subset"] == COUNTERFACTUAL)
-    if len(cf) < 2:
+    if acts is None or len(cf) < 2:
         return None
-    key = list(zip(cap["problem"][cf], cap["category"][cf], strict=True))
-    first: dict[tuple, int] = {}
+    key = zip(cap["problem"][cf].tolist(), cap["category"][cf].tolist(), cap["position"][cf].tolist(), strict=True)
+    first: dict[tuple[int, int, int], int] = {}
     pairs = []
     for i, k in enumerate(key):
         if k in first:
