@@ -55,9 +55,14 @@ class ProbeSettings:
     test_fraction: float = 0.3  # share of problems whose sites are reported
     calibration_fraction: float = 0.2  # share of problems only used to choose the steering scale
     # logistic: scikit-learn on standardised activations, weights mapped back to raw units (own-rollout and
-    # fixed-text stages). softmax: the study's two-class softmax on raw activations with AdamW
-    # (analysis/softmax_probe.py), used by the fixed-text stage, whose direction is the headline one.
-    method: Literal["logistic", "softmax"] = "logistic"
+    # fixed-text stages). softmax: a two-class softmax on raw activations with AdamW, zero init, bias, fixed epochs
+    # (analysis/softmax_probe.py). released: the released probe.py's recipe (randn/sqrt(d) init, no bias, AdamW lr
+    # 1e-4, betas (0.9, 0.99), wd 0.01, early stopping with patience 10 on a held-out loss: fit_released_probes'
+    # defaults, which are the released values). softmax/released: fixed-text stage only (own-rollout: logistic).
+    method: Literal["logistic", "softmax", "released"] = "logistic"
+    # Probe texts only from completions holding both a "(not" and a "(this" verdict site, as the released probe.py
+    # kept only such completions (fixed-text rollout subsets and own-rollout probes); false: every completion.
+    require_both_verdicts: bool = False
     C: float = 1.0
     max_iter: int = 2000
     # Logistic probes' solver: "sklearn" (L-BFGS, one probe at a time on the CPU; the reference, and the tiny
@@ -92,9 +97,12 @@ class SteeringSettings:
     # the original study's), "paren" = the "(" itself (then only the verdict word can change). Both are reported;
     # this one is the headline.
     position: Literal["before_paren", "paren"] = "before_paren"
-    every: int = 3  # steer at every k-th "(" of an attempt line ...
-    # ... or at every token once k "(" have appeared (from_kth: the original study's released code, k = 3)
-    mode: Literal["every_kth", "from_kth"] = "every_kth"
+    every: int = 3  # k of the rule below (analysis/steering/rules.py states each rule)
+    # every_kth: the k-th, 2k-th, ... attempt-line "(" (with before_paren: the post's "every 3rd '('"); from_kth:
+    # every token from the k-th attempt-line "(" on (this project's cumulative rule); released: the released
+    # intervene.py, every step from the one predicting the k-th generated " (" on, last position only (needs
+    # position before_paren)
+    mode: Literal["every_kth", "from_kth", "released"] = "every_kth"
     problems: int = 100  # problems for free steered generation
     # The own-rollout flip test over every swept scale on the last analysed checkpoint only ("last"; the others run
     # the run's one scale, which is all the steering-vs-step curve reads) or on every checkpoint ("every").
@@ -116,7 +124,8 @@ class FixedTextSettings:
 
     enabled: bool = True
     rollouts: int = 200  # completions with verdict sites taken from each of the first and last checkpoints
-    # problems written as counterfactual lines (4 categories x 2 verdicts each); None: every analysed problem
+    # problems written as counterfactual lines (4 categories at every position 0..max_prior, plus one pair per
+    # category for the leak check: 28 texts each at max_prior 5); None: every analysed problem
     counterfactual_problems: int | None = None
     # up to this many rejected lines before the tested one: positions 0..max_prior, so a verdict that counts lines
     # (the tiny model accepts mostly late in a completion) shows up against one that reads the line
@@ -220,6 +229,8 @@ class AnalysisConfig:
             raise ConfigError(f"steering.layers: expected residual layer numbers >= 0, got {list(s.layers)}")
         if s.every < 1:
             raise ConfigError(f"steering.every: expected >= 1, got {s.every}")
+        if s.mode == "released" and s.position != "before_paren":
+            raise ConfigError(f"steering.position: mode released needs before_paren, got {s.position}")
         if not s.scales or any(x < 0 for x in s.scales):
             raise ConfigError(f"steering.scales: expected non-negative scales, got {list(s.scales)}")
         if s.scale_unit == "relative":

@@ -173,13 +173,14 @@ def estimate(shape: Shape, cfg: AnalysisConfig, rates: dict[str, Any], sites_per
     tokens = PROMPT_TOKENS + r.max_new_tokens
     sites = rollouts * sites_per_rollout
     cf = fx.counterfactual_problems or r.problems
-    fixed_sites = 2 * fx.rollouts * sites_per_rollout + cf * 8 * (fx.max_prior / 2 + 1)
+    cf_texts = cf * (4 * (fx.max_prior + 1) + 4)  # every tested line at every position, plus the leak pairs
+    fixed_sites = 2 * fx.rollouts * sites_per_rollout + cf_texts * (fx.max_prior / 2 + 1)
     store = 2 if cfg.capture.dtype == "float16" else 4
     flop = 2 * shape.layers * shape.block_params()
     gen_tokens = rollouts * r.max_new_tokens + st.problems * (2 + st.random_draws) * st.max_new_tokens
-    fwd_tokens = rollouts * tokens + (2 * fx.rollouts + cf * 8) * tokens
+    fwd_tokens = rollouts * tokens + (2 * fx.rollouts + cf_texts) * tokens
     n_train = sites * (1 - cfg.probe.test_fraction - cfg.probe.calibration_fraction)
-    fits = 3 * 3 * lay * 2  # kinds x labels x layers x (real, shuffled)
+    fits = 3 * 3 * lay * (1 + fx.shuffles)  # kinds x labels x layers x (real, each shuffled permutation)
     newton = rates["newton_unit_s"] * fits * n_train * (h + 1) ** 2
     lbfgs = rates["lbfgs_unit_s"] * fits * n_train * h
     weights = shape.params() * shape.dtype_bytes

@@ -12,7 +12,7 @@ import torch
 from analysis.capture import read_capture
 from analysis.config import AnalysisConfig, FixedTextSettings, RolloutSettings, SteeringSettings
 from analysis.fixed.checkpoint import SUBSETS, fixed_checkpoint, fixed_records
-from analysis.fixed.steer import POSITIONS, accepted, flip_rates, wrong_line_cases
+from analysis.fixed.steer import POSITIONS, accepted, flip_outcomes, rates_on, scaled_vectors, wrong_line_cases
 from analysis.lens import lens_margin, verdict_token_ids
 from analysis.splits import problem_roles
 from analysis.steering.evaluate import random_units
@@ -108,10 +108,69 @@ def test_flip_cases_are_cut_where_configured_and_zero_scale_flips_nothing(fixed:
         cases = wrong_line_cases(texts, roles, "report", pos, 10)
         assert cases and all(roles[c.problem] == "report" for c in cases)
         assert all(c.prefix.endswith("(") == (pos == "paren") for c in cases)
-        res = flip_rates(model, tok, cases, {"own": units}, random_units(units, 0, 5), 0.0, 6, 8, 50)
+        rands = [scaled_vectors(r, 0.0, None) for r in random_units(units, 0, 5)]
+        out = flip_outcomes(model, tok, cases, {"own": scaled_vectors(units, 0.0, None)}, rands, 6, 8)
+        assert out["accept"]["own"] == out["unsteered"] and all(r == out["unsteered"] for r in out["random"])
+        res = rates_on(out, np.asarray(out["unsteered"]) == 0, 50)
         assert res["own"]["value"] in (0.0, None) and res["random"]["value"] in (0.0, None)
     c = wrong_line_cases(texts, roles, "report", "before_paren", 1)[0]
     assert accepted(c, "! Yes, we got it!") and accepted(c, " (this works)") and not accepted(c, " (not 5)")
+    line = c.prefix[c.line_start :]
+    expr, stated = line[2:].split(" = ")[0], line.rsplit(" = ", 1)[1]
+    assert accepted(c, f"! Yes, we got it! {expr} = {stated}.")  # the study's restated shape counts as a flip
+
+
+def test_rates_are_on_the_fixed_line_set_whatever_a_checkpoint_rejects() -> None:
+    """The denominator is chosen once (the first checkpoint's rejected lines): a later checkpoint that accepts some
+    of them unsteered keeps them in its denominator, so rates at two steps are on the same lines."""
+    first = {
+        "problems": [0, 1, 2, 3],
+        "unsteered": [0, 0, 1, 0],
+        "accept": {"final": [1, 0, 1, 0]},
+        "random": [[0] * 4],
+    }
+    later = {
+        "problems": [0, 1, 2, 3],
+        "unsteered": [1, 0, 0, 0],
+        "accept": {"final": [1, 1, 0, 0]},
+        "random": [[0] * 4],
+    }
+    fixed_set = np.asarray(first["unsteered"]) == 0
+    a, b = rates_on(first, fixed_set, 50), rates_on(later, fixed_set, 50)
+    assert a["n"] == b["n"] == 3
+    assert a["final"]["value"] == pytest.approx(1 / 3) and b["final"]["value"] == pytest.approx(2 / 3)
+    assert b["unsteered"]["value"] == pytest.approx(1 / 3)
+    every = rates_on(later, np.ones(4, bool), 50)
+    assert every["n"] == 4 and every["final"]["value"] == pytest.approx(0.5)
+
+
+def test_fixed_checkpoint_stores_controls_scores_and_shuffle_draws(fixed: tuple) -> None:
+    model, tok, _, _, cfg, arrays, summary, acts = fixed
+    d = model.config.hidden_size
+    assert arrays["d_logit"].shape == (d,) and arrays["d_meandiff"].shape == (acts.n_layers, d)
+    assert arrays["d_parity"].shape == (acts.n_layers, d) and arrays["resid_norm"].shape == (acts.n_layers,)
+    assert np.all(arrays["resid_norm"] > 0)
+    n = len(arrays["problem"])
+    assert arrays["s_paren_verdict"].shape == (n, acts.n_layers)
+    rows = [r for r in summary["probes"] if r["fit"] and r["kind"] == "paren" and r["subset"] == "last"]
+    assert rows and all(
+        len(r["shuffled"]["auroc_draws"]) == cfg.fixed.shuffles for r in rows if "auroc" in r["shuffled"]
+    )
+    with_lens = [r for r in rows if r["label"] == "verdict" and r["probe_minus_lens"]["value"] is not None]
+    assert with_lens and all("calibration" in r for r in with_lens)
+
+
+def test_headline_layer_is_chosen_on_calibration_rows_only() -> None:
+    from analysis.fixed.checkpoint import choose_layer
+
+    def row(layer: int, probe: float, lens: float) -> dict:
+        return {"kind": "paren", "label": "verdict", "subset": "last", "layer": layer,
+                "calibration": {"probe": probe, "lens": lens},
+                "probe": {"auroc": {"value": 1.0 - layer / 10}}}  # fmt: skip
+
+    rows = [row(0, 0.6, 0.5), row(1, 0.9, 0.6), row(2, 0.95, 0.9), row(3, 0.99, 0.99)]
+    assert choose_layer(rows, 3) == (1, choose_layer(rows, 3)[1])
+    assert choose_layer([], 3)[0] == 3
 
 
 def test_scale_choice_smallest_hit_else_best_else_largest() -> None:

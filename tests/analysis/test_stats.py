@@ -138,3 +138,41 @@ def test_all_replicates_at_once_equal_one_at_a_time(n: int, n_groups: int, decim
         slow = st.bootstrap(stat, g, n_boot=300, seed=4)
         for k in ("value", "lo", "hi", "n", "groups"):
             assert fast[k] == pytest.approx(slow[k], rel=1e-12, abs=1e-12), k
+
+
+def _paired_data(shift: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Scores of one probe at two checkpoints on the same 400 sites (80 problems): ``shift`` more signal at the
+    second, the site-level noise shared (the same texts)."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(80), 5)
+    y = rng.random(400) < 0.5
+    shared = rng.normal(0, 1, 400)
+    a = y * 1.0 + shared + rng.normal(0, 0.3, 400)
+    b = y * (1.0 + shift) + shared + rng.normal(0, 0.3, 400)
+    return a, b, y, groups
+
+
+def test_paired_auroc_change_finds_a_planted_change_and_passes_a_null() -> None:
+    from analysis.stats import auroc_ci, paired_auroc_diff_ci
+
+    a, b, y, g = _paired_data(0.25, 0)
+    change = paired_auroc_diff_ci(b, a, y, g, n_boot=400)
+    assert change["lo"] > 0  # found by the paired test ...
+    ma, mb = auroc_ci(a, y, g, n_boot=400), auroc_ci(b, y, g, n_boot=400)
+    assert mb["lo"] < ma["hi"]  # ... where the marginal intervals overlap (the old test would say "no change")
+    nulls = [
+        paired_auroc_diff_ci(*_paired_data(0.0, s)[1::-1], *_paired_data(0.0, s)[2:], n_boot=200) for s in range(20)
+    ]
+    covered = sum(n["lo"] <= 0 <= n["hi"] for n in nulls)
+    assert covered >= 17  # ~95% coverage under the null (20 independent draws)
+
+
+def test_auroc_contrast_is_the_signed_sum_and_balanced_accuracy_ignores_the_majority() -> None:
+    from analysis.stats import auroc_contrast_ci, balanced_accuracy_ci, rank_auroc
+
+    a, b, y, g = _paired_data(0.5, 1)
+    c = auroc_contrast_ci([b, a, a, b], [1.0, -1.0, -1.0, 1.0], y, g, n_boot=100)
+    assert c["value"] == pytest.approx(2 * (rank_auroc(b, y) - rank_auroc(a, y)))
+    y_skewed = np.r_[np.ones(90, bool), np.zeros(10, bool)]
+    always = np.ones(100, bool)
+    assert balanced_accuracy_ci(always, y_skewed, np.arange(100), n_boot=50)["value"] == pytest.approx(0.5)
