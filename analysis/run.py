@@ -166,7 +166,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     em = emergence(run, results, cfg.report.reach, cfg.probe.source)
     em["fixed"] = fixed
     write_json(out / "emergence.json", em)
-    summary = summarize(run, results, em, time.time() - t0)
+    summary = summarize(run, results, em, time.time() - t0, fixed and fixed["headline_layer"])
     from analysis.protocol import deviations
 
     summary["deviations_from_study"] = deviations(cfg, layers)
@@ -193,8 +193,11 @@ def stage_seconds(caches: list[StepCache]) -> dict[str, float]:
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 
-def summarize(run: Path, results: list[dict[str, Any]], em: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """The headline numbers: final-step best verdict probe vs its control, steering at the chosen scale."""
+def summarize(
+    run: Path, results: list[dict[str, Any]], em: dict[str, Any], seconds: float, layer: int | None = None
+) -> dict[str, Any]:
+    """The headline numbers: the final step's own-rollout verdict probe at ``layer`` (the fixed-text stage's
+    headline layer, or the deepest) vs its control, steering at the chosen scale."""
     ok = [r for r in results if "error" not in r]
     out: dict[str, Any] = {
         "run": str(run),
@@ -207,13 +210,16 @@ def summarize(run: Path, results: list[dict[str, Any]], em: dict[str, Any], seco
     if not ok:
         return out
     last = ok[-1]
+    if layer is None:
+        layer = max((r["layer"] for r in last["probes"]), default=0)
     fit = [r for r in last["probes"] if r["fit"] and r["kind"] == "paren" and r["label"] == "verdict"]
-    if fit:
-        best = max(fit, key=lambda r: r["accuracy"])
+    at = [r for r in fit if r["layer"] == layer]
+    if at:  # the headline layer (chosen on calibration problems), never the best layer on the reported data
+        row = at[0]
         out["final_verdict_probe"] = {
-            k: best[k] for k in ("layer", "accuracy", "auroc", "majority", "shuffled", "disagree_accuracy")
+            k: row[k] for k in ("layer", "accuracy", "auroc", "majority", "shuffled", "disagree_accuracy")
         }
-        out["final_verdict_probe"]["margin_over_shuffled"] = best["accuracy"] - best["shuffled"]
+        out["final_verdict_probe"]["margin_over_shuffled"] = row["accuracy"] - row["shuffled"]
     s = last["steering"]
     if "at_chosen" in s and s["at_chosen"]:
         out["final_steering"] = {
