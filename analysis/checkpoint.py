@@ -76,6 +76,10 @@ def _probe_all(cap: Any, cfg: AnalysisConfig, roles: np.ndarray) -> tuple[list[d
     sel = ~role_mask(cap["problem"], roles, "calibration")
     if p.source != "all":
         sel &= cap["greedy"] == (1 if p.source == "greedy" else 0)
+    if p.require_both_verdicts:  # only completions with a "(not" and a "(this" site, as the released probe.py
+        from analysis.protocol import both_verdict_sites
+
+        sel &= both_verdict_sites(cap["record"], cap["verdict"])
     test = role_mask(cap["problem"][sel], roles, "report")
     results, dirs = [], {}
     for kind in KINDS:

@@ -57,9 +57,12 @@ def _fit_chunked(
     return [(np.concatenate([w for w, _ in p]), np.concatenate([b for _, b in p])) for p in parts]
 
 
-def _has_sites(r: dict[str, Any], tokenizer: Any) -> bool:
+def _has_sites(r: dict[str, Any], tokenizer: Any, both_verdicts: bool = False) -> bool:
+    """Whether the completion has a probe site; with ``both_verdicts``, a "(not" site and a "(this" site (the
+    released probe.py's filter)."""
     enc = tokenizer(r["prompt"] + r["completion"], return_offsets_mapping=True, add_special_tokens=False)
-    return bool(find_sites(r["completion"], r["numbers"], r["target"], enc.offset_mapping, len(r["prompt"])))
+    sites = find_sites(r["completion"], r["numbers"], r["target"], enc.offset_mapping, len(r["prompt"]))
+    return {s.verdict for s in sites} == {0, 1} if both_verdicts else bool(sites)
 
 
 def fixed_records(
@@ -72,11 +75,16 @@ def fixed_records(
     seed: int,
     max_prior: int,
     tokenizer: Any,
+    source: str = "all",
+    require_both_verdicts: bool = False,
 ) -> list[dict[str, Any]]:
-    """The run's evaluation text set, as records the capture stage reads (``subset`` says where each came from)."""
+    """The run's evaluation text set, as records the capture stage reads (``subset`` says where each came from).
+    ``source`` (probe.source: greedy / sampled / all) and ``require_both_verdicts`` select the rollout subsets'
+    completions, as the released probe.py used greedy completions with both verdicts only."""
     out: list[dict[str, Any]] = []
     for name, recs in (("last", last), ("first", first)):
-        kept = [r for r in recs if _has_sites(r, tokenizer)][:rollouts]
+        recs = [r for r in recs if source == "all" or r["kind"] == source]
+        kept = [r for r in recs if _has_sites(r, tokenizer, require_both_verdicts)][:rollouts]
         out += [{**_strip(r), "subset": name, "category": "", "position": -1} for r in kept]
     chosen = list(problems)[:counterfactual_problems]
     for c in counterfactual_texts(chosen, seed, max_prior):
@@ -156,6 +164,11 @@ def _fit_layers(
         from analysis.softmax_probe import fit_softmax_probes
 
         w2, b2 = fit_softmax_probes(x, y)
+        return w2[:, 1] - w2[:, 0], b2[:, 1] - b2[:, 0]
+    if method == "released":  # the released probe.py recipe at its own values; no bias (b zeros)
+        from analysis.softmax_probe import fit_released_probes
+
+        w2, b2, _ = fit_released_probes(x, y, device=how[1] if len(how) > 1 else "cpu")  # how: solver, device
         return w2[:, 1] - w2[:, 0], b2[:, 1] - b2[:, 0]
     return pr.fit_logistic_layers(x, y, c, max_iter, *how)
 

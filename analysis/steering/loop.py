@@ -2,104 +2,41 @@
 
 Why by hand: ``model.generate`` has no notion of "add a vector at this token only", and the original study got it
 by re-running the whole sequence for every new token (quadratic). Here each forward call feeds only the new
-token, per-sequence counters decide whether that token is a steered "(", and :func:`analysis.hooks.add_to_residual`
-adds ``scale * unit(direction)`` to the chosen layers at exactly those positions. A "(" counts when it follows an
-"=" on the same line (an attempt line's verdict paren); with ``every = k`` the rule steers the k-th, 2k-th, ...
-such "(" (``every_kth``), or *every token* once k such "(" have appeared (``from_kth``: what the original study's
-released code did, with k = 3; its vector therefore also acts at the positions that predict later " (" tokens).
+token, per-sequence counters (:mod:`analysis.steering.rules`, where the four rules are stated) decide whether that
+token is steered, and :func:`analysis.hooks.add_to_residual` adds ``scale * unit(direction)`` to the chosen layers at
+exactly those positions. ``every_kth`` steers the k-th, 2k-th, ... attempt-line "(" (a "(" after an "=" on the
+same line); ``from_kth`` every token from the k-th such "(" on (this project's cumulative rule, not the released
+code's); ``released`` is the released ``intervene.py`` and runs in :mod:`analysis.steering.released`.
 
 ``position`` says where an ``every_kth`` vector goes: on the "(" itself (``paren``: only the verdict word after it
-can change), or on the token that *predicts* the "(" (``before_paren``: the stated value, the original study's
-place, so the model may write "= 52! Yes, we got it!" instead of a "("). ``before_paren`` needs a lookahead: each
-step runs unsteered; rows whose next token would be the steered "(" drop that position from the KV cache
+can change), or on the token that *predicts* the "(" (``before_paren``: the stated value, the post's reading, so
+the model may write "= 52! Yes, we got it!" instead of a "("). ``before_paren`` needs a lookahead: each step runs
+unsteered; rows whose next token would be the steered "(" drop that position from the KV cache
 (``Cache.crop(-1)``: negative = tokens to remove, in transformers 4.4x and 5.x alike) and re-run it with the vector,
-then take the token the steered position predicts. The line keeps its ordinal even if no "(" follows.
+then take the token the steered position predicts. The line keeps its ordinal even if no "(" follows, so in free
+generation exactly the positions predicting the k-th, 2k-th, ... "(" are steered (the steered K/V stays cached).
 
-Trigger tokens come from decoding the vocabulary (any token whose text contains "(", "=" or a newline), never from
-hard-coded ids, so Qwen's " (" and the tiny tokenizer's " (" both work. With all vectors zero the loop reproduces
-unsteered greedy generation token for token.
+With all vectors zero every rule reproduces unsteered greedy generation token for token.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from analysis.hooks import MaskHolder, add_to_residual
+from analysis.steering.rules import ParenCounter, SteerRule, TriggerVocab, rule_positions, trigger_vocab
 
-
-@dataclass(frozen=True)
-class TriggerVocab:
-    """Boolean lookup tables over the vocabulary: does token ``i``'s text contain "(", "=", a newline."""
-
-    paren: torch.Tensor
-    eq: torch.Tensor
-    newline: torch.Tensor
-
-
-def trigger_vocab(tokenizer: Any, size: int | None = None) -> TriggerVocab:
-    """Build the lookup tables by decoding every token id once. ``size`` is the model's vocabulary (embedding
-    rows); ids the tokenizer does not have (padding rows of hub models) never trigger."""
-    n = size or len(tokenizer)
-    texts = [tokenizer.decode([i]) for i in range(min(n, len(tokenizer)))]
-    texts += [""] * (n - len(texts))
-    return TriggerVocab(
-        paren=torch.tensor(["(" in t for t in texts]),
-        eq=torch.tensor(["=" in t for t in texts]),
-        newline=torch.tensor(["\n" in t for t in texts]),
-    )
-
-
-@dataclass(frozen=True)
-class SteerRule:
-    """Which tokens are steered: ``every_kth`` (the k-th, 2k-th, ... attempt-line "(") or ``from_kth`` (every token
-    from the k-th attempt-line "(" on, the original released code), with k = ``every``."""
-
-    every: int = 3
-    mode: str = "every_kth"
-    position: str = "paren"  # "paren" | "before_paren" (every_kth only; from_kth steers every token anyway)
-    in_prompt: bool = True  # also steer qualifying "(" inside the prompt (prefilled text)
-    in_generation: bool = True
-
-
-class ParenCounter:
-    """Per-sequence "(" counters and "an = was seen on this line" flags, advanced token by token."""
-
-    def __init__(self, batch: int, vocab: TriggerVocab, rule: SteerRule, device: torch.device) -> None:
-        self.count = torch.zeros(batch, dtype=torch.long, device=device)
-        self.line_eq = torch.zeros(batch, dtype=torch.bool, device=device)
-        self.vocab = TriggerVocab(*(t.to(device) for t in (vocab.paren, vocab.eq, vocab.newline)))
-        self.rule = rule
-
-    def step(self, tok: torch.Tensor, live: torch.Tensor, allowed: bool) -> torch.Tensor:
-        """Advance on token column ``tok`` (batch,) for rows in ``live``; return which rows steer this token."""
-        v = self.vocab
-        tok = tok.clamp(0, len(v.paren) - 1)
-        is_paren = self.is_paren(tok) & live
-        self.count += is_paren.long()
-        k = self.rule.every
-        if self.rule.mode == "every_kth":
-            steer = is_paren & (self.count % k == 0) & allowed
-        else:
-            steer = (self.count >= k) & live & allowed
-        self.line_eq |= v.eq[tok] & live
-        self.line_eq &= ~(v.newline[tok] & live)
-        return steer
-
-    def select(self, keep: torch.Tensor) -> None:
-        """Keep only rows ``keep`` (finished rows dropped from the batch)."""
-        self.count, self.line_eq = self.count[keep], self.line_eq[keep]
-
-    def next_is_steered(self, tok: torch.Tensor, live: torch.Tensor, allowed: bool) -> torch.Tensor:
-        """Rows where ``tok`` (not yet stepped) would be a "(" that ``every_kth`` steers: the ``before_paren``
-        lookahead's trigger."""
-        return self.is_paren(tok) & live & ((self.count + 1) % self.rule.every == 0) & allowed
-
-    def is_paren(self, tok: torch.Tensor) -> torch.Tensor:
-        """Rows where ``tok`` (not yet stepped) is an attempt-line "("."""
-        return self.vocab.paren[tok.clamp(0, len(self.vocab.paren) - 1)] & self.line_eq
+__all__ = [
+    "ParenCounter",
+    "SteerRule",
+    "TriggerVocab",
+    "naive_steered_generate",
+    "rule_positions",
+    "steered_generate",
+    "trigger_vocab",
+]
 
 
 def steered_generate(
@@ -148,6 +85,14 @@ def steered_generate(
     was_training = model.training
     model.eval()
     try:
+        if rule.mode == "released":
+            from analysis.steering.released import released_generate
+
+            def pick(logits: torch.Tensor) -> torch.Tensor:
+                return _pick(logits, temperature, generator)
+
+            args = (input_ids, attention_mask, vectors, vocab, rule, max_new_tokens, eos_token_id, pad_token_id)
+            return released_generate(model, *args, pick)
         with torch.no_grad(), add_to_residual(model, vectors, holder):
             for i in range(max_new_tokens):
                 holder.mask = feed_mask.float() if bool(feed_mask.any()) else None
@@ -223,7 +168,10 @@ def naive_steered_generate(
     max_new_tokens: int,
 ) -> torch.Tensor:
     """The original protocol, kept as the benchmark baseline: re-run the full sequence for every new token (no
-    cache), recomputing the steering mask over the whole sequence each time. Greedy; no EOS handling."""
+    cache), recomputing the steering mask over the whole sequence each time. Greedy; no EOS handling. (``released``
+    steers the last position only: :func:`analysis.steering.released.naive_released_generate`.)"""
+    if rule.mode == "released":
+        raise ValueError("naive_steered_generate: mode released has its own reference, naive_released_generate")
     seq, mask = input_ids, attention_mask.long()
     holder = MaskHolder()
     with torch.no_grad(), add_to_residual(model, vectors, holder):

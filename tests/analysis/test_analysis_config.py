@@ -10,17 +10,20 @@ from analysis.config import load_analysis_config
 from tasks.config import ConfigError
 
 
-@pytest.mark.parametrize("preset", ["tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "study-qwen2.5-3b"])
+@pytest.mark.parametrize(
+    "preset",
+    ["tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "study-qwen2.5-3b-released", "study-qwen2.5-3b-post"],
+)
 def test_presets_load(preset: str) -> None:
     cfg = load_analysis_config(preset)
     assert cfg.steering.layers and cfg.rollout.problems >= cfg.steering.problems
 
 
-def test_study_preset_is_the_original_protocol() -> None:
-    cfg = load_analysis_config("study-qwen2.5-3b")
-    s = cfg.steering
-    assert s.layers == tuple(range(25, 37)) and s.scale == 20.0 and s.every == 3 and s.mode == "from_kth"
-    assert s.position == "before_paren" and cfg.probe.method == "softmax" and not cfg.report.unembed_gain
+def test_study_presets_are_the_two_readings() -> None:
+    released = load_analysis_config("study-qwen2.5-3b-released").steering
+    post = load_analysis_config("study-qwen2.5-3b-post").steering
+    assert released.layers == tuple(range(25, 34)) and released.mode == "released"
+    assert post.layers == tuple(range(25, 37)) and post.mode == "every_kth" and post.position == "before_paren"
 
 
 @pytest.mark.parametrize(
@@ -44,7 +47,7 @@ def test_bad_fields_are_named(overrides: list[str], message: str) -> None:
 
 
 def test_hub_presets_batch_probes_and_leave_gpu_room_tiny_keeps_reference() -> None:
-    for preset in ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "study-qwen2.5-3b"):
+    for preset in ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "study-qwen2.5-3b-released", "study-qwen2.5-3b-post"):
         cfg = load_analysis_config(preset)
         assert cfg.probe.solver == "torch" and cfg.rollout.gpu_memory_share == 0.8
     tiny = load_analysis_config("tiny")

@@ -93,3 +93,49 @@ def test_unequal_class_sizes() -> None:
 def test_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError):
         sp.fit_softmax_probes(np.zeros((10, 4)), np.zeros(10))
+
+
+def test_released_init_is_randn_over_sqrt_d_without_bias() -> None:
+    x, y, _ = _data(n=400, d=256)
+    w, b, log = sp.fit_released_probes(x, y, max_epochs=0, seed=1)
+    assert w.shape == (3, 2, 256) and b.shape == (3, 2) and not b.any() and log["epochs"] == 0
+    assert abs(w.std() * np.sqrt(256) - 1) < 0.05 and abs(w.mean()) < 0.01
+    w2, _, _ = sp.fit_released_probes(x, y, max_epochs=0, seed=1)
+    np.testing.assert_array_equal(w, w2)
+
+
+def test_released_optimiser_is_adamw_at_the_released_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict = {}
+
+    class Spy(torch.optim.AdamW):
+        def __init__(self, params, **kw) -> None:  # noqa: ANN001, ANN003
+            params = list(params)
+            seen.update(kw, shapes=[tuple(p.shape) for p in params])
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Spy)
+    x, y, _ = _data(n=300)
+    sp.fit_released_probes(x, y, max_epochs=1)
+    assert seen == {"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.01, "shapes": [(3, 64, 2)]}  # no bias
+
+
+def test_released_early_stopping_keeps_the_best_validation_parameters() -> None:
+    """Labels with no signal: the validation loss stops improving, training stops ``patience`` epochs after its
+    minimum (all layers together, on their mean loss), and the parameters are those of that minimum."""
+    x, _, _ = _data(n=600)
+    y = np.random.default_rng(3).integers(0, 2, 600)
+    w, _, log = sp.fit_released_probes(x, y, lr=1e-2, patience=3, max_epochs=200, seed=4)
+    assert log["epochs"] == log["best_epoch"] + 3 < 200
+    assert min(log["val_loss"]) == log["val_loss"][log["best_epoch"] - 1]
+    again, _, _ = sp.fit_released_probes(x, y, lr=1e-2, patience=3, max_epochs=log["best_epoch"], seed=4)
+    np.testing.assert_array_equal(w, again)
+
+
+def test_released_recipe_learns_and_holds_out_whole_groups() -> None:
+    x, y, u = _data(n=1500)
+    groups = np.arange(1500) // 5
+    w, b, log = sp.fit_released_probes(x, y, lr=1e-2, groups=groups, max_epochs=60)
+    assert sp.softmax_accuracy(w, b, x, y)[2] > 0.95 and _cos(w[2, 1] - w[2, 0], u) > 0.8
+    gen = torch.Generator().manual_seed(0)
+    val = sp._validation_rows(1500, 0.1, groups, gen)
+    assert val.sum() == 150 and all(len(set(val[groups == g])) == 1 for g in range(300))
