@@ -144,3 +144,25 @@ def test_cached_released_rule_equals_the_released_full_recompute(varied) -> None
             assert out[r].tolist() == ref[0].tolist()
             changed += out[r].tolist() != plain[r].tolist()
     assert changed > 0  # the vector acted somewhere
+
+
+def test_released_rows_that_finish_leave_the_batch_without_changing_the_others(varied) -> None:  # noqa: ANN001
+    """Per-row vectors (one condition per row, as free generation batches them) and rows dropped at EOS: every
+    row's tokens and marks are those of a run where nothing is dropped, cut after its first EOS."""
+    model, tok = varied
+    prompts = PROMPTS + ["- 4 + 4 = 8 (", "<think> We have 1, 2"]
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(3)
+    vec = {2: 12 * torch.randn(len(prompts), model.config.hidden_size)}
+    voc = _table_vocab(model.config.vocab_size, 0)
+    args = (model, enc.input_ids, enc.attention_mask, vec, voc, RELEASED, 30)
+    full, full_marks = steered_generate(*args, -1, 0)
+    assert full_marks.any()
+    counts = torch.bincount(full.flatten())
+    eos = int(max(range(len(counts)), key=lambda t: (0 < int((full == t).any(1).sum()) < len(prompts), counts[t])))
+    out, marks = steered_generate(*args, eos, 0)
+    for r in range(len(prompts)):
+        row = full[r].tolist()
+        cut = row.index(eos) + 1 if eos in row else len(row)
+        assert out[r, :cut].tolist() == row[:cut]
+        assert marks[r, : cut - 1].tolist() == full_marks[r, : cut - 1].tolist()
