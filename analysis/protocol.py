@@ -133,6 +133,17 @@ def _fixed_lines(cfg: Any, num_layers: int, reading: str, model_name: str | None
                 "gradients accumulated) — not reproduced because that is a defect of the script (on synthetic data it "
                 "leaves the probe near its random start); fit_released_probes(accumulate_grad=True) has it"
             )
+    if cfg.probe.method == "released":
+        out.append(
+            f"{reading}: direction: unit(W[1] - W[0]) of the released probe (the study steered and unembedded W[1] "
+            "alone; from a random start W[0] is not -W[1], so the two differ) — cannot be the same because the "
+            "stages keep one binary weight per layer for every probe method (analysis/fixed/checkpoint.py::_fit_layers)"
+        )
+    out.append(
+        f"{reading}: free generation direction: the own-rollout stage's logistic verdict probe (probe.method is the "
+        "fixed-text stage's; the study steered free generation with its softmax probe) — cannot be the same because "
+        "the own-rollout probes (analysis/probes.py::probe_kind) fit logistic regressions only"
+    )
     out.append(f"{reading}: {UNAVOIDABLE['sites']}")
     out.append(f"{reading}: " + UNAVOIDABLE["flip"].format(n=cfg.steering.flip_new_tokens))
     return out

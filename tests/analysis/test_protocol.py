@@ -57,9 +57,21 @@ def test_post_preset_is_the_posts_text() -> None:
         (
             "study-qwen2.5-3b-released",
             "released",
-            ["model", "probe schedule", "probe gradients", "probe sites", "flip test"],
+            [
+                "model",
+                "probe schedule",
+                "probe gradients",
+                "direction",
+                "free generation direction",
+                "probe sites",
+                "flip test",
+            ],
         ),
-        ("study-qwen2.5-3b-post", "post", ["model", "probe sites", "flip test"]),
+        (
+            "study-qwen2.5-3b-post",
+            "post",
+            ["model", "direction", "free generation direction", "probe sites", "flip test"],
+        ),
     ],
 )
 def test_study_presets_deviate_only_where_nothing_can_be_the_same(preset: str, reading: str, axes: list[str]) -> None:
