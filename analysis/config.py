@@ -124,6 +124,8 @@ class FixedTextSettings:
 
     enabled: bool = True
     rollouts: int = 200  # completions with verdict sites taken from each of the first and last checkpoints
+    # which of those completions: all, or greedy / sampled only (the released probe.py read greedy completions)
+    source: Literal["all", "greedy", "sampled"] = "all"
     # problems written as counterfactual lines (4 categories at every position 0..max_prior, plus one pair per
     # category for the leak check: 28 texts each at max_prior 5); None: every analysed problem
     counterfactual_problems: int | None = None

@@ -60,3 +60,14 @@ def fresh_roles(n_problems: int, calibration: float, test: float, seed: int) -> 
     roles[:n_dev] = "train"
     roles[np.random.default_rng(seed).permutation(n_dev)[:n_cal]] = "calibration"
     return roles.astype(str)
+
+
+def spread_over_roles(roles: np.ndarray, n: int) -> list[int]:
+    """``n`` problem indices (sorted) taking each role in proportion to its size, first indices of each role first:
+    a subset of the analysed problems (the counterfactual lines' problems) that never leaves a role out, whichever
+    part of the list the report problems occupy."""
+    rank = np.zeros(len(roles))
+    for role in np.unique(roles):
+        idx = np.flatnonzero(roles == role)
+        rank[idx] = (np.arange(len(idx)) + 0.5) / len(idx)
+    return sorted(np.argsort(rank, kind="stable")[:n].tolist())

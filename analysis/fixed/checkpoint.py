@@ -34,7 +34,7 @@ from analysis import stats
 from analysis.fixed.verdict import COUNTERFACTUAL, own_verdict
 from analysis.lens import lens_margin, verdict_token_ids
 from analysis.positions import KINDS, LABELS, find_sites
-from analysis.splits import role_mask
+from analysis.splits import role_mask, spread_over_roles
 from tasks.countdown.counterfactual import CATEGORIES, counterfactual_texts
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
@@ -77,21 +77,26 @@ def fixed_records(
     tokenizer: Any,
     source: str = "all",
     require_both_verdicts: bool = False,
+    roles: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """The run's evaluation text set, as records the capture stage reads (``subset`` says where each came from).
     ``source`` (probe.source: greedy / sampled / all) and ``require_both_verdicts`` select the rollout subsets'
-    completions, as the released probe.py used greedy completions with both verdicts only."""
+    completions, as the released probe.py used greedy completions with both verdicts only. With ``roles``, the
+    ``counterfactual_problems`` problems are spread over the roles in proportion (analysis/splits.py), else the
+    first ones are taken."""
     out: list[dict[str, Any]] = []
     for name, recs in (("last", last), ("first", first)):
         recs = [r for r in recs if source == "all" or r["kind"] == source]
         kept = [r for r in recs if _has_sites(r, tokenizer, require_both_verdicts)][:rollouts]
         out += [{**_strip(r), "subset": name, "category": "", "position": -1} for r in kept]
-    chosen = list(problems)[:counterfactual_problems]
+    index = spread_over_roles(roles, counterfactual_problems) if roles is not None else None
+    index = index if index is not None else list(range(min(counterfactual_problems, len(problems))))
+    chosen = [problems[i] for i in index]
     for c in counterfactual_texts(chosen, seed, max_prior):
         p = chosen[c.problem]
         out.append(
             {
-                "problem": c.problem,
+                "problem": index[c.problem],
                 "numbers": list(p.numbers),
                 "target": p.target,
                 "kind": "counterfactual",

@@ -70,8 +70,9 @@ def run_fixed(
     first, k_first = rollouts_of(first_step, first_path)
     last, k_last = rollouts_of(last_step, last_path)
     run_cache = StepCache(out / "fixed")
-    set_settings = {k: getattr(fx, k) for k in ("rollouts", "counterfactual_problems", "max_prior", "seed")}
-    k_set = stage_key(set_settings, k_first, k_last, template)
+    set_settings = {k: getattr(fx, k) for k in ("rollouts", "counterfactual_problems", "max_prior", "seed", "source")}
+    both = cfg.probe.require_both_verdicts
+    k_set = stage_key(set_settings, both, roles.tolist(), k_first, k_last, template)
     texts = run_cache.json(
         "texts",
         k_set,
@@ -85,6 +86,9 @@ def run_fixed(
             fx.seed,
             fx.max_prior,
             AutoTokenizer.from_pretrained(last_path),
+            source=fx.source,
+            require_both_verdicts=cfg.probe.require_both_verdicts,
+            roles=roles,
         ),
     )
     missing = [s for s in ("counterfactual",) if not any(t["subset"] == s for t in texts)]

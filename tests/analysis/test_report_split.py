@@ -42,3 +42,13 @@ def test_an_absolute_scale_under_relative_units_is_one_line_naming_the_field(ste
     msg = str(e.value)
     assert msg.startswith(field) and "\n" not in msg and "scale_unit=absolute" in msg
     AnalysisConfig(steering=SteeringSettings(scale_unit="absolute", scales=(0.0, 20.0)))  # fine in absolute units
+
+
+def test_a_subset_of_problems_keeps_every_role_in_proportion() -> None:
+    from analysis.splits import spread_over_roles
+
+    roles = fresh_roles(400, 0.2, 0.3, 0)  # the report problems are the last 120
+    chosen = spread_over_roles(roles, 200)
+    assert len(chosen) == 200 and chosen == sorted(set(chosen))
+    counts = {r: int((roles[chosen] == r).sum()) for r in ("calibration", "train", "report")}
+    assert counts == {"calibration": 40, "train": 100, "report": 60}
