@@ -63,6 +63,13 @@ class ProbeSettings:
     # Probe texts only from completions holding both a "(not" and a "(this" verdict site, as the released probe.py
     # kept only such completions (fixed-text rollout subsets and own-rollout probes); false: every completion.
     require_both_verdicts: bool = False
+    # method released only: early stopping on a validation loss averaged over layers (val_fraction of the fit's
+    # sites held out, patience epochs without a new minimum, at most max_epochs), as probe.py did; accumulate_grad:
+    # probe.py zeroed the gradients once, before its loop, so every step applied the sum of all gradients so far
+    val_fraction: float = 0.1
+    patience: int = 10
+    max_epochs: int = 500
+    accumulate_grad: bool = False
     C: float = 1.0
     max_iter: int = 2000
     # Logistic probes' solver: "sklearn" (L-BFGS, one probe at a time on the CPU; the reference, and the tiny

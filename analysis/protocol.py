@@ -127,11 +127,10 @@ def _fixed_lines(cfg: Any, num_layers: int, reading: str, model_name: str | None
             "over streamed greedy generations, validation every 50 batches of 128 prompts) — cannot be the same "
             "because sites are captured once here"
         )
-        if cfg.probe.method == "released":
+        if cfg.probe.method == "released" and not cfg.probe.accumulate_grad:
             out.append(
-                "released: probe gradients: zeroed every step (probe.py called zero_grad once, before its loop, so its "
-                "gradients accumulated) — not reproduced because that is a defect of the script (on synthetic data it "
-                "leaves the probe near its random start); fit_released_probes(accumulate_grad=True) has it"
+                "released: probe.accumulate_grad: False (probe.py called zero_grad once, before its loop, so its "
+                "gradients accumulated; on synthetic data that leaves the probe near its random start)"
             )
     if cfg.probe.method == "released":
         out.append(

@@ -167,9 +167,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     em["fixed"] = fixed
     write_json(out / "emergence.json", em)
     summary = summarize(run, results, em, time.time() - t0, fixed and fixed["headline_layer"])
-    from analysis.protocol import deviations
-
-    summary["deviations_from_study"] = deviations(cfg, layers)
+    summary["deviations_from_study"] = _deviations(cfg, run, loadable, layers)
     if fixed is not None:
         from analysis.fixed.summary import fixed_headline
 
@@ -182,6 +180,18 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     )
     write_text(out / "report.html", render(run, em, results, summary))
     return summary
+
+
+def _deviations(cfg: AnalysisConfig, run: Path, ckpts: list, layers: int | None) -> list[str]:
+    """protocol.deviations with what only the run knows: its base model's name, tokenizer and task."""
+    from transformers import AutoTokenizer
+
+    from analysis.protocol import deviations
+    from train.config import TrainConfig
+
+    tcfg = load_config(TrainConfig, run / "config.yaml")
+    tok = AutoTokenizer.from_pretrained(ckpts[-1][1]) if ckpts else None
+    return deviations(cfg, layers, str(tcfg.model), tok, num_operands=tuple(tcfg.data.num_operands))
 
 
 def stage_seconds(caches: list[StepCache]) -> dict[str, float]:

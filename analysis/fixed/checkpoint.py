@@ -46,14 +46,14 @@ CHUNK_BYTES = 1 << 28  # most activation bytes a probe fit or the lens holds at 
 
 def _fit_chunked(
     acts: Any, kind: str, rows: np.ndarray, targets: Sequence[np.ndarray], method: str, c: float, max_iter: int,
-    *how: str,
+    *how: str, recipe: dict[str, Any] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """:func:`_fit_layers` for each label vector in ``targets`` on the sites ``rows``, layer chunk by layer chunk
     (every target fitted on a chunk before the next is read); one (weights (layers, d), biases (layers,)) per target."""
     parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in targets]
     for _, x in acts.chunks(kind, rows, CHUNK_BYTES):
         for part, y in zip(parts, targets, strict=True):
-            part.append(_fit_layers(x, y, method, c, max_iter, *how))
+            part.append(_fit_layers(x, y, method, c, max_iter, *how, recipe=recipe))
     return [(np.concatenate([w for w, _ in p]), np.concatenate([b for _, b in p])) for p in parts]
 
 
@@ -161,10 +161,17 @@ def _shuffled(scores: Sequence[np.ndarray], y: np.ndarray) -> dict[str, Any]:
     return {"n": int(len(y)), "auroc": {**auroc, "interval": "range over permutations"}, "auroc_draws": draws}
 
 
+def released_recipe(probe: Any) -> dict[str, Any]:
+    """The released probe.py fit's options from ``probe`` (ProbeSettings): seed, early stopping, gradients."""
+    keys = ("seed", "val_fraction", "patience", "max_epochs", "accumulate_grad")
+    return {k: getattr(probe, k) for k in keys}
+
+
 def _fit_layers(
-    x: np.ndarray, y: np.ndarray, method: str, c: float, max_iter: int, *how: str
+    x: np.ndarray, y: np.ndarray, method: str, c: float, max_iter: int, *how: str, recipe: dict[str, Any] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw-unit binary weights (layers, d) and biases (layers,) of one probe per layer of ``x`` (n, layers, d)."""
+    """Raw-unit binary weights (layers, d) and biases (layers,) of one probe per layer of ``x`` (n, layers, d).
+    ``recipe``: the released fit's options (:func:`released_recipe`)."""
     if method == "softmax":
         from analysis.softmax_probe import fit_softmax_probes
 
@@ -173,7 +180,8 @@ def _fit_layers(
     if method == "released":  # the released probe.py recipe at its own values; no bias (b zeros)
         from analysis.softmax_probe import fit_released_probes
 
-        w2, b2, _ = fit_released_probes(x, y, device=how[1] if len(how) > 1 else "cpu")  # how: solver, device
+        device = how[1] if len(how) > 1 else "cpu"  # how: solver, device
+        w2, b2, _ = fit_released_probes(x, y, device=device, **(recipe or {}))
         return w2[:, 1] - w2[:, 0], b2[:, 1] - b2[:, 0]
     return pr.fit_logistic_layers(x, y, c, max_iter, *how)
 
@@ -204,6 +212,7 @@ def fixed_probes(
     *how: str,
     shuffles: int = 1,
     seed: int = 0,
+    recipe: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Probe and lens rows for every kind x label x layer x subset, raw-unit directions, and every site's probe
     score for the :data:`SCORED` probes (``s_<kind>_<label>``, (sites, layers): the run-level stage pairs them
@@ -225,7 +234,7 @@ def fixed_probes(
             fits = [(np.zeros((n_layers, acts.d), np.float32), np.zeros(n_layers, np.float32))] * (1 + shuffles)
             if ok:
                 perms = [np.random.default_rng((seed, ki, li, k)).permutation(yf) for k in range(shuffles)]
-                fits = _fit_chunked(acts, kind, fit_rows, (yf, *perms), method, c, max_iter, *how)
+                fits = _fit_chunked(acts, kind, fit_rows, (yf, *perms), method, c, max_iter, *how, recipe=recipe)
             site_scores = np.zeros((len(y), n_layers), np.float32)
             for layer in range(n_layers):
                 x = acts.layer(kind, layer)  # storage dtype: every consumer casts one layer at a time
@@ -299,9 +308,11 @@ def fixed_checkpoint(
     ids = verdict_token_ids(tok)
     margin = np.concatenate([lens_margin(model, x, ids) for _, x in acts.chunks("paren", None, CHUNK_BYTES)], 1)
     p, how = cfg.probe, (cfg.probe.solver, cfg.device)
+    recipe = released_recipe(p)
     rows, dirs = fixed_probes(
-        cap, acts, roles, margin, p.C, p.max_iter, fx.bootstrap, p.method, *how, shuffles=fx.shuffles, seed=p.seed
-    )
+        cap, acts, roles, margin, p.C, p.max_iter, fx.bootstrap, p.method, *how,
+        shuffles=fx.shuffles, seed=p.seed, recipe=recipe,
+    )  # fmt: skip
     summary = {
         "sites": {s: int((cap["subset"] == i).sum()) for i, s in enumerate(SUBSETS)},
         "verdict_tokens": list(ids),
@@ -310,8 +321,10 @@ def fixed_checkpoint(
     }
     from analysis.fixed.decision import control_directions, own_direction
 
-    own = own_direction(cap, acts, roles, margin, p.C, p.max_iter, p.method, *how)
-    controls = control_directions(model, ids, cap, acts, roles, own["own"], p.C, p.max_iter, p.method, *how)
+    own = own_direction(cap, acts, roles, margin, p.C, p.max_iter, p.method, *how, recipe=recipe)
+    controls = control_directions(
+        model, ids, cap, acts, roles, own["own"], p.C, p.max_iter, p.method, *how, recipe=recipe
+    )
     return {**cap, "margin": margin, **dirs, **own, **controls}, summary
 
 

@@ -23,6 +23,7 @@ def own_direction(
     max_iter: int,
     method: str,
     *how: str,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """The checkpoint's own decision direction at "(": a probe per layer for its own verdict (output margin > 0)
     on every fixed-text site of the train problems. This is the steering direction of the fixed-text stage.
@@ -36,7 +37,9 @@ def own_direction(
     w = np.zeros((acts.n_layers, acts.d), dtype=np.float32)
     b = np.zeros(acts.n_layers, dtype=np.float32)
     if min(int((own[fit] == 0).sum()), int((own[fit] == 1).sum())) >= 5:
-        ((w, b),) = _fit_chunked(acts, "paren", fit, (own[fit],), method, c, max_iter, *how)  # how: solver, device
+        ((w, b),) = _fit_chunked(
+            acts, "paren", fit, (own[fit],), method, c, max_iter, *how, recipe=recipe
+        )  # how: solver, device
     return {"own": own, "w_paren_own": w.astype(np.float32), "b_paren_own": b.astype(np.float32)}
 
 
@@ -51,6 +54,7 @@ def control_directions(
     max_iter: int,
     method: str,
     *how: str,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Steering controls that can fail, at "(" of this checkpoint (analysis/directions.py says why each exists):
 
@@ -70,7 +74,7 @@ def control_directions(
     w = np.zeros((acts.n_layers, acts.d), dtype=np.float32)
     b = np.zeros(acts.n_layers, dtype=np.float32)
     if min(int((parity[fit] == 0).sum()), int((parity[fit] == 1).sum())) >= 5:
-        ((w, b),) = _fit_chunked(acts, "paren", fit, (parity[fit],), method, c, max_iter, *how)
+        ((w, b),) = _fit_chunked(acts, "paren", fit, (parity[fit],), method, c, max_iter, *how, recipe=recipe)
     meandiff = np.zeros((acts.n_layers, acts.d), dtype=np.float32)
     norms = np.zeros(acts.n_layers, dtype=np.float32)
     both = 0 < int(own[fit].sum()) < int(fit.sum())

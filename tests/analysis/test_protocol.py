@@ -60,7 +60,6 @@ def test_post_preset_is_the_posts_text() -> None:
             [
                 "model",
                 "probe schedule",
-                "probe gradients",
                 "direction",
                 "free generation direction",
                 "probe sites",
@@ -157,3 +156,16 @@ def test_data_filter_drops_completions_without_both_verdicts(qwen_dir: Path) -> 
     assert len(kept(require_both_verdicts=True)) == 2
     mask = both_verdict_sites(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 0, 0, 1]))
     assert mask.tolist() == [True, True, False, False, False]
+
+
+def test_the_released_preset_accumulates_gradients_as_probe_py_did_and_says_so_otherwise() -> None:
+    import dataclasses
+
+    from analysis.fixed.checkpoint import released_recipe
+
+    cfg = load_analysis_config("study-qwen2.5-3b-released")
+    recipe = released_recipe(cfg.probe)
+    assert recipe == {"seed": 0, "val_fraction": 0.1, "patience": 10, "max_epochs": 500, "accumulate_grad": True}
+    zeroed = dataclasses.replace(cfg, probe=dataclasses.replace(cfg.probe, accumulate_grad=False))
+    lines = deviations(zeroed, 36, "tinyzero-qwen2.5-3b-step300", QwenLikeTokenizer(), reading="released")
+    assert any(line.startswith("released: probe.accumulate_grad: False") for line in lines)
