@@ -143,9 +143,10 @@ class FixedTextSettings:
     batch_size: int = 32
     bootstrap: int = 200  # bootstrap replicates (resampling problems) behind every confidence interval
     steer_cases: int = 100  # counterfactual wrong lines per role for the flip test with the final direction
-    # shuffled-label probes per probe, each on an independent permutation: one permutation is one random direction,
-    # whose AUROC can sit far from 0.5 at every step with a tight interval (the interval hides the permutation's
-    # own spread); the range over several shows what chance looks like on these activations
+    # shuffled-label probes of the headline "(" verdict probe, each on an independent permutation (the other probes
+    # keep one): one permutation is one random direction, whose AUROC can sit far from 0.5 at every step with a
+    # tight interval (the interval hides the permutation's own spread); the range over several shows what chance
+    # looks like on these activations
     shuffles: int = 5
 
 

@@ -180,7 +180,7 @@ def estimate(shape: Shape, cfg: AnalysisConfig, rates: dict[str, Any], sites_per
     gen_tokens = rollouts * r.max_new_tokens + st.problems * (2 + st.random_draws) * st.max_new_tokens
     fwd_tokens = rollouts * tokens + (2 * fx.rollouts + cf_texts) * tokens
     n_train = sites * (1 - cfg.probe.test_fraction - cfg.probe.calibration_fraction)
-    fits = 3 * 3 * lay * (1 + fx.shuffles)  # kinds x labels x layers x (real, each shuffled permutation)
+    fits = lay * (3 * 3 * 2 + fx.shuffles - 1)  # layers x (kinds x labels x (real, shuffled) + verdict's extra)
     newton = rates["newton_unit_s"] * fits * n_train * (h + 1) ** 2
     lbfgs = rates["lbfgs_unit_s"] * fits * n_train * h
     weights = shape.params() * shape.dtype_bytes

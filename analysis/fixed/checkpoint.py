@@ -231,9 +231,10 @@ def fixed_probes(
             fit_rows = train & (rollout if label == "verdict" else True)
             yf = y[fit_rows]
             ok = min(int((yf == 0).sum()), int((yf == 1).sum())) >= 5
-            fits = [(np.zeros((n_layers, acts.d), np.float32), np.zeros(n_layers, np.float32))] * (1 + shuffles)
+            fits = [(np.zeros((n_layers, acts.d), np.float32), np.zeros(n_layers, np.float32))] * 2
             if ok:
-                perms = [np.random.default_rng((seed, ki, li, k)).permutation(yf) for k in range(shuffles)]
+                draws = shuffles if (kind, label) == ("paren", "verdict") else 1  # the headline probe's null
+                perms = [np.random.default_rng((seed, ki, li, k)).permutation(yf) for k in range(draws)]
                 fits = _fit_chunked(acts, kind, fit_rows, (yf, *perms), method, c, max_iter, *how, recipe=recipe)
             site_scores = np.zeros((len(y), n_layers), np.float32)
             for layer in range(n_layers):

@@ -150,7 +150,11 @@ def questions(heads: list[dict[str, Any]], layer: int, position: str = "before_p
         f"{fmt_ci(base.get('truth_probe_auroc_at_paren') or {})} at step {base['step']} and "
         f"{fmt_ci(final.get('truth_probe_auroc_at_paren') or {})} at step {final['step']} (paired change "
         f"{fmt_ci(tc or {})}); "
-        + (f"the first step whose paired change excludes 0 is {rise}." if rise is not None else "no step's does.")
+        + (
+            f"the first step whose paired change from step {base['step']} excludes 0 is {rise}."
+            if rise is not None
+            else "no step's paired change excludes 0."
+        )
     )
     out["final_direction_steers_base"] = _steers(base, position)
     return out

@@ -56,7 +56,7 @@ FIXED = {
     "fixed text: position effect": ("position_effect",),
     "fixed text: verdict probe AUROC": ("verdict_probe_auroc",),
     "fixed text: truth probe AUROC (value)": ("truth_probe_auroc_at_value",),
-    "fixed text: cosine with final direction": ("cosine_with_final",),
+    "fixed text: verdict probe AUROC minus logit lens": ("verdict_probe_minus_lens",),
 }
 # metric -> (the question, the direction it asks about: -1 RL lowers it more than the control, +1 raises it more)
 QUESTIONS = {

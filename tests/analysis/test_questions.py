@@ -52,7 +52,7 @@ def test_questions_answer_each_way_with_the_quoted_numbers() -> None:
     assert "0.90 [0.85, 0.95]" in q["readable_at_base"] and "0.40 to 0.60" in q["readable_at_base"]
     assert q["slip_p_not_rises"].startswith("Yes:") and "paired change 50% [40, 60]" in q["slip_p_not_rises"]
     # the word follows the paired change, and the first step whose paired change excludes 0 is named
-    assert q["truth_at_paren_rises"].startswith("Yes:") and "is 50." in q["truth_at_paren_rises"]
+    assert q["truth_at_paren_rises"].startswith("Yes:") and "excludes 0 is 50." in q["truth_at_paren_rises"]
     steers = q["final_direction_steers_base"]
     assert steers.startswith("Yes; beyond the logit direction: yes.") and "40% [30, 50]" in steers
     assert "of the 40 wrong lines" in steers and "logit direction 10% [5, 20]" in steers
@@ -74,7 +74,8 @@ def test_questions_answer_each_way_with_the_quoted_numbers() -> None:
     assert "beyond the logit lens: no measurable effect" in q["readable_at_base"]
     assert q["slip_p_not_rises"].startswith("No, the opposite:")
     assert (
-        q["truth_at_paren_rises"].startswith("No measurable effect:") and "no step's does" in q["truth_at_paren_rises"]
+        q["truth_at_paren_rises"].startswith("No measurable effect:")
+        and "no step's paired" in q["truth_at_paren_rises"]
     )
     assert q["final_direction_steers_base"].startswith(
         "No measurable effect; beyond the logit direction: no, the opposite"
