@@ -89,8 +89,8 @@ def fixed_records(
         recs = [r for r in recs if source == "all" or r["kind"] == source]
         kept = [r for r in recs if _has_sites(r, tokenizer, require_both_verdicts)][:rollouts]
         out += [{**_strip(r), "subset": name, "category": "", "position": -1} for r in kept]
-    index = spread_over_roles(roles, counterfactual_problems) if roles is not None else None
-    index = index if index is not None else list(range(min(counterfactual_problems, len(problems))))
+    n = min(counterfactual_problems, len(problems))
+    index = list(range(n)) if roles is None else [i for i in spread_over_roles(roles, n) if i < len(problems)]
     chosen = [problems[i] for i in index]
     for c in counterfactual_texts(chosen, seed, max_prior):
         p = chosen[c.problem]
