@@ -195,7 +195,12 @@ def answers(heads: list[dict[str, Any]], position: str = "before_paren") -> dict
         f"The verdict probe's AUROC margin over the logit lens at '(' changes by {fmt_ci(ch)} from step "
         f"{base['step']} to {final['step']} (paired); "
         + (
-            f"the first step whose paired change excludes 0 is {first}; half the final change is reached at {half}."
+            f"the first step whose paired change excludes 0 is {first}"
+            + (
+                f"; half the final change is reached at step {half}."
+                if _word(ch) in ("Yes", "No, the opposite")
+                else ", though the final step's does not."
+            )
             if first is not None
             else "no step's paired change excludes 0 (no measurable emergence on these texts)."
         )
