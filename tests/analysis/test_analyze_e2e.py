@@ -143,6 +143,13 @@ def test_bad_input_is_one_line_naming_the_field(micro_run: Path) -> None:
         assert proc.returncode == 2, proc.stderr[-2000:]
         lines = [x for x in proc.stderr.splitlines() if x.strip()]
         assert len(lines) == 1 and lines[0].startswith("config error: ") and field in lines[0], proc.stderr[-2000:]
+    # an absolute scale far below the residual norm looks relative: found once the norm is measured (after the
+    # rollouts, whose logs precede it), still one error line naming the field and no traceback
+    proc = analyze(micro_run, "steering.scale=0.001")
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("config error: ")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(errors) == 1 and errors[0].startswith("config error: steering.scale: 0.001"), proc.stderr[-2000:]
+    assert "steering.scale_unit=relative" in errors[0]
 
 
 def _check_report_script():  # noqa: ANN202
