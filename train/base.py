@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from tasks.config import config_hash, dump_config, to_dict
 from tasks.countdown.generate import Problem
+from tasks.countdown.search_trace import SearchStyle, write_search_trace
 from tasks.countdown.synth import TraceStyle, write_trace
 from train.precision import resolve
 
@@ -47,6 +48,9 @@ class BaseConfig:
     trace: TraceStyle = field(
         default_factory=lambda: TraceStyle(max_wrong=4, slip_rate=0.05, verdict_noise=0.3, reject_noise=0.1)
     )
+    # A corpus whose checking is real (tasks/countdown/search_trace.py) instead of ``trace``'s: attempt lines from
+    # the model's own random search, verdicts that follow the arithmetic, few traces that verify. None: ``trace``.
+    search: SearchStyle | None = None
     steps: int = 2500
     batch_size: int = 8
     learning_rate: float = 3e-3
@@ -72,7 +76,11 @@ def corpus(problems: list[Problem], cfg: BaseConfig, operators: tuple[str, ...],
     texts = []
     for _ in range(cfg.corpus_traces):
         p = rng.choice(problems)
-        tr = write_trace(p, rng, cfg.trace, operators)
+        tr = (
+            write_trace(p, rng, cfg.trace, operators)
+            if cfg.search is None
+            else write_search_trace(p, rng, cfg.search, operators)
+        )
         texts.append(make_prompt(p.numbers, p.target, template) + tr.completion + EOS)
     return texts
 
@@ -224,6 +232,8 @@ def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work
 def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str:
     """The cache key of a base: its config with the precision as resolved here, the template and the operators."""
     base = {**to_dict(cfg), "precision": resolve(cfg.precision, "cpu", "base.precision")}
+    if base.get("search") is None:  # bases built before the field existed keep their key
+        base.pop("search", None)
     return config_hash({"base": base, "template": template, "operators": list(operators)})
 
 

@@ -114,6 +114,7 @@ ANALYZE = [
     "rollout.samples=1",
     "rollout.max_new_tokens=24",
     "steering.layers=[1,2]",  # the preset's 17..24 do not exist in 2 layers
+    "steering.scale_unit=absolute",
     "steering.scales=[0.0,40.0]",
     "steering.problems=2",
     "steering.max_flip_cases=4",
