@@ -180,3 +180,28 @@ def test_fp32_attention_base_is_the_same_model_and_saves_plain_sdpa(micro_base: 
     ours, plain = load_file(out / "model.safetensors"), load_file(micro_base / "model.safetensors")
     assert ours.keys() == plain.keys() and all(ours[k].equal(plain[k]) for k in ours)
     assert "sdpa_fp32" not in json.dumps(json.loads((out / "config.json").read_text()))
+
+
+def test_search_corpus_replaces_the_trace_writer_and_old_keys_stay() -> None:
+    """base.search switches the corpus to tasks/countdown/search_trace.py (few traces judge, by the arithmetic); a
+    config without it keeps the cache key it had before the field existed."""
+    import dataclasses
+
+    from tasks.config import config_hash, to_dict
+    from tasks.countdown.search_trace import SearchStyle
+    from train.base import _base_key, corpus
+    from train.precision import resolve
+
+    spec = ProblemSpec(num_operands=(3,), operand_min=1, operand_max=20, operators=("+", "-", "*", "/"))
+    problems = generate_problems(spec, 50, seed=0)
+    plain = BaseConfig(corpus_traces=400)
+    search = dataclasses.replace(plain, search=SearchStyle(verdict_rate=0.1))
+    texts = corpus(problems, search, spec.operators)
+    judged = sum("(not " in t or "(this works)" in t for t in texts) / len(texts)
+    assert 0.04 <= judged <= 0.18 and corpus(problems, search, spec.operators) == texts
+    assert texts != corpus(problems, plain, spec.operators)
+    old = {k: v for k, v in to_dict(plain).items() if k != "search"}
+    old["precision"] = resolve(plain.precision, "cpu", "base.precision")
+    ops = ("+", "-", "*", "/")
+    assert _base_key(ops, plain, "base") == config_hash({"base": old, "template": "base", "operators": list(ops)})
+    assert _base_key(ops, search, "base") != _base_key(ops, plain, "base")
