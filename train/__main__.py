@@ -45,6 +45,16 @@ def _report(summary: dict) -> None:
             f"fabricated '= T'   {pct('fabricated_equalities')}  (wrong lines stating the target)\n"
             f"both verdicts      {pct('both_verdicts')}  (expressions accepted and rejected in one completion)"
         )
+    styles = summary.get("success_by_style") or {}
+    for when in ("first", "final"):
+        by = styles.get(when) or {}
+        pairs = (("with verdict lines", by.get("success_verifying")), ("without", by.get("success_plain")))
+        if any(c for _, c in pairs):
+            text = "; ".join(
+                f"{label} {c['value']:.1%} [{c['lo']:.1%}, {c['hi']:.1%}] (n={c['n']})" if c else f"{label} n/a"
+                for label, c in pairs
+            )
+            print(f"success by style   step {summary[f'{when}_step']}: {text}")
     for name, row in (summary.get("success_by_ways") or {}).items():
         label = f"success, {name} way{'s' if name != '1' else ''}"
         print(f"{label:<18} {row['first']:.1%} -> {row['final']:.1%}  ({row['problems']} problems)")

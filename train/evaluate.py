@@ -70,6 +70,8 @@ def paired_gain_se(first: Sequence[int], final: Sequence[int], samples: int) -> 
 
 
 PER_PROBLEM = ("verdict_share", "line_verdict_matches_truth", "false_accept_given_wrong")
+# success among completions that write verdict lines and among those that do not: does checking pay for this model?
+STYLES = ("success_verifying", "success_plain")
 
 
 def paired_change_ci(
@@ -99,6 +101,28 @@ def paired_change_ci(
     return {"value": float(value), "lo": float(lo), "hi": float(hi)}
 
 
+def rate_ci(counts: Sequence[Sequence[int]], replicates: int = 2000, seed: int = 0) -> dict[str, float] | None:
+    """A ratio of sums over problems (``counts[i]`` = problem i's ``(numerator, denominator)``) with a 95% bootstrap
+    interval resampling problems, and ``n`` (the denominator's total); None without a denominator."""
+    import numpy as np
+
+    a = np.asarray(counts, dtype=float).reshape(-1, 2)
+    if a[:, 1].sum() == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(replicates, len(a)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = a[idx, 0].sum(1) / a[idx, 1].sum(1)
+    lo, hi = np.percentile(reps[np.isfinite(reps)], [2.5, 97.5])
+    return {"value": float(a[:, 0].sum() / a[:, 1].sum()), "lo": float(lo), "hi": float(hi), "n": int(a[:, 1].sum())}
+
+
+def success_by_style(metrics: dict[str, Any]) -> dict[str, dict[str, float] | None]:
+    """Success of completions with and without verdict lines in one evaluation (:data:`STYLES`), each with its
+    interval; empty for evaluations logged before the counts existed."""
+    per = metrics.get("per_problem") or {}
+    return {k: rate_ci(per[k]) for k in STYLES if k in per}
+
+
 def _share(num: int, den: int) -> float:
     return num / den if den else 0.0
 
@@ -114,15 +138,17 @@ def score_completions(
     wrong = right = 0
     solved = []
     counts: list[LineCounts] = []
-    per: dict[str, list[tuple[int, int]]] = {k: [] for k in PER_PROBLEM}
+    per: dict[str, list[tuple[int, int]]] = {k: [] for k in (*PER_PROBLEM, *STYLES)}
     for i, (p, samples) in enumerate(zip(problems, completions, strict=True)):
         solved.append(0)
         judged0, matches0, wrong0, false_acc0, texts0 = verdict_lines, matches, wrong, false_acc, len(counts)
+        outcomes: list[int] = []
         for j, text in enumerate(samples):
             n += 1
             b = breakdown(text, p.numbers, p.target)
             reward += b.score
             ok += b.correct
+            outcomes.append(int(b.correct))
             solved[-1] += b.correct
             fmt += b.has_answer
             if truncated is not None:
@@ -147,6 +173,10 @@ def score_completions(
                     wrong += 1
                     false_acc += accept
         per["verdict_share"].append((sum(c.with_verdict for c in counts[texts0:]), len(samples)))
+        styled = [(bool(c.with_verdict), solved_j) for c, solved_j in zip(counts[texts0:], outcomes, strict=True)]
+        for key, verifying in zip(STYLES, (True, False), strict=True):
+            rows = [ok_j for v, ok_j in styled if v == verifying]
+            per[key].append((sum(rows), len(rows)))
         per["line_verdict_matches_truth"].append((matches - matches0, verdict_lines - judged0))
         per["false_accept_given_wrong"].append((false_acc - false_acc0, wrong - wrong0))
     deg = rates(counts)

@@ -20,7 +20,7 @@ from tasks.countdown.prompts import make_prompt
 from train import checkpoints as ck
 from train import dist
 from train.config import TrainConfig, resolve_precision
-from train.evaluate import EvalMetrics, paired_gain_se, rate_changes, score_completions
+from train.evaluate import EvalMetrics, paired_gain_se, rate_changes, score_completions, success_by_style
 from train.grpo import solution_counts
 
 
@@ -187,6 +187,7 @@ def summarize(
         "success_gain_points": 100 * (last["success_rate"] - first["success_rate"]),
         "success_gain_se_points": _gain_se_points(first, last),
         "changes": rate_changes(first, last),  # rate -> {value, lo, hi}: paired 95% bootstrap over problems
+        "success_by_style": {"first": success_by_style(first), "final": success_by_style(last)},
         "false_accept_change_points": 100 * (last["false_accept_given_wrong"] - first["false_accept_given_wrong"]),
         "success_by_ways": success_by_ways(problems, first, last, cfg) if problems and cfg else None,
         **extra,

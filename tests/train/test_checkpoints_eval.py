@@ -140,7 +140,12 @@ def test_rate_changes_get_a_paired_bootstrap_interval(tmp_path: Path) -> None:
     m = score_completions([p, p], [[right, wrong], [bare, bare]])
     assert m.per_problem["verdict_share"] == ((2, 2), (0, 2)) and m.verdict_share == pytest.approx(0.5)
     assert m.per_problem["false_accept_given_wrong"] == ((1, 1), (0, 0))
-    assert set(m.per_problem) == {"verdict_share", "line_verdict_matches_truth", "false_accept_given_wrong"}
+    assert set(m.per_problem) == {
+        "verdict_share", "line_verdict_matches_truth", "false_accept_given_wrong", "success_verifying", "success_plain"
+    }  # fmt: skip
+    # problem 0's two completions both write verdict lines, problem 1's neither: success is split by that style
+    assert m.per_problem["success_verifying"][1] == (0, 0) and m.per_problem["success_plain"][0] == (0, 0)
+    assert m.per_problem["success_verifying"][0][1] == 2 and m.per_problem["success_plain"][1][1] == 2
     assert m.solved_per_problem == (1, 2)
 
     first = [(1, 4)] * 50 + [(0, 4)] * 50  # 12.5%
@@ -157,3 +162,14 @@ def test_rate_changes_get_a_paired_bootstrap_interval(tmp_path: Path) -> None:
     # success from the per-problem solved counts (4 samples each): the same interval as the explicit pairs
     solved = [{"completions": 400, "solved_per_problem": [n for n, _ in x]} for x in (first, final)]
     assert rate_changes(*solved)["success_rate"] == paired_change_ci(first, final)
+
+
+def test_success_by_style_is_a_ratio_of_sums_with_an_interval() -> None:
+    from train.evaluate import rate_ci, success_by_style
+
+    ci = rate_ci([(1, 2), (0, 0), (3, 4)])
+    assert ci["value"] == pytest.approx(4 / 6) and ci["n"] == 6 and ci["lo"] <= ci["value"] <= ci["hi"]
+    assert rate_ci([(0, 0)]) is None
+    by = success_by_style({"per_problem": {"success_verifying": [(2, 2)], "success_plain": [(0, 3)]}})
+    assert by["success_verifying"]["value"] == 1.0 and by["success_plain"]["value"] == 0.0
+    assert success_by_style({}) == {}
