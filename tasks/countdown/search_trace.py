@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from tasks.countdown import arith
 from tasks.countdown.generate import OPERATORS, Expr, Problem, random_expression
 from tasks.countdown.reward import CORRECT_SCORE, score
-from tasks.countdown.synth import LineTruth, SynthTrace
+from tasks.countdown.synth import LineTruth, SynthTrace, _chain
 
 _REDRAWS = 20  # draws per line before a repeat is written anyway (a small problem may have few distinct lines)
 AUDIT_MAX_K = 5  # the audit reports P("this" | verdict line index k) for k = 0..AUDIT_MAX_K
@@ -59,20 +59,36 @@ class SearchStyle:
     slip_target_share: float = 0.3
     # redraw an expression already written in this trace (up to a few times): a searcher does not retry a line
     avoid_repeats: bool = True
+    # write each attempt step by step, one binary operation per "=" ("14 + 11 = 25 - 9 = 16"), so the value a small
+    # model must compute at each "=" is one addition or subtraction, not a whole expression
+    chain: bool = False
 
 
-def _draw(problem: Problem, rng: random.Random, operators: Sequence[str], seen: set[str], style: SearchStyle) -> Expr:
-    """The next attempt's expression: a random full expression, avoiding this trace's earlier lines if asked."""
-    expr = None
+def _one(problem: Problem, rng: random.Random, operators: Sequence[str], chain: bool) -> tuple[str, Expr] | None:
+    """One random attempt as (text before the last "=", expression): a full expression, or a left-deep chain of
+    binary steps over the numbers in random order (``chain``)."""
+    if chain:
+        order = list(problem.numbers)
+        rng.shuffle(order)
+        return _chain(order, [rng.choice(list(operators)) for _ in order[1:]])
+    made = random_expression(problem.numbers, rng, operators)
+    return None if made is None else (made.text, made)
+
+
+def _draw(
+    problem: Problem, rng: random.Random, operators: Sequence[str], seen: set[str], style: SearchStyle
+) -> tuple[str, Expr]:
+    """The next attempt: a random one, avoiding this trace's earlier lines if asked."""
+    got = None
     for _ in range(_REDRAWS if style.avoid_repeats else 1):
-        made = random_expression(problem.numbers, rng, operators)
+        made = _one(problem, rng, operators, style.chain)
         if made is not None:
-            expr = made
-            if made.text not in seen:
+            got = made
+            if made[1].text not in seen:
                 break
-    if expr is None:
+    if got is None:
         raise ValueError(f"operators {list(operators)} cannot combine {list(problem.numbers)} with integer steps")
-    return expr
+    return got
 
 
 def _stated(true_value: arith.Number, target: int, rng: random.Random, style: SearchStyle) -> arith.Number:
@@ -84,10 +100,12 @@ def _stated(true_value: arith.Number, target: int, rng: random.Random, style: Se
     return true_value + rng.choice([d for d in range(-10, 11) if d and true_value + d != target])
 
 
-def _line(text: str, expr: Expr, stated: arith.Number, problem: Problem, verdict: str) -> tuple[str, LineTruth]:
-    """Append one attempt line ("- expr = v" and, for a verdict "this"/"not", its parenthesis) and record it."""
+def _line(
+    text: str, head: str, expr: Expr, stated: arith.Number, problem: Problem, verdict: str
+) -> tuple[str, LineTruth]:
+    """Append one attempt line ("- <head> = v" and, for a verdict "this"/"not", its parenthesis) and record it."""
     start = len(text)
-    line = f"- {expr.text} = {stated}"
+    line = f"- {head} = {stated}"
     paren, verdict_span = -1, (-1, -1)
     if verdict:
         line += " "
@@ -126,12 +144,12 @@ def write_search_trace(
     lines: list[LineTruth] = []
     seen: set[str] = set()
     for _ in range(style.max_lines):
-        expr = _draw(problem, rng, operators, seen, style)
+        head, expr = _draw(problem, rng, operators, seen, style)
         seen.add(expr.text)
         stated = _stated(expr.value, t, rng, style)
         right = expr.value == t and stated == t
         verdict = ("this" if right else "not") if verifying else ""
-        text, truth = _line(text, expr, stated, problem, verdict)
+        text, truth = _line(text, head, expr, stated, problem, verdict)
         lines.append(truth)
         stop = right if verifying else rng.random() < style.stop_rate  # plain traces stop blind to the value
         if stop:

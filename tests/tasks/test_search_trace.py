@@ -132,3 +132,23 @@ def test_the_writer_needs_no_solution_and_is_deterministic() -> None:
 def test_operators_that_cannot_combine_the_numbers_are_refused() -> None:
     with pytest.raises(ValueError, match="cannot combine"):
         write_search_trace(Problem((7, 3, 5), 1), random.Random(0), SearchStyle(), ("/",))
+
+
+def test_chain_lines_state_one_binary_step_per_equals_and_parse_back() -> None:
+    """``chain``: each "=" of an attempt line states one addition or subtraction's value; the parser folds the chain
+    into the line's expression and reads back its stated value, truth and verdict."""
+    import random
+
+    from tasks.countdown.generate import ProblemSpec, generate_problems
+    from tasks.countdown.search_trace import SearchStyle, write_search_trace
+    from tasks.countdown.trace import parse_attempts
+
+    spec = ProblemSpec(num_operands=(3,), operand_min=1, operand_max=20, target_max=None, operators=("+", "-"))
+    rng = random.Random(0)
+    for p in generate_problems(spec, 50, seed=3):
+        tr = write_search_trace(p, rng, SearchStyle(verdict_rate=1.0, chain=True), ("+", "-"))
+        got = parse_attempts(tr.completion, p.numbers, p.target)
+        assert len(got) == len(tr.lines)
+        for a, want in zip(got, tr.lines, strict=True):
+            assert len(a.eq_positions) == 2 and a.true_value == want.true_value
+            assert a.stated_value == want.stated_value and a.verdict == want.verdict
