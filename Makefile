@@ -87,7 +87,7 @@ report-check: setup  ## Open a run's report.html in headless Chromium: every fig
 	$(PY) scripts/check_report.py $(RUN)
 
 study: setup  ## N seeds + control runs of a preset, each analysed, one report: checkpoints/study-<name>/report.html (SPRESET=tiny, ARGS="k=v")
-	$(RUN_PY) -m train.study --preset $(SPRESET) $(ARGS)
+	$(RUN_PY) -m analysis.study --preset $(SPRESET) $(ARGS)
 
 bench: setup  ## Speed/memory ratios vs their baselines (reward, parser, rollouts, GRPO step, steering, capture, RSS) -> bench/results.json
 	$(RUN_PY) -m tasks.countdown.bench

@@ -33,14 +33,27 @@ def own_direction(
     direction flipped none of the final checkpoint's rejected wrong lines even at scale 96, while this one flipped
     about a fifth at scale 32 (docs/experiments.md). ``own`` (labels) and ``w_paren_own`` / ``b_paren_own``."""
     own = (margin[:, -1] > 0).astype(np.int64)
-    fit = role_mask(cap["problem"], roles, "train") & (cap["subset"] >= 0)
+    fit = _train_sites(cap, roles)
+    w, b = _paren_probe(acts, fit, own, method, c, max_iter, *how, recipe=recipe)
+    return {"own": own, "w_paren_own": w, "b_paren_own": b}
+
+
+def _train_sites(cap: dict[str, np.ndarray], roles: np.ndarray) -> np.ndarray:
+    """The tested fixed-text sites of the train problems: what every direction here is fitted on."""
+    return role_mask(cap["problem"], roles, "train") & (cap["subset"] >= 0)
+
+
+def _paren_probe(
+    acts: Any, fit: np.ndarray, y: np.ndarray, method: str, c: float, max_iter: int, *how: str,
+    recipe: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """A "(" probe per layer for labels ``y`` on the sites ``fit`` (how: solver, device); zeros when either class
+    has fewer than 5 sites."""
     w = np.zeros((acts.n_layers, acts.d), dtype=np.float32)
     b = np.zeros(acts.n_layers, dtype=np.float32)
-    if min(int((own[fit] == 0).sum()), int((own[fit] == 1).sum())) >= 5:
-        ((w, b),) = _fit_chunked(
-            acts, "paren", fit, (own[fit],), method, c, max_iter, *how, recipe=recipe
-        )  # how: solver, device
-    return {"own": own, "w_paren_own": w.astype(np.float32), "b_paren_own": b.astype(np.float32)}
+    if min(int((y[fit] == 0).sum()), int((y[fit] == 1).sum())) >= 5:
+        ((w, b),) = _fit_chunked(acts, "paren", fit, (y[fit],), method, c, max_iter, *how, recipe=recipe)
+    return w.astype(np.float32), b.astype(np.float32)
 
 
 def control_directions(
@@ -69,12 +82,8 @@ def control_directions(
     All on the train problems' tested sites."""
     from analysis.directions import logit_direction, mean_difference, residual_norm
 
-    fit = role_mask(cap["problem"], roles, "train") & (cap["subset"] >= 0)
-    parity = (cap["line"] % 2).astype(np.int64)
-    w = np.zeros((acts.n_layers, acts.d), dtype=np.float32)
-    b = np.zeros(acts.n_layers, dtype=np.float32)
-    if min(int((parity[fit] == 0).sum()), int((parity[fit] == 1).sum())) >= 5:
-        ((w, b),) = _fit_chunked(acts, "paren", fit, (parity[fit],), method, c, max_iter, *how, recipe=recipe)
+    fit = _train_sites(cap, roles)
+    w, b = _paren_probe(acts, fit, (cap["line"] % 2).astype(np.int64), method, c, max_iter, *how, recipe=recipe)
     meandiff = np.zeros((acts.n_layers, acts.d), dtype=np.float32)
     norms = np.zeros(acts.n_layers, dtype=np.float32)
     both = 0 < int(own[fit].sum()) < int(fit.sum())

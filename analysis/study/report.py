@@ -19,7 +19,7 @@ would share its data order and sampling, so the two would not be independent dra
 The answers ("yes" / "no, the opposite" / "not resolved") follow the Holm-adjusted p at 0.05 with the direction
 from the sign, never an interval's overlap. The floor an exact test puts on p (3 vs 3 runs: 0.1) is stated in the
 report, since with it nothing can be significant. The report also shows the hash of the analysis config the study
-froze before its first run (``train/study.py``) and whether it is unchanged.
+froze before its first run (``analysis/study/driver.py``) and whether it is unchanged.
 """
 
 from __future__ import annotations
@@ -231,8 +231,8 @@ def statistics_note(n_rl: int, n_controls: dict[str, int], k: int) -> dict[str, 
 def write_report(directory: Path, specs: Sequence[tuple[str, str]], frozen: dict[str, Any] | None = None) -> Path:
     """Write ``report.html`` and ``summary.json`` of the study in ``directory``; returns the report's path.
 
-    ``frozen``: the analysis config the study froze before its runs (``train/study.py``: hash, time, path, whether
-    it was frozen before any run started and whether it is unchanged); recorded in both files."""
+    ``frozen``: the analysis config the study froze before its runs (``analysis/study/driver.py``: hash, time, path,
+    whether it was frozen before any run started and whether it is unchanged); recorded in both files."""
     from analysis.cache import write_json
     from analysis.study.plots import render
 

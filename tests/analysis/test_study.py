@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from analysis.study.driver import StudyConfig, freeze_analysis_config, run_specs, run_state
 from analysis.study.report import change, compare, statistics_note
 from tasks.config import ConfigError, load_config
 from tests.e2e import MICRO, ROOT, micro_analysis, micro_overrides
-from train.study import StudyConfig, freeze_analysis_config, run_specs, run_state
 
 
 def _study(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "train.study", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "analysis.study", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -54,7 +54,7 @@ def test_make_study_refuses_too_few_or_shared_control_seeds(tmp_path: Path) -> N
 
 
 def test_default_preset_and_run_specs(tmp_path: Path) -> None:
-    from train.study import PRESET_DIR
+    from analysis.study.driver import PRESET_DIR
 
     cfg = load_config(StudyConfig, PRESET_DIR / "tiny.yaml")
     assert cfg.seeds == (1, 2, 3) and cfg.control_seeds == (101, 102, 103) and cfg.controls == ("shuffled",)

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from tasks.config import ConfigError, dump_config, find_preset, load_config, to_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRESET_DIR = ROOT / "configs" / "study"
 FROZEN_YAML = "analysis.frozen.yaml"  # the analysis config frozen before the study's first run
 FROZEN_JSON = "frozen.json"  # its sha256, when it was frozen, whether any run had started by then
@@ -183,7 +183,7 @@ def freeze_analysis_config(cfg: StudyConfig, runs_started: bool = False) -> dict
     ``unchanged: true``. Raises ConfigError for an analysis override the config rejects, before anything runs."""
     import yaml
 
-    from analysis.config import load_analysis_config  # train/ imports analysis only here, in the study driver
+    from analysis.config import load_analysis_config
 
     acfg = load_analysis_config(cfg.analysis_preset, cfg.analysis_args)
     resolved = to_dict(acfg)
@@ -241,7 +241,7 @@ def run_study(cfg: StudyConfig, say: object = print) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.study", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.study", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", help="configs/study/<preset>.yaml or a path to a YAML file")
     example = "seeds=[1,2,3,4] control_seeds=[101,102,103,104]"
     parser.add_argument("overrides", nargs="*", help=f"study fields as key=value, e.g. {example}")
