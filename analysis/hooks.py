@@ -255,3 +255,19 @@ def record_component_means(model: Any, holder: MaskHolder) -> Iterator[dict[str,
         pre=[(attention_out_proj(model, layer), pre(layer)) for layer in layers],
     ):
         yield acc
+
+
+@contextmanager
+def replace_residual(
+    model: Any, layer: int, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor
+) -> Iterator[None]:
+    """Replace residual layer ``layer`` at positions ``(rows[i], cols[i])`` with ``values[i]`` (activation patching
+    of the residual stream) in every forward pass run in the body. Hooks are removed on exit."""
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        h = _hidden(output).clone()
+        h[rows.to(h.device), cols.to(h.device)] = values.to(device=h.device, dtype=h.dtype)
+        return _replace(output, h)
+
+    with hooked([(residual_module(model, layer), hook)]):
+        yield

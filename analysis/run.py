@@ -16,6 +16,7 @@ from analysis.checkpoint import CheckpointError, analyse_checkpoint, check_check
 from analysis.config import AnalysisConfig
 from tasks.atomic import write_text
 from tasks.config import ConfigError, dump_config, load_config
+from tasks.countdown.counterfactual import LineStyle
 from train.precision import resolve
 
 
@@ -46,10 +47,11 @@ def _num_layers(path: Path | None) -> int | None:
         return None  # a broken checkpoint is reported by its own stage
 
 
-def run_inputs(run: Path, cfg: AnalysisConfig | None = None) -> tuple[Any, str]:
-    """The analysed problems and prompt template of a run, from its resolved training config: the held-out split's
-    first problems, then (``report_split: fresh``) a fresh report draw outside the train and test splits, so that
-    the last ``report_count`` problems are the ones :func:`analysis.splits.fresh_roles` marks ``report``."""
+def run_inputs(run: Path, cfg: AnalysisConfig | None = None) -> tuple[Any, str, LineStyle]:
+    """The analysed problems, prompt template and line style of a run, from its resolved training config: the
+    held-out split's first problems, then (``report_split: fresh``) a fresh report draw outside the train and test
+    splits, so that the last ``report_count`` problems are the ones :func:`analysis.splits.fresh_roles` marks
+    ``report``; the style is its data's operators and whether its base corpus chained its lines."""
     from analysis.splits import report_count
     from tasks.countdown.dataset import draw_report_problems, load_problems, prepare
     from train.config import TrainConfig
@@ -58,10 +60,12 @@ def run_inputs(run: Path, cfg: AnalysisConfig | None = None) -> tuple[Any, str]:
     if not path.is_file():
         raise ConfigError(f"{path}: missing; the analysis reads the run's data split and template from it")
     tcfg = load_config(TrainConfig, path)
+    search = tcfg.base.search if tcfg.model == "tiny" else None
+    style = LineStyle(tuple(tcfg.data.operators), bool(search and search.chain))
     out_dir, _ = prepare(tcfg.data, progress=False)
     dev = load_problems(out_dir, "test")
     if cfg is None or cfg.report_split == "dev":
-        return dev, tcfg.template
+        return dev, tcfg.template, style
     n = cfg.rollout.problems
     n_rep = report_count(n, cfg.probe.test_fraction)
     if len(dev) < n - n_rep:
@@ -71,7 +75,7 @@ def run_inputs(run: Path, cfg: AnalysisConfig | None = None) -> tuple[Any, str]:
         )
     seen = load_problems(out_dir, "train") + dev
     fresh = draw_report_problems(tcfg.data, n_rep, cfg.report_seed, seen)
-    return dev[: n - n_rep] + fresh, tcfg.template
+    return dev[: n - n_rep] + fresh, tcfg.template, style
 
 
 def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
@@ -98,7 +102,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     layers = _num_layers(ckpts[-1][1] if ckpts else None)
     if layers is not None:
         cfg.check_layers(layers)  # before any rollout starts
-    problems, template = run_inputs(run, cfg)
+    problems, template, style = run_inputs(run, cfg)
     chosen: list[str] = []
 
     def engine() -> str:
@@ -132,7 +136,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     if cfg.fixed.enabled and loadable:
         from analysis.fixed.run import run_fixed
 
-        fixed = run_fixed(cfg, loadable, out, problems, template, rollouts_of, roles, say, cache_of)
+        fixed = run_fixed(cfg, loadable, out, problems, template, rollouts_of, roles, say, cache_of, style)
         scale = fixed["scale"]["scale"]
     elif scale is None:
         raise ConfigError("steering.scale: set one scale for the run, or keep fixed.enabled (it calibrates one)")

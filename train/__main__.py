@@ -55,6 +55,13 @@ def _report(summary: dict) -> None:
                 for label, c in pairs
             )
             print(f"success by style   step {summary[f'{when}_step']}: {text}")
+    for when, row in (summary.get("advantage_by_style") or {}).items():
+        if row and row.get("verifying") is not None:
+            plain = row["plain"] if row["plain"] is not None else float("nan")
+            print(
+                f"RL advantage       {when} {row['steps']} steps: verifying {row['verifying']:+.2f}, plain {plain:+.2f}"
+                f" (rollouts verifying {row['share_verifying']:.1%})"
+            )
     for name, row in (summary.get("success_by_ways") or {}).items():
         label = f"success, {name} way{'s' if name != '1' else ''}"
         print(f"{label:<18} {row['first']:.1%} -> {row['final']:.1%}  ({row['problems']} problems)")

@@ -51,6 +51,10 @@ class BaseConfig:
     # A corpus whose checking is real (tasks/countdown/search_trace.py) instead of ``trace``'s: attempt lines from
     # the model's own random search, verdicts that follow the arithmetic, few traces that verify. None: ``trace``.
     search: SearchStyle | None = None
+    # > 1: the loss on the verdict word (the token after "(") weighs this much more than any other token. The search
+    # corpus writes verdicts in few traces, so the check itself gets few examples; a heavier verdict loss teaches
+    # the comparison without changing how often a trace verifies (the "(" and the header are weighed as usual).
+    verdict_loss_weight: float = 1.0
     steps: int = 2500
     batch_size: int = 8
     learning_rate: float = 3e-3
@@ -213,12 +217,49 @@ def base_trainer(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, 
                 return torch.as_tensor(items_per_batch * len(batch_samples), dtype=torch.float32, device=counted.device)
 
         trainer_cls = BucketedTrainer
+    if cfg.verdict_loss_weight != 1.0:
+        trainer_cls = verdict_weighted(trainer_cls, tokenizer, cfg.verdict_loss_weight)
     return trainer_cls(
         model=model,
         args=args,
         train_dataset=ds,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
     )
+
+
+def verdict_weighted(trainer_cls: Any, tokenizer: Any, weight: float) -> Any:
+    """``trainer_cls`` with a causal LM loss in which predicting the verdict word (a "this" or "not" token right after
+    an opening "(") weighs ``weight`` times; normalised by the count of predicted tokens, so ``weight`` 1 is the
+    usual mean loss.
+
+    Why by hand: transformers' loss has no per-token weights, and the weights depend on the tokens."""
+    import torch
+
+    opens = torch.tensor([tokenizer.decode([i]).endswith("(") for i in range(len(tokenizer))])
+    verdicts = torch.zeros(len(tokenizer), dtype=torch.bool)
+    for line in ("- 1 + 2 = 3 (this works)", "- 1 + 2 = 3 (not 4)"):
+        ids = tokenizer(line, add_special_tokens=False).input_ids
+        at = [i for i, t in enumerate(ids[:-1]) if opens[t]]
+        verdicts[ids[at[-1] + 1]] = True
+
+    class VerdictWeightedTrainer(trainer_cls):
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):
+            labels = inputs.pop("labels")
+            out = model(**inputs)
+            target = labels[:, 1:]
+            logits = out.logits[:, :-1].float()
+            ce = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="none"
+            ).view_as(target)
+            counted = target != -100
+            after_paren = opens.to(target.device)[inputs["input_ids"][:, :-1]]
+            judged = after_paren & verdicts.to(target.device)[target.clamp(min=0)]
+            w = torch.where(judged, weight, 1.0) * counted
+            denom = num_items_in_batch if num_items_in_batch is not None else counted.sum()
+            loss = (ce * w).sum() / denom
+            return (loss, out) if return_outputs else loss
+
+    return VerdictWeightedTrainer
 
 
 def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work_dir: Path) -> dict[str, float]:
@@ -234,6 +275,8 @@ def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str
     base = {**to_dict(cfg), "precision": resolve(cfg.precision, "cpu", "base.precision")}
     if base.get("search") is None:  # bases built before the field existed keep their key
         base.pop("search", None)
+    if base.get("verdict_loss_weight") == 1.0:
+        base.pop("verdict_loss_weight", None)
     return config_hash({"base": base, "template": template, "operators": list(operators)})
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import ConfigError
+from tasks.countdown.degeneracy import count_lines
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 from tasks.countdown.reward import breakdown
@@ -85,8 +86,49 @@ def reward_functions(cfg: TrainConfig, samples: SampleLog | None = None) -> tupl
     def attempt_lines(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float]:
         return [float(len(parse_attempts(c, n, t))) for c, n, t in zip(completions, numbers, target, strict=True)]
 
-    funcs = [countdown_reward, success, has_answer, false_accepts, attempt_lines]
-    return funcs, [1.0, 0.0, 0.0, 0.0, 0.0]
+    def verifying(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float]:
+        """1 for a completion with verdict lines: its batch mean is the share of rollouts that verify."""
+        return [float(v) for v in verifies(completions, numbers, target)]
+
+    def advantage(style: bool) -> Callable:
+        def adv(completions: list[str], numbers: list, target: list, **kw: Any) -> list[float | None]:
+            """The group advantage the training reward gives this completion, for one style only (None for the
+            other, which TRL logs as NaN and averages out): how much RL pushes toward verifying or away."""
+            state = kw.get("trainer_state")
+            rows = zip(completions, numbers, target, strict=True)
+            scores = [breakdown(c, n, t, template=cfg.template).score for c, n, t in rows]
+            rewards = control_rewards(scores, completions, numbers, target, g, getattr(state, "global_step", 0), cfg)
+            advs = group_advantages(rewards, g.num_generations, str(g.trl.get("scale_rewards", "group")))
+            styles = verifies(completions, numbers, target)
+            return [a if v == style else None for a, v in zip(advs, styles, strict=True)]
+
+        adv.__name__ = "advantage_verifying" if style else "advantage_plain"
+        return adv
+
+    funcs = [countdown_reward, success, has_answer, false_accepts, attempt_lines, verifying]
+    funcs += [advantage(True), advantage(False)]
+    return funcs, [1.0] + [0.0] * (len(funcs) - 1)
+
+
+def verifies(completions: list[str], numbers: list, target: list) -> list[bool]:
+    """Whether each completion writes at least one verdict line (a judged attempt)."""
+    return [count_lines(c, n, t).with_verdict > 0 for c, n, t in zip(completions, numbers, target, strict=True)]
+
+
+def group_advantages(rewards: list[float], k: int, scale: str = "group") -> list[float]:
+    """GRPO's advantages as TRL computes them for consecutive groups of ``k`` completions: reward minus the group
+    mean, divided by the group's (unbiased) standard deviation + 1e-4 unless ``scale`` is "none" ("batch": the
+    whole batch's)."""
+    import statistics
+
+    out: list[float] = []
+    batch_sd = statistics.stdev(rewards) if len(rewards) > 1 else 0.0
+    for s in range(0, len(rewards), k):
+        grp = rewards[s : s + k]
+        m = sum(grp) / len(grp)
+        sd = batch_sd if scale == "batch" else (statistics.stdev(grp) if len(grp) > 1 else 0.0)
+        out += [(r - m) / (sd + 1e-4) if scale != "none" else r - m for r in grp]
+    return out
 
 
 def control_rewards(

@@ -153,6 +153,29 @@ def success_by_ways(
     return out
 
 
+def advantage_by_style(run_dir: Path, window: int = 10) -> dict[str, Any] | None:
+    """From metrics.jsonl: the mean group advantage RL gave verifying and plain rollouts, and the share of rollouts
+    that verify, over the first and the last ``window`` logged steps (a step without a style logs NaN and is
+    skipped); None for a run logged before these metrics existed."""
+    import math
+
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    rows = [r for r in rows if "rewards/verifying/mean" in r]
+    if not rows:
+        return None
+
+    def mean(part: list[dict[str, Any]], key: str) -> float | None:
+        vals = [r[key] for r in part if r.get(key) is not None and not math.isnan(r[key])]
+        return sum(vals) / len(vals) if vals else None
+
+    keys = {"verifying": "advantage_verifying", "plain": "advantage_plain", "share_verifying": "verifying"}
+    return {
+        when: {name: mean(part, f"rewards/{key}/mean") for name, key in keys.items()} | {"steps": len(part)}
+        for when, part in (("first", rows[:window]), ("last", rows[-window:]))
+    }
+
+
 def summarize(
     run_dir: Path, problems: list[Problem] | None = None, cfg: TrainConfig | None = None, **extra: Any
 ) -> dict[str, Any]:
@@ -190,6 +213,7 @@ def summarize(
         "success_by_style": {"first": success_by_style(first), "final": success_by_style(last)},
         "false_accept_change_points": 100 * (last["false_accept_given_wrong"] - first["false_accept_given_wrong"]),
         "success_by_ways": success_by_ways(problems, first, last, cfg) if problems and cfg else None,
+        "advantage_by_style": advantage_by_style(run_dir),
         **extra,
     }
     ck.write_json(run_dir / "summary.json", summary)

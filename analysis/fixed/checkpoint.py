@@ -35,7 +35,7 @@ from analysis.fixed.verdict import COUNTERFACTUAL, own_verdict
 from analysis.lens import lens_margin, verdict_token_ids
 from analysis.positions import KINDS, LABELS, find_sites
 from analysis.splits import role_mask, spread_over_roles
-from tasks.countdown.counterfactual import CATEGORIES, counterfactual_texts
+from tasks.countdown.counterfactual import CATEGORIES, PLAIN_LINES, LineStyle, counterfactual_texts
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 
@@ -78,12 +78,13 @@ def fixed_records(
     source: str = "all",
     require_both_verdicts: bool = False,
     roles: np.ndarray | None = None,
+    style: LineStyle = PLAIN_LINES,
 ) -> list[dict[str, Any]]:
     """The run's evaluation text set, as records the capture stage reads (``subset`` says where each came from).
     ``source`` (probe.source: greedy / sampled / all) and ``require_both_verdicts`` select the rollout subsets'
     completions, as the released probe.py used greedy completions with both verdicts only. With ``roles``, the
     ``counterfactual_problems`` problems are spread over the roles in proportion (analysis/splits.py), else the
-    first ones are taken."""
+    first ones are taken. ``style``: how the run writes its lines (the counterfactual lines are written alike)."""
     out: list[dict[str, Any]] = []
     for name, recs in (("last", last), ("first", first)):
         recs = [r for r in recs if source == "all" or r["kind"] == source]
@@ -92,7 +93,7 @@ def fixed_records(
     n = min(counterfactual_problems, len(problems))
     index = list(range(n)) if roles is None else [i for i in spread_over_roles(roles, n) if i < len(problems)]
     chosen = [problems[i] for i in index]
-    for c in counterfactual_texts(chosen, seed, max_prior):
+    for c in counterfactual_texts(chosen, seed, max_prior, style.operators, style.chain):
         p = chosen[c.problem]
         out.append(
             {

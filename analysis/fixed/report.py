@@ -182,6 +182,19 @@ def fixed_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None)
     ]
     parts.append(changes_figure(steps, heads))
     parts.append(margin_by_layer(heads))
+    patch = h.get("patching")
+    if patch and patch.get("effects"):
+        parts.append(
+            bands(
+                steps,
+                {
+                    f"effect at layer {patch['layer']}": [patch["effects"][str(s)][patch["layer"]] for s in steps],
+                    "paired change from the first step": patch["change_from_first"],
+                },
+                "value patching: change in P(this) on right lines given the slip's residual at the value's tokens",
+                "P(this) change",
+            )
+        )
     for pos in ("before_paren", "paren"):
         key = f"steer_{pos}"
         if any(key in hd for hd in heads):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,13 @@ from analysis.checkpoint import load_model, release
 from analysis.config import AnalysisConfig
 from analysis.fixed.changes import probe_changes, same_texts
 from analysis.fixed.checkpoint import SUBSETS, capture_fixed, choose_layer, fixed_checkpoint, fixed_records
+from analysis.fixed.patching import patch_summary, value_patching
 from analysis.fixed.steer import POSITIONS, flip_outcomes, scaled_vectors, wrong_line_cases
 from analysis.fixed.steering import calibrate, steering_directions, steering_rates
 from analysis.fixed.verdict import slip_p_not
 from analysis.splits import role_mask
 from tasks.config import ConfigError
+from tasks.countdown.counterfactual import PLAIN_LINES, LineStyle
 from train.precision import inference_dtype
 
 
@@ -49,8 +52,10 @@ def run_fixed(
     roles: np.ndarray,
     say: Any = print,
     cache_of: Callable[[int], StepCache] | None = None,
+    style: LineStyle = PLAIN_LINES,
 ) -> dict[str, Any]:
-    """Run (or load) the protocol on ``ckpts`` (loadable checkpoints, in step order); returns its results."""
+    """Run (or load) the protocol on ``ckpts`` (loadable checkpoints, in step order); returns its results.
+    ``style``: how the run writes its attempt lines (:func:`analysis.run.run_inputs`)."""
     from transformers import AutoTokenizer
 
     fx = cfg.fixed
@@ -60,7 +65,7 @@ def run_fixed(
     run_cache = StepCache(out / "fixed")
     set_settings = {k: getattr(fx, k) for k in ("rollouts", "counterfactual_problems", "max_prior", "seed", "source")}
     both = cfg.probe.require_both_verdicts
-    k_set = stage_key(set_settings, both, roles.tolist(), k_first, k_last, template)
+    k_set = stage_key(set_settings, both, roles.tolist(), k_first, k_last, template, asdict(style))
     texts = run_cache.json(
         "texts",
         k_set,
@@ -77,6 +82,7 @@ def run_fixed(
             source=fx.source,
             require_both_verdicts=cfg.probe.require_both_verdicts,
             roles=roles,
+            style=style,
         ),
     )
     missing = [s for s in ("counterfactual",) if not any(t["subset"] == s for t in texts)]
@@ -97,6 +103,7 @@ def run_fixed(
     outcomes: dict[int, Any] = {}
     scale_info: dict[str, Any] = {}
     slips: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    patched: dict[int, dict[str, Any]] = {}  # per step: P(this) with the slip's value patched in (patching.py)
     for step, path in order:
         cache = cache_of(step) if cache_of else StepCache(out / f"step_{step}")
         loaded: dict[str, Any] = {}
@@ -160,6 +167,11 @@ def run_fixed(
             }
 
         outcomes[step] = cache.json("fixed_steering", k_steer, steer)
+        patched[step] = cache.json(
+            "fixed_patching",
+            stage_key(keys[step], "value_patching"),
+            lambda model=model: value_patching(*model(), texts, cfg.steering.batch_size),
+        )
         release(loaded)  # before the next checkpoint's model is loaded
     steps = [s for s, _ in ckpts]
     layer, layer_source = choose_layer(summaries[last_step]["probes"], headline_layer(cfg))
@@ -175,6 +187,7 @@ def run_fixed(
         "per_step": [summaries[s] for s in steps],
         "steering": steering_rates([outcomes[s] for s in steps], fx.bootstrap),
         "changes": _changes(steps, kept, slips, roles, layer, fx.bootstrap),
+        "patching": patch_summary(steps, patched, roles, fx.bootstrap),
     }
 
 

@@ -227,6 +227,23 @@ def answers(heads: list[dict[str, Any]], position: str = "before_paren") -> dict
     return out
 
 
+def patching_answer(patch: dict[str, Any] | None, steps: list[int]) -> str:
+    """One sentence on the value patching (analysis/fixed/patching.py): the effect at the first and last step and
+    its paired change."""
+    if not patch or not patch.get("effects"):
+        return ""
+    eff, ch = patch["effects"], patch["change_from_first"]
+    first, last = eff[str(steps[0])][patch["layer"]], eff[str(steps[-1])][patch["layer"]]
+    half = patch.get("half_step")
+    return (
+        f"Patching the slip's residual at the stated value's tokens (layer {patch['layer']}, chosen on calibration "
+        f"problems) into the right line changes P(this) at '(' by {fmt_ci(first or {}, True)} at step {steps[0]} and "
+        f"{fmt_ci(last or {}, True)} at step {steps[-1]} ({patch['pairs']} report pairs); paired change "
+        f"{fmt_ci(ch[-1] or {}, True)}: {_word(ch[-1], above=0.0) if ch[-1] else 'n/a'}"
+        + (f", half of it reached at step {half}." if half is not None else ".")
+    )
+
+
 def fixed_headline(fixed: dict[str, Any]) -> dict[str, Any]:
     """summary.json's ``fixed_text`` block."""
     heads = [step_headline(fixed, i) for i in range(len(fixed["steps"]))]
@@ -243,6 +260,10 @@ def fixed_headline(fixed: dict[str, Any]) -> dict[str, Any]:
         "flip_denominator": "the wrong lines the first checkpoint rejects unsteered (fixed before analysis); "
         "all_wrong: every wrong line",
         "questions": questions(heads, fixed["headline_layer"], position, source) if heads else {},
-        "answers": answers(heads, position) if heads else {},
+        "answers": {
+            **(answers(heads, position) if heads else {}),
+            **({"checked_at_value": a} if (a := patching_answer(fixed.get("patching"), fixed["steps"])) else {}),
+        },
+        "patching": fixed.get("patching"),
         "per_step": heads,
     }

@@ -37,9 +37,24 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tasks.countdown.generate import Expr, Problem, random_expression
+from tasks.countdown.generate import Problem, random_expression
+from tasks.countdown.synth import _chain, _chained_hit
 
 CATEGORIES = ("right", "wrong", "slip", "misstated")
+
+
+@dataclass(frozen=True)
+class LineStyle:
+    """How a run writes its attempt lines, so tested lines look like its own: its data's operators, and whether its
+    base corpus chains one binary step per "=" (tasks/countdown/search_trace.py ``chain``)."""
+
+    operators: tuple[str, ...] = ("+", "-", "*", "/")
+    chain: bool = False
+
+
+PLAIN_LINES = LineStyle()  # whole expressions over + - * /: the tiny preset's lines
+
+
 DRAWS = 200  # random expressions tried before a problem is given up on
 
 
@@ -57,28 +72,45 @@ class CounterfactualText:
     paired: bool = False  # one of the two texts of a leak-check pair (same line, both verdicts)
 
 
+def _line(numbers: Sequence[int], rng: random.Random, operators: Sequence[str], chain: bool) -> tuple[str, int] | None:
+    """One random attempt as (text before the last "=", value): a full expression, or with ``chain`` a left-deep
+    chain of binary steps over the numbers in random order ("9 - 1 = 8 + 8"), the search corpus's chained lines."""
+    if chain:
+        order = list(numbers)
+        rng.shuffle(order)
+        made = _chain(order, [rng.choice(list(operators)) for _ in order[1:]])
+        return None if made is None else (made[0], made[1].value)
+    e = random_expression(list(numbers), rng, operators)
+    return None if e is None else (e.text, e.value)
+
+
 def _expression(
-    numbers: Sequence[int], rng: random.Random, operators: Sequence[str], hit: int | None, miss: int
-) -> Expr | None:
-    """A random full expression over ``numbers`` whose value is ``hit`` (when given) or not ``miss``; None if
-    ``DRAWS`` draws find none."""
+    numbers: Sequence[int], rng: random.Random, operators: Sequence[str], hit: int | None, miss: int, chain: bool
+) -> tuple[str, int] | None:
+    """A random attempt (:func:`_line`) whose value is ``hit`` (when given) or not ``miss``; None if ``DRAWS``
+    draws find none."""
     for _ in range(DRAWS):
-        e = random_expression(list(numbers), rng, operators)
-        if e is None:
+        made = _line(numbers, rng, operators, chain)
+        if made is None:
             continue
-        if (hit is not None and e.value == hit) or (hit is None and e.value != miss):
-            return e
+        if (hit is not None and made[1] == hit) or (hit is None and made[1] != miss):
+            return made
     return None
 
 
-def _right(problem: Problem, rng: random.Random, operators: Sequence[str]) -> str | None:
+def _right(problem: Problem, rng: random.Random, operators: Sequence[str], chain: bool) -> str | None:
+    if chain:
+        made = _chained_hit(problem.numbers, problem.target, rng, tuple(operators))
+        return None if made is None else made[0]
     if problem.solution:
         return problem.solution
-    e = _expression(problem.numbers, rng, operators, problem.target, problem.target)
-    return None if e is None else e.text
+    e = _expression(problem.numbers, rng, operators, problem.target, problem.target, chain)
+    return None if e is None else e[0]
 
 
-def _priors(problem: Problem, rng: random.Random, operators: Sequence[str], n: int, avoid: str) -> list[str] | None:
+def _priors(
+    problem: Problem, rng: random.Random, operators: Sequence[str], n: int, avoid: str, chain: bool
+) -> list[str] | None:
     """``n`` distinct rejected wrong lines (none the tested wrong expression ``avoid``), or None if ``DRAWS`` draws
     do not find them. Why distinct: a repeated line would let a model match the earlier verdict, not judge."""
     lines: list[str] = []
@@ -86,31 +118,31 @@ def _priors(problem: Problem, rng: random.Random, operators: Sequence[str], n: i
     for _ in range(DRAWS):
         if len(lines) == n:
             break
-        e = random_expression(list(problem.numbers), rng, operators)
-        if e is None or e.value == problem.target or e.text in seen:
+        made = _line(problem.numbers, rng, operators, chain)
+        if made is None or made[1] == problem.target or made[0] in seen:
             continue
-        seen.add(e.text)
-        lines.append(f"- {e.text} = {e.value} (not {problem.target})\n")
+        seen.add(made[0])
+        lines.append(f"- {made[0]} = {made[1]} (not {problem.target})\n")
     return lines if len(lines) == n else None
 
 
 def _problem_texts(
-    i: int, p: Problem, rng: random.Random, operators: Sequence[str], max_prior: int
+    i: int, p: Problem, rng: random.Random, operators: Sequence[str], max_prior: int, chain: bool = False
 ) -> list[CounterfactualText]:
     """Every text of problem ``i`` (see the module docstring), or [] when the problem is skipped."""
     t = p.target
-    right = _right(p, rng, operators)
-    wrong = _expression(p.numbers, rng, operators, None, t)
+    right = _right(p, rng, operators, chain)
+    wrong = _expression(p.numbers, rng, operators, None, t, chain)
     if right is None or wrong is None:
         return []
-    priors = _priors(p, rng, operators, max_prior, wrong.text)
+    priors = _priors(p, rng, operators, max_prior, wrong[0], chain)
     if priors is None:
         return []
     off = t + rng.choice([d for d in range(-10, 11) if d])
     cells = {
         "right": (right, t, True),
-        "wrong": (wrong.text, wrong.value, False),
-        "slip": (wrong.text, t, False),
+        "wrong": (wrong[0], wrong[1], False),
+        "slip": (wrong[0], t, False),
         "misstated": (right, off, True),
     }
     nums = ", ".join(str(n) for n in p.numbers)
@@ -143,11 +175,14 @@ def counterfactual_texts(
     seed: int = 0,
     max_prior: int = 5,
     operators: Sequence[str] = ("+", "-", "*", "/"),
+    chain: bool = False,
 ) -> list[CounterfactualText]:
     """For each kept problem, the four categories at positions 0..``max_prior`` (one written verdict each) plus a
-    this/not pair per category at one position: 4 x (``max_prior`` + 1) + 4 texts."""
+    this/not pair per category at one position: 4 x (``max_prior`` + 1) + 4 texts. ``operators`` and ``chain``
+    should be the run's (its data's operators; chained lines where its base corpus wrote them), so the tested lines
+    are written as the model writes its own."""
     rng = random.Random(seed)
     out: list[CounterfactualText] = []
     for i, p in enumerate(problems):
-        out += _problem_texts(i, p, rng, operators, max_prior)
+        out += _problem_texts(i, p, rng, operators, max_prior, chain)
     return out

@@ -200,8 +200,40 @@ def test_search_corpus_replaces_the_trace_writer_and_old_keys_stay() -> None:
     judged = sum("(not " in t or "(this works)" in t for t in texts) / len(texts)
     assert 0.04 <= judged <= 0.18 and corpus(problems, search, spec.operators) == texts
     assert texts != corpus(problems, plain, spec.operators)
-    old = {k: v for k, v in to_dict(plain).items() if k != "search"}
+    old = {k: v for k, v in to_dict(plain).items() if k not in ("search", "verdict_loss_weight")}
     old["precision"] = resolve(plain.precision, "cpu", "base.precision")
     ops = ("+", "-", "*", "/")
     assert _base_key(ops, plain, "base") == config_hash({"base": old, "template": "base", "operators": list(ops)})
     assert _base_key(ops, search, "base") != _base_key(ops, plain, "base")
+    heavy = dataclasses.replace(search, verdict_loss_weight=10.0)
+    assert _base_key(ops, heavy, "base") != _base_key(ops, search, "base")
+
+
+def test_verdict_weighted_loss_is_the_usual_loss_at_weight_one_and_weighs_the_verdict_word(micro_base: Path) -> None:
+    """The weighted pre-training loss: the model's own causal LM loss at weight 1; at weight w, the verdict word's
+    cross-entropy (the token after "(") counts w times, every other token once."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.base import verdict_weighted
+
+    tok = AutoTokenizer.from_pretrained(micro_base)
+    model = AutoModelForCausalLM.from_pretrained(micro_base)
+    text = make_prompt((3, 5, 2), 6) + "\n- 3 + 5 = 8 - 2 = 6 (this works)\nSo the equation is 3 + 5 - 2."
+    ids = torch.tensor([tok(text).input_ids])
+    row = ids[0].tolist()
+    opener = [i for i, t in enumerate(row[:-1]) if tok.decode([t]).endswith("(")]
+    paren = [i for i in opener if "this".startswith(tok.decode([row[i + 1]]).strip() or "?")]  # "this" or "th"
+    assert len(paren) == 1 and len(opener) > 1  # the prompt has "(" too: not a verdict
+    with torch.no_grad():
+        own = model(input_ids=ids, labels=ids).loss
+        logits = model(input_ids=ids).logits[0, :-1].float()
+    ce = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+    for w in (1.0, 5.0):
+        trainer = verdict_weighted(object, tok, w)
+        loss = trainer.compute_loss(None, model, {"input_ids": ids, "labels": ids.clone()})
+        want = (ce.sum() + (w - 1) * ce[paren[0]]) / len(ce)
+        assert float(loss) == pytest.approx(float(want), rel=1e-5)
+    assert float(verdict_weighted(object, tok, 1.0).compute_loss(None, model, {"input_ids": ids, "labels": ids})) == (
+        pytest.approx(float(own), rel=1e-5)
+    )
