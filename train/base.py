@@ -15,6 +15,7 @@ vLLM load.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.config import config_hash, dump_config, to_dict
+from tasks.config import ConfigError, config_hash, dump_config, to_dict
 from tasks.countdown.generate import Problem
 from tasks.countdown.search_trace import SearchStyle, write_search_trace
 from tasks.countdown.synth import TraceStyle, write_trace
@@ -55,6 +56,11 @@ class BaseConfig:
     # corpus writes verdicts in few traces, so the check itself gets few examples; a heavier verdict loss teaches
     # the comparison without changing how often a trace verifies (the "(" and the header are weighed as usual).
     verdict_loss_weight: float = 1.0
+    # > 0 (search corpus only): first pre-train this many steps on traces that verify at ``prime_verdict_rate``,
+    # then ``steps`` on the corpus as configured. The check is learned where it is common, the habit set where it
+    # is rare: a base that knows how to verify but seldom does, like a hub model that saw much checking elsewhere.
+    prime_steps: int = 0
+    prime_verdict_rate: float = 0.5
     steps: int = 2500
     batch_size: int = 8
     learning_rate: float = 3e-3
@@ -270,6 +276,32 @@ def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work
     return {"train_loss": float(result.training_loss), "steps": float(result.global_step)}
 
 
+def priming(cfg: BaseConfig) -> BaseConfig | None:
+    """The config of the priming phase (``prime_steps`` on a corpus that verifies at ``prime_verdict_rate``, its
+    own seed so its traces differ from the main corpus's), or None without one."""
+    if not cfg.prime_steps:
+        return None
+    if cfg.search is None:
+        raise ConfigError("base.prime_steps: priming needs the search corpus (set base.search)")
+    search = dataclasses.replace(cfg.search, verdict_rate=cfg.prime_verdict_rate)
+    return dataclasses.replace(cfg, steps=cfg.prime_steps, search=search, prime_steps=0, seed=cfg.seed + 1)
+
+
+def prime(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, done: Path) -> None:
+    """Run the priming phase on ``model`` in place; its result is saved to ``done`` so that an interrupted build
+    resumes after it instead of priming again."""
+    import torch
+
+    weights = done / "weights.pt"
+    if weights.is_file():
+        model.load_state_dict(torch.load(weights))
+        return
+    pretrain(model, tokenizer, texts, cfg, done.with_name("prime_trainer"))
+    done.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), done / "weights.tmp")
+    (done / "weights.tmp").replace(weights)
+
+
 def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str:
     """The cache key of a base: its config with the precision as resolved here, the template and the operators."""
     base = {**to_dict(cfg), "precision": resolve(cfg.precision, "cpu", "base.precision")}
@@ -277,6 +309,9 @@ def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str
         base.pop("search", None)
     if base.get("verdict_loss_weight") == 1.0:
         base.pop("verdict_loss_weight", None)
+    if not base.get("prime_steps"):
+        base.pop("prime_steps", None)
+        base.pop("prime_verdict_rate", None)
     return config_hash({"base": base, "template": template, "operators": list(operators)})
 
 
@@ -314,7 +349,9 @@ def build_base(
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(key)
     texts = corpus(problems, cfg, operators, template)
-    tokenizer = build_tokenizer(texts, cfg.vocab_size)
+    primer = priming(cfg)
+    prime_texts = corpus(problems, primer, operators, template) if primer else []
+    tokenizer = build_tokenizer(texts + prime_texts, cfg.vocab_size)
     model = build_model(cfg, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"tiny base: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, {len(texts)} traces")
@@ -322,6 +359,8 @@ def build_base(
         from train.cpu import use_fp32_attention
 
         use_fp32_attention(model)
+    if primer:
+        prime(model, tokenizer, prime_texts, primer, work / "primed")
     stats = pretrain(model, tokenizer, texts, cfg, work / "trainer")
     if cfg.fp32_attention:
         model.set_attn_implementation("sdpa")  # what the saved config.json names: loaders need no registration

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -200,7 +201,8 @@ def test_search_corpus_replaces_the_trace_writer_and_old_keys_stay() -> None:
     judged = sum("(not " in t or "(this works)" in t for t in texts) / len(texts)
     assert 0.04 <= judged <= 0.18 and corpus(problems, search, spec.operators) == texts
     assert texts != corpus(problems, plain, spec.operators)
-    old = {k: v for k, v in to_dict(plain).items() if k not in ("search", "verdict_loss_weight")}
+    newer = ("search", "verdict_loss_weight", "prime_steps", "prime_verdict_rate")  # fields added since
+    old = {k: v for k, v in to_dict(plain).items() if k not in newer}
     old["precision"] = resolve(plain.precision, "cpu", "base.precision")
     ops = ("+", "-", "*", "/")
     assert _base_key(ops, plain, "base") == config_hash({"base": old, "template": "base", "operators": list(ops)})
@@ -237,3 +239,42 @@ def test_verdict_weighted_loss_is_the_usual_loss_at_weight_one_and_weighs_the_ve
     assert float(verdict_weighted(object, tok, 1.0).compute_loss(None, model, {"input_ids": ids, "labels": ids})) == (
         pytest.approx(float(own), rel=1e-5)
     )
+
+
+def test_priming_phase_verifies_more_then_hands_over_to_the_configured_corpus(tmp_path: Path) -> None:
+    """base.prime_steps: a first phase on traces that verify at prime_verdict_rate (own seed), then the configured
+    corpus; the primed weights are kept so an interrupted build does not prime again; a key of its own."""
+    import dataclasses
+
+    import torch
+
+    from tasks.config import ConfigError
+    from tasks.countdown.search_trace import SearchStyle
+    from train.base import _base_key, build_base, corpus, priming
+
+    search = dataclasses.replace(MICRO, search=SearchStyle(verdict_rate=0.05, chain=True), corpus_traces=200)
+    primed = dataclasses.replace(search, prime_steps=3, prime_verdict_rate=0.9)
+    p = priming(primed)
+    assert priming(search) is None and p.steps == 3 and p.search.verdict_rate == 0.9 and p.seed != primed.seed
+    judged = sum("(this works)" in t or "(not " in t for t in corpus(PROBLEMS, p, ("+", "-"))) / 200
+    assert judged > 0.8
+    assert _base_key(("+", "-"), primed, "base") != _base_key(("+", "-"), search, "base")
+    with pytest.raises(ConfigError, match="base.prime_steps"):
+        priming(dataclasses.replace(MICRO, prime_steps=3))
+    out = build_base(tmp_path / "primed", PROBLEMS, ("+", "-"), primed)
+    assert (out / "model.safetensors").is_file() and json.loads((out / "base.json").read_text())["config_hash"] == (
+        _base_key(("+", "-"), primed, "base")
+    )
+    # resume: a second priming into the same directory loads the kept weights instead of training again
+    from transformers import AutoTokenizer
+
+    from train.base import build_model, prime
+
+    tok = AutoTokenizer.from_pretrained(out)
+    texts = corpus(PROBLEMS, p, ("+", "-"))
+    first, second = build_model(primed, tok), build_model(dataclasses.replace(primed, seed=5), tok)
+    prime(first, tok, texts, p, tmp_path / "done")
+    assert (tmp_path / "done" / "weights.pt").is_file()
+    prime(second, tok, texts, p, tmp_path / "done")
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
