@@ -201,7 +201,7 @@ def test_search_corpus_replaces_the_trace_writer_and_old_keys_stay() -> None:
     judged = sum("(not " in t or "(this works)" in t for t in texts) / len(texts)
     assert 0.04 <= judged <= 0.18 and corpus(problems, search, spec.operators) == texts
     assert texts != corpus(problems, plain, spec.operators)
-    newer = ("search", "verdict_loss_weight", "prime_steps", "prime_verdict_rate")  # fields added since
+    newer = ("search", "verdict_loss_weight", "prime_steps", "prime_verdict_rate", "split_digits")  # fields added since
     old = {k: v for k, v in to_dict(plain).items() if k not in newer}
     old["precision"] = resolve(plain.precision, "cpu", "base.precision")
     ops = ("+", "-", "*", "/")
