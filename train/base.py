@@ -39,6 +39,9 @@ class BaseConfig:
     """How the tiny base is built: tokenizer, architecture, corpus and pre-training schedule."""
 
     vocab_size: int = 512
+    # digits as single tokens (the hub tokenizers' choice). False: BPE may merge a whole number into one token, so
+    # "is the stated value the target?" is one token matched against another, a check a ~1M model can learn
+    split_digits: bool = True
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -95,15 +98,15 @@ def corpus(problems: list[Problem], cfg: BaseConfig, operators: tuple[str, ...],
     return texts
 
 
-def build_tokenizer(texts: list[str], vocab_size: int) -> Any:
-    """Byte-level BPE with isolated digits, trained on ``texts``; returned as a PreTrainedTokenizerFast."""
+def build_tokenizer(texts: list[str], vocab_size: int, split_digits: bool = True) -> Any:
+    """Byte-level BPE trained on ``texts``, with isolated digits unless ``split_digits`` is False; returned as a
+    PreTrainedTokenizerFast."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
+    split = [pre_tokenizers.Digits(individual_digits=True)] if split_digits else []
+    tok.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -309,6 +312,8 @@ def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str
         base.pop("search", None)
     if base.get("verdict_loss_weight") == 1.0:
         base.pop("verdict_loss_weight", None)
+    if base.get("split_digits") is True:
+        base.pop("split_digits", None)
     if not base.get("prime_steps"):
         base.pop("prime_steps", None)
         base.pop("prime_verdict_rate", None)
@@ -351,7 +356,7 @@ def build_base(
     texts = corpus(problems, cfg, operators, template)
     primer = priming(cfg)
     prime_texts = corpus(problems, primer, operators, template) if primer else []
-    tokenizer = build_tokenizer(texts + prime_texts, cfg.vocab_size)
+    tokenizer = build_tokenizer(texts + prime_texts, cfg.vocab_size, cfg.split_digits)
     model = build_model(cfg, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"tiny base: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, {len(texts)} traces")

@@ -77,10 +77,19 @@ def _p_this(model: Any, ids: list[list[int]], pad: int, ids_tn: tuple[int, int],
     return torch.softmax(logits.float(), -1)[:, ids_tn[0]].cpu().numpy()
 
 
-def value_patching(model: Any, tokenizer: Any, texts: Sequence[dict[str, Any]], batch: int = 32) -> dict[str, Any]:
-    """Per pair (:func:`patch_pairs` whose value tokens align from the end): ``problem``, ``p_right`` and
-    ``p_slip`` (P("this") unpatched) and ``p_patched`` (pairs, residual layers): the right line with the slip's
-    residual at the value's tokens of that layer."""
+def value_patching(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[dict[str, Any]],
+    batch: int = 32,
+    problems: set[int] | None = None,
+    ends: bool = False,
+) -> dict[str, Any]:
+    """Per pair (:func:`patch_pairs` whose value tokens align from the end, of ``problems`` when given): ``problem``,
+    ``p_right`` and ``p_slip`` (P("this") unpatched) and ``p_patched`` (pairs, residual layers): the right line with
+    the slip's residual at the value's tokens of that layer. The embeddings (layer 0) and the last layer cannot
+    change P("this") (same tokens; nothing reads the value's last residual at "("; a test checks both): they are
+    patched only with ``ends``, else written as ``p_right``."""
     import torch
 
     from analysis.hooks import decoder_layers, record_residuals
@@ -89,6 +98,8 @@ def value_patching(model: Any, tokenizer: Any, texts: Sequence[dict[str, Any]], 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     pairs = []
     for p, i, j in patch_pairs(texts):
+        if problems is not None and p not in problems:
+            continue
         a, b = _encode(tokenizer, texts[i]), _encode(tokenizer, texts[j])
         if a and b and a[1] == b[1]:  # same value tokens at the same offsets from the end
             pairs.append((p, a, b))
@@ -104,9 +115,13 @@ def value_patching(model: Any, tokenizer: Any, texts: Sequence[dict[str, Any]], 
         slip_ids = [[pad] * (width - len(r)) + r for r in slip]
         with record_residuals(model, rows, cols + width) as res:
             p_slip = _p_this(model, slip_ids, pad, ids_tn)
-        patched = [_p_this(model, right, pad, ids_tn, (k, rows, cols, res[k])) for k in range(layers)]
+        p_right = _p_this(model, right, pad, ids_tn)
+        patched = [
+            _p_this(model, right, pad, ids_tn, (k, rows, cols, res[k])) if ends or 0 < k < layers - 1 else p_right
+            for k in range(layers)
+        ]
         out["problem"] += [p for p, _, _ in chunk]
-        out["p_right"] += _p_this(model, right, pad, ids_tn).tolist()
+        out["p_right"] += p_right.tolist()
         out["p_slip"] += p_slip.tolist()
         out["p_patched"] += np.stack(patched, 1).tolist()
     return out
@@ -129,14 +144,15 @@ def patch_summary(
     steps: Sequence[int], per_step: dict[int, dict[str, Any]], roles: np.ndarray, n_boot: int
 ) -> dict[str, Any]:
     """Per step the per-layer effect on report problems; the headline layer (largest mean drop at the last step
-    on calibration problems, never the reported ones); at that layer each step's paired change from the first step
-    (same pairs, per problem) and the step at which it first reaches half of the last step's change."""
+    on calibration problems, never the reported ones, among the layers where a patch can act); at that layer each
+    step's paired change from the first step (same pairs, per problem) and the step at which it first reaches half
+    of the last step's change."""
     from analysis.fixed.changes import half_step
 
     last = per_step[steps[-1]]
     calib = patch_effects(last, roles, "calibration", n_boot)
-    drops = [(-(c or {}).get("value", 0.0) or 0.0) for c in calib]
-    layer = int(np.argmax(drops)) if drops else 0
+    drops = [(-(c or {}).get("value", 0.0) or 0.0) for c in calib][1:-1]  # the ends are zero by construction
+    layer = 1 + int(np.argmax(drops)) if drops else 0
     effects = {s: patch_effects(per_step[s], roles, "report", n_boot) for s in steps}
     first = per_step[steps[0]]
     changes = []

@@ -104,6 +104,7 @@ def run_fixed(
     scale_info: dict[str, Any] = {}
     slips: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     patched: dict[int, dict[str, Any]] = {}  # per step: P(this) with the slip's value patched in (patching.py)
+    patched_problems = {i for i, r in enumerate(roles) if r in ("calibration", "report")}  # what patch_summary reads
     for step, path in order:
         cache = cache_of(step) if cache_of else StepCache(out / f"step_{step}")
         loaded: dict[str, Any] = {}
@@ -170,7 +171,7 @@ def run_fixed(
         patched[step] = cache.json(
             "fixed_patching",
             stage_key(keys[step], "value_patching"),
-            lambda model=model: value_patching(*model(), texts, cfg.steering.batch_size),
+            lambda model=model: value_patching(*model(), texts, cfg.steering.batch_size, patched_problems),
         )
         release(loaded)  # before the next checkpoint's model is loaded
     steps = [s for s, _ in ckpts]

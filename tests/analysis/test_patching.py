@@ -24,7 +24,7 @@ def patched(digit_dir: Path) -> tuple:
     problems = generate_problems(SPEC, 12, seed=0)
     style = LineStyle(("+", "-"), chain=True)
     texts = fixed_records([], [], problems, "base", 0, 12, 0, 2, tok, style=style)
-    return model, tok, texts, value_patching(model, tok, texts, batch=7)
+    return model, tok, texts, value_patching(model, tok, texts, batch=7, ends=True)
 
 
 def test_pairs_are_a_right_line_and_a_slip_stating_the_same_value(patched: tuple) -> None:
@@ -53,6 +53,14 @@ def test_patch_is_a_no_op_at_the_embeddings_and_after_the_last_block(patched: tu
     # so compare log-probabilities)
     assert np.abs(np.log(p[:, 1:-1]) - np.log(right)[:, None]).max() > 1e-5
     assert np.abs(np.log(rows["p_slip"]) - np.log(right)).max() > 1e-3  # the two lines differ for the model
+
+
+def test_without_ends_only_the_middle_layers_are_patched_and_problems_are_kept(patched: tuple) -> None:
+    model, tok, texts, rows = patched
+    lean = value_patching(model, tok, texts, batch=7, problems={0, 3})
+    keep = np.isin(rows["problem"], [0, 3])
+    assert sorted(set(lean["problem"])) == [0, 3] and len(lean["problem"]) == keep.sum()
+    np.testing.assert_allclose(np.asarray(lean["p_patched"]), np.asarray(rows["p_patched"])[keep], rtol=1e-5)
 
 
 def test_summary_pairs_each_step_with_the_first(patched: tuple) -> None:
