@@ -38,7 +38,10 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     )
     fixed = summary["fixed_text"]
     assert [h["step"] for h in fixed["per_step"]] == [0, 1, 2]
-    assert {"in_base", "when", "follows", "content_or_position"} == set(fixed["answers"])
+    assert {"in_base", "when", "follows", "content_or_position", "checked_at_value"} == set(fixed["answers"])
+    patch = fixed["patching"]  # value patching: every step on the same pairs, the first step's change exactly 0
+    assert patch["pairs"] > 0 and len(patch["change_from_first"]) == 3 and 0 < patch["layer"]
+    assert patch["change_from_first"][0]["value"] == 0.0
     assert {"readable_at_base", "slip_p_not_rises", "truth_at_paren_rises", "final_direction_steers_base"} == set(
         fixed["questions"]
     )
