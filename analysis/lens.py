@@ -17,24 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.positions import find_sites
-
-
-def verdict_token_ids(tokenizer: Any, line: str = "- 1 + 2 = 3 ") -> tuple[int, int]:
-    """Token ids of the first token after "(" in "(this works)" and in "(not N)", found through the tokenizer's own
-    offsets on a short attempt line (no id is assumed)."""
-    ids = []
-    for verdict in ("(this works)", "(not 4)"):
-        text = line + verdict + "\n"
-        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-        sites = find_sites(text, (1, 2), 4, enc.offset_mapping, 0)
-        if not sites or sites[0].paren + 1 >= len(enc.input_ids):
-            raise ValueError(f"the tokenizer does not split {verdict!r} into '(' and a verdict token")
-        ids.append(int(enc.input_ids[sites[0].paren + 1]))
-    if ids[0] == ids[1]:
-        raise ValueError("'this' and 'not' start with the same token after '('; the verdict margin is undefined")
-    return ids[0], ids[1]
-
 
 def lens_margin(model: Any, acts: np.ndarray, ids: tuple[int, int], batch: int = 4096) -> np.ndarray:
     """``(sites, layers)`` margin ``log P(ids[0]) - log P(ids[1])`` through the final norm and unembedding, for

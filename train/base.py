@@ -39,9 +39,9 @@ class BaseConfig:
     """How the tiny base is built: tokenizer, architecture, corpus and pre-training schedule."""
 
     vocab_size: int = 512
-    # digits as single tokens (the hub tokenizers' choice). False: BPE may merge a whole number into one token, so
-    # "is the stated value the target?" is one token matched against another, a check a ~1M model can learn
-    split_digits: bool = True
+    # > 0: the whole numbers 0..number_tokens-1 are one token each, so "is the stated value the target?" is one
+    # token matched against another. 0: digits one by one (as Qwen2's own tokenizer splits them)
+    number_tokens: int = 0
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -98,14 +98,20 @@ def corpus(problems: list[Problem], cfg: BaseConfig, operators: tuple[str, ...],
     return texts
 
 
-def build_tokenizer(texts: list[str], vocab_size: int, split_digits: bool = True) -> Any:
-    """Byte-level BPE trained on ``texts``, with isolated digits unless ``split_digits`` is False; returned as a
-    PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(texts: list[str], vocab_size: int, number_tokens: int = 0) -> Any:
+    """Byte-level BPE trained on ``texts`` with isolated digits, plus the whole numbers ``0..number_tokens-1`` as
+    added tokens; returned as a PreTrainedTokenizerFast.
+
+    Why added tokens and not BPE merges of digits: transformers (5.x) reloads any tokenizer saved beside a
+    ``qwen2`` config as ``Qwen2Tokenizer``, whose pre-tokenizer splits every digit apart whatever tokenizer.json
+    says, so merged numbers would be trained on and then never seen again. Added tokens are matched before
+    pre-tokenization and survive the reload (:func:`check_reload` verifies it on every build).
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    split = [pre_tokenizers.Digits(individual_digits=True)] if split_digits else []
+    split = [pre_tokenizers.Digits(individual_digits=True)]
     tok.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -115,9 +121,30 @@ def build_tokenizer(texts: list[str], vocab_size: int, split_digits: bool = True
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
+    tok.add_tokens([AddedToken(str(n), normalized=False, special=False) for n in range(number_tokens)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False
     )
+
+
+def check_reload(tokenizer: Any, model_config: Any, texts: list[str], where: Path) -> None:
+    """Refuse a tokenizer that the loaders would read back differently from how the base is trained.
+
+    RL, evaluation and analysis load the base with ``AutoTokenizer.from_pretrained``, which picks the tokenizer
+    class from the model config (``Qwen2Tokenizer`` for a Qwen2 model) and may replace the saved pre-tokenizer;
+    a base trained on other token ids than those it is later prompted with writes nonsense.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(where)
+    model_config.save_pretrained(where)
+    loaded = AutoTokenizer.from_pretrained(where)
+    for text in texts:
+        if loaded(text)["input_ids"] != tokenizer(text)["input_ids"]:
+            raise RuntimeError(
+                f"the base's tokenizer reloads as {type(loaded).__name__} and tokenizes differently from how it was "
+                f"built (first difference in {text[:60]!r}); change base.number_tokens or the tokenizer settings"
+            )
 
 
 def build_model(cfg: BaseConfig, tokenizer: Any) -> Any:
@@ -236,6 +263,23 @@ def base_trainer(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, 
     )
 
 
+def verdict_token_ids(tokenizer: Any) -> tuple[int, int]:
+    """Token ids of the verdict word right after "(" in "(this works)" and in "(not N)", found through the
+    tokenizer's own offsets on a short attempt line (no id is assumed)."""
+    ids = []
+    for verdict in ("(this works)", "(not 4)"):
+        text = f"- 1 + 2 = 3 {verdict}\n"
+        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+        at = text.index("(") + 1
+        found = [t for t, (a, _) in zip(enc.input_ids, enc.offset_mapping, strict=True) if a == at]
+        if not found:
+            raise ValueError(f"the tokenizer does not split {verdict!r} into '(' and a verdict token")
+        ids.append(int(found[0]))
+    if ids[0] == ids[1]:
+        raise ValueError("'this' and 'not' start with the same token after '('; the verdict margin is undefined")
+    return ids[0], ids[1]
+
+
 def verdict_weighted(trainer_cls: Any, tokenizer: Any, weight: float) -> Any:
     """``trainer_cls`` with a causal LM loss in which predicting the verdict word (a "this" or "not" token right after
     an opening "(") weighs ``weight`` times; normalised by the count of predicted tokens, so ``weight`` 1 is the
@@ -246,10 +290,7 @@ def verdict_weighted(trainer_cls: Any, tokenizer: Any, weight: float) -> Any:
 
     opens = torch.tensor([tokenizer.decode([i]).endswith("(") for i in range(len(tokenizer))])
     verdicts = torch.zeros(len(tokenizer), dtype=torch.bool)
-    for line in ("- 1 + 2 = 3 (this works)", "- 1 + 2 = 3 (not 4)"):
-        ids = tokenizer(line, add_special_tokens=False).input_ids
-        at = [i for i, t in enumerate(ids[:-1]) if opens[t]]
-        verdicts[ids[at[-1] + 1]] = True
+    verdicts[list(verdict_token_ids(tokenizer))] = True
 
     class VerdictWeightedTrainer(trainer_cls):
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):
@@ -312,8 +353,8 @@ def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str
         base.pop("search", None)
     if base.get("verdict_loss_weight") == 1.0:
         base.pop("verdict_loss_weight", None)
-    if base.get("split_digits") is True:
-        base.pop("split_digits", None)
+    if not base.get("number_tokens"):
+        base.pop("number_tokens", None)
     if not base.get("prime_steps"):
         base.pop("prime_steps", None)
         base.pop("prime_verdict_rate", None)
@@ -356,8 +397,9 @@ def build_base(
     texts = corpus(problems, cfg, operators, template)
     primer = priming(cfg)
     prime_texts = corpus(problems, primer, operators, template) if primer else []
-    tokenizer = build_tokenizer(texts + prime_texts, cfg.vocab_size, cfg.split_digits)
+    tokenizer = build_tokenizer(texts + prime_texts, cfg.vocab_size, cfg.number_tokens)
     model = build_model(cfg, tokenizer)
+    check_reload(tokenizer, model.config, texts[:200], work / "tokenizer")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"tiny base: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, {len(texts)} traces")
     if cfg.fp32_attention:

@@ -32,12 +32,13 @@ import numpy as np
 from analysis import probes as pr
 from analysis import stats
 from analysis.fixed.verdict import COUNTERFACTUAL, own_verdict
-from analysis.lens import lens_margin, verdict_token_ids
+from analysis.lens import lens_margin
 from analysis.positions import KINDS, LABELS, find_sites
 from analysis.splits import role_mask, spread_over_roles
 from tasks.countdown.counterfactual import CATEGORIES, PLAIN_LINES, LineStyle, counterfactual_texts
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
+from train.base import verdict_token_ids
 
 SUBSETS = ("last", "counterfactual", "first")
 assert SUBSETS[COUNTERFACTUAL] == "counterfactual"  # analysis/fixed/verdict.py reads the index

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from analysis import stats
-from analysis.lens import verdict_token_ids
 from analysis.splits import role_mask
+from train.base import verdict_token_ids
 
 
 def patch_pairs(texts: Sequence[dict[str, Any]]) -> list[tuple[int, int, int]]:
@@ -127,16 +127,15 @@ def value_patching(
     return out
 
 
-def patch_effects(
-    rows: dict[str, Any], roles: np.ndarray, role: str, n_boot: int, layers: int | None = None
-) -> list[dict[str, Any] | None]:
+def patch_effects(rows: dict[str, Any], roles: np.ndarray, role: str, n_boot: int) -> list[dict[str, Any] | None]:
     """Per residual layer: the mean change in P("this") from patching (patched - right) on ``role`` problems, with
-    a bootstrap interval over problems."""
+    a bootstrap interval over problems (None per layer when no pair has that role)."""
     prob = np.asarray(rows["problem"], dtype=np.int64)
     keep = role_mask(prob, roles, role)
+    patched = np.asarray(rows["p_patched"])
     if not keep.any():
-        return [None] * (layers or 0)
-    delta = np.asarray(rows["p_patched"])[keep] - np.asarray(rows["p_right"])[keep][:, None]
+        return [None] * (patched.shape[1] if patched.ndim == 2 else 0)
+    delta = patched[keep] - np.asarray(rows["p_right"])[keep][:, None]
     return [stats.mean_ci(delta[:, k], prob[keep], n_boot=n_boot) for k in range(delta.shape[1])]
 
 

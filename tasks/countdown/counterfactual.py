@@ -37,8 +37,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tasks.countdown.generate import Problem, random_expression
-from tasks.countdown.synth import _chain, _chained_hit
+from tasks.countdown.generate import Problem
+from tasks.countdown.search_trace import random_attempt
+from tasks.countdown.synth import _chained_hit
 
 CATEGORIES = ("right", "wrong", "slip", "misstated")
 
@@ -72,29 +73,18 @@ class CounterfactualText:
     paired: bool = False  # one of the two texts of a leak-check pair (same line, both verdicts)
 
 
-def _line(numbers: Sequence[int], rng: random.Random, operators: Sequence[str], chain: bool) -> tuple[str, int] | None:
-    """One random attempt as (text before the last "=", value): a full expression, or with ``chain`` a left-deep
-    chain of binary steps over the numbers in random order ("9 - 1 = 8 + 8"), the search corpus's chained lines."""
-    if chain:
-        order = list(numbers)
-        rng.shuffle(order)
-        made = _chain(order, [rng.choice(list(operators)) for _ in order[1:]])
-        return None if made is None else (made[0], made[1].value)
-    e = random_expression(list(numbers), rng, operators)
-    return None if e is None else (e.text, e.value)
-
-
 def _expression(
     numbers: Sequence[int], rng: random.Random, operators: Sequence[str], hit: int | None, miss: int, chain: bool
 ) -> tuple[str, int] | None:
-    """A random attempt (:func:`_line`) whose value is ``hit`` (when given) or not ``miss``; None if ``DRAWS``
-    draws find none."""
+    """A random attempt (:func:`~tasks.countdown.search_trace.random_attempt`) whose value is ``hit`` (when
+    given) or not ``miss``; None if ``DRAWS`` draws find none."""
     for _ in range(DRAWS):
-        made = _line(numbers, rng, operators, chain)
+        made = random_attempt(numbers, rng, operators, chain)
         if made is None:
             continue
-        if (hit is not None and made[1] == hit) or (hit is None and made[1] != miss):
-            return made
+        text, expr = made
+        if (hit is not None and expr.value == hit) or (hit is None and expr.value != miss):
+            return text, expr.value
     return None
 
 
@@ -118,11 +108,11 @@ def _priors(
     for _ in range(DRAWS):
         if len(lines) == n:
             break
-        made = _line(problem.numbers, rng, operators, chain)
-        if made is None or made[1] == problem.target or made[0] in seen:
+        made = random_attempt(problem.numbers, rng, operators, chain)
+        if made is None or made[1].value == problem.target or made[0] in seen:
             continue
         seen.add(made[0])
-        lines.append(f"- {made[0]} = {made[1]} (not {problem.target})\n")
+        lines.append(f"- {made[0]} = {made[1].value} (not {problem.target})\n")
     return lines if len(lines) == n else None
 
 

@@ -64,14 +64,16 @@ class SearchStyle:
     chain: bool = False
 
 
-def _one(problem: Problem, rng: random.Random, operators: Sequence[str], chain: bool) -> tuple[str, Expr] | None:
-    """One random attempt as (text before the last "=", expression): a full expression, or a left-deep chain of
-    binary steps over the numbers in random order (``chain``)."""
+def random_attempt(
+    numbers: Sequence[int], rng: random.Random, operators: Sequence[str], chain: bool
+) -> tuple[str, Expr] | None:
+    """One random attempt over ``numbers`` as (text before the last "=", expression): a full expression, or a
+    left-deep chain of binary steps over the numbers in random order (``chain``); None if none has integer steps."""
     if chain:
-        order = list(problem.numbers)
+        order = list(numbers)
         rng.shuffle(order)
         return _chain(order, [rng.choice(list(operators)) for _ in order[1:]])
-    made = random_expression(problem.numbers, rng, operators)
+    made = random_expression(list(numbers), rng, operators)
     return None if made is None else (made.text, made)
 
 
@@ -81,7 +83,7 @@ def _draw(
     """The next attempt: a random one, avoiding this trace's earlier lines if asked."""
     got = None
     for _ in range(_REDRAWS if style.avoid_repeats else 1):
-        made = _one(problem, rng, operators, style.chain)
+        made = random_attempt(problem.numbers, rng, operators, style.chain)
         if made is not None:
             got = made
             if made[1].text not in seen:

@@ -19,9 +19,9 @@ from analysis.directions import (
     site_expressions,
 )
 from analysis.hooks import record_residuals
-from analysis.lens import verdict_token_ids
 from tasks.config import ConfigError
 from tests.analysis.conftest import load
+from train.base import verdict_token_ids
 
 
 @pytest.mark.parametrize("which", ["qwen_dir", "digit_dir"])  # untied and tied lm_head

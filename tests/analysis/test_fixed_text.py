@@ -13,13 +13,14 @@ from analysis.capture import read_capture
 from analysis.config import AnalysisConfig, FixedTextSettings, RolloutSettings, SteeringSettings
 from analysis.fixed.checkpoint import SUBSETS, fixed_checkpoint, fixed_records
 from analysis.fixed.steer import POSITIONS, accepted, flip_outcomes, rates_on, scaled_vectors, wrong_line_cases
-from analysis.lens import lens_margin, verdict_token_ids
+from analysis.lens import lens_margin
 from analysis.splits import problem_roles
 from analysis.steering.evaluate import random_units
 from tasks.countdown.generate import ProblemSpec, generate_problems
 from tasks.countdown.prompts import make_prompt
 from tasks.countdown.synth import TraceStyle, write_trace
 from tests.analysis.conftest import load
+from train.base import verdict_token_ids
 
 SPEC = ProblemSpec(num_operands=(3,), operand_min=1, operand_max=20, operators=("+", "-", "*", "/"))
 

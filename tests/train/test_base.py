@@ -58,6 +58,38 @@ def test_tokenizer_is_digit_level_and_lossless(micro_base: Path) -> None:
     assert tok.decode(tok(text).input_ids) == text
 
 
+def test_number_tokens_survive_the_reload_as_one_token_each(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, Qwen2Config
+
+    from train.base import build_tokenizer, check_reload
+
+    texts = ["- 9 + 3 = 12 + 12 = 24 (not 27)\n- 12 + 3 = 15 + 12 = 27 (this works)"] * 50
+    tok = build_tokenizer(texts, 300, number_tokens=100)
+    check_reload(tok, Qwen2Config(vocab_size=len(tok)), texts, tmp_path)  # raises on any difference
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert type(loaded).__name__ == "Qwen2Tokenizer"  # what the loaders pick for a Qwen2 model
+    pieces = loaded.convert_ids_to_tokens(loaded(" 27 (not 99) 120").input_ids)
+    assert pieces == ["Ġ", "27", "Ġ(", "not", "Ġ", "99", ")", "Ġ", "12", "0"]
+    assert loaded.decode(loaded(texts[0]).input_ids) == texts[0]
+
+
+def test_a_tokenizer_the_loaders_read_differently_is_refused(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config
+
+    from train.base import check_reload
+
+    texts = ["we need 27 and 12 and 27 again"] * 50
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # merges whole numbers: Qwen2's does not
+    raw.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>")
+    with pytest.raises(RuntimeError, match="reloads as Qwen2Tokenizer and tokenizes differently"):
+        check_reload(tok, Qwen2Config(vocab_size=len(tok)), texts, tmp_path)
+
+
 def test_base_is_cached_and_never_silently_replaced(micro_base: Path) -> None:
     stamp = (micro_base / "model.safetensors").stat().st_mtime_ns
     assert build_base(micro_base, PROBLEMS, ("+", "-"), MICRO) == micro_base
@@ -201,7 +233,13 @@ def test_search_corpus_replaces_the_trace_writer_and_old_keys_stay() -> None:
     judged = sum("(not " in t or "(this works)" in t for t in texts) / len(texts)
     assert 0.04 <= judged <= 0.18 and corpus(problems, search, spec.operators) == texts
     assert texts != corpus(problems, plain, spec.operators)
-    newer = ("search", "verdict_loss_weight", "prime_steps", "prime_verdict_rate", "split_digits")  # fields added since
+    newer = (
+        "search",
+        "verdict_loss_weight",
+        "prime_steps",
+        "prime_verdict_rate",
+        "number_tokens",
+    )  # fields added since
     old = {k: v for k, v in to_dict(plain).items() if k not in newer}
     old["precision"] = resolve(plain.precision, "cpu", "base.precision")
     ops = ("+", "-", "*", "/")
