@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,33 @@ def trl_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {**{k: getattr(g, k) for k in PASSED_ON}, **g.trl}
 
 
+_SCALARS = (bool, int, float)
+
+
+def checked_option(key: str, value: Any, hint: Any) -> Any:
+    """``value`` for the ``trl.GRPOConfig`` option ``key`` typed as ``hint``: a number written as a string (YAML
+    reads ``1e-5`` as one) becomes the number; a value of another type is a :class:`ConfigError`.
+
+    Why here: ``GRPOConfig`` is a dataclass and does not check its fields, so ``learning_rate="abc"`` would only
+    fail inside torch's optimizer after the models are loaded. Options typed otherwise (strings, dicts, enums) pass
+    as written, and TRL checks them itself."""
+    allowed = typing.get_args(hint) if typing.get_args(hint) else (hint,)
+    kinds = [t for t in allowed if t is not type(None)]
+    if not kinds or not all(t in _SCALARS for t in kinds) or (value is None and type(None) in allowed):
+        return value
+    for kind in kinds:
+        if type(value) is kind or (kind is float and type(value) is int):
+            return value
+    if isinstance(value, str) and bool not in kinds:
+        for kind in sorted(kinds, key=_SCALARS.index):
+            try:
+                return kind(value)
+            except ValueError:
+                continue
+    names = " or ".join(t.__name__ for t in kinds)
+    raise ConfigError(f"grpo.{key}: expected {names} (an option of trl.GRPOConfig), got {value!r}")
+
+
 def grpo_args(
     cfg: TrainConfig, run_dir: Path, device: str, rollout_kwargs: dict[str, Any], reward_weights: list[float] | None
 ) -> Any:
@@ -254,6 +282,8 @@ def grpo_args(
             raise ConfigError(
                 f"unknown key 'grpo.{key}': neither this project's nor an option of trl.GRPOConfig.{hint}"
             )
+    hints = typing.get_type_hints(GRPOConfig)
+    kwargs = {k: checked_option(k, v, hints.get(k)) for k, v in kwargs.items()}
     try:
         return GRPOConfig(
             output_dir=str(run_dir / ck.STAGING),

@@ -93,12 +93,32 @@ def test_grpo_section_passes_trl_options_through(tmp_path: Path) -> None:
         ("grpo.learning_rat=1", "unknown key 'grpo.learning_rat'.*Did you mean 'grpo.learning_rate'"),
         ("grpo.max_steps=5", "grpo.max_steps: set by this project from grpo.steps"),
         ("grpo.lr_scheduler_type=sometimes", "grpo: trl.GRPOConfig refused.*sometimes"),
+        ("grpo.learning_rate=abc", "grpo.learning_rate: expected float .*got 'abc'"),
+        ("grpo.num_iterations=2.5", "grpo.num_iterations: expected int .*got 2.5"),
+        ("grpo.gradient_checkpointing=maybe", "grpo.gradient_checkpointing: expected bool .*got 'maybe'"),
     ],
 )
 def test_bad_trl_option_is_one_line_under_dry_run(override: str, message: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["--preset", "tiny", "--dry-run", override]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(message, err[0]), err
+
+
+def test_numbers_written_as_strings_become_numbers(tmp_path: Path) -> None:
+    from train.grpo import grpo_args
+
+    cfg = load_train_config("tiny", ["grpo.learning_rate=1e-5", "grpo.weight_decay=0", "grpo.num_iterations=2"])
+    args = grpo_args(cfg, tmp_path, "cpu", {"use_vllm": False}, None)
+    assert (args.learning_rate, args.weight_decay, args.num_iterations) == (1e-5, 0.0, 2)  # YAML reads 1e-5 as text
+
+
+def test_a_bad_option_leaves_no_run_directory(tmp_path: Path) -> None:
+    from train.run import train
+
+    cfg = load_train_config("tiny", ["grpo.learning_rate=abc", f"output_root={tmp_path}"])
+    with pytest.raises(ConfigError, match="grpo.learning_rate"):
+        train(cfg)
+    assert not any(tmp_path.iterdir())  # the corrected command is not refused as "already exists"
 
 
 def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
