@@ -85,12 +85,12 @@ def _name(preset: str) -> str:
 
 def preset_shape(preset: str) -> Shape | None:
     """The model of training preset ``configs/<preset>.yaml`` (a Qwen2.5 hub model or the tiny base), if known."""
-    import yaml
+    from tasks.config import read_preset
 
     path = Path(__file__).resolve().parents[1] / "configs" / f"{_name(preset)}.yaml"
     if not path.is_file():
         return None
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_preset(path)
     model = data.get("model", "tiny")
     if model in QWEN25:
         return Shape(name=model, **QWEN25[model])

@@ -142,20 +142,43 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _merged(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``parent``: sections (mappings) merge key by key, any other value (lists included) replaces."""
+    out = dict(parent)
+    for key, value in child.items():
+        below = out.get(key)
+        out[key] = _merged(below, value) if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+    return out
+
+
+def read_preset(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping a YAML preset declares, with ``extends: <preset>`` resolved: the named preset (a name in the same
+    folder, or a path) read first and this file's keys merged over it (:func:`_merged`), to any depth."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
+    data = dict(loaded or {})
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"config file {str(path)!r}: extends: expected a preset name, got {parent!r}")
+    where = find_preset(parent, path.parent, f"{path.name}: extends")
+    if where.resolve() in _chain or where.resolve() == path.resolve():
+        names = " -> ".join(p.name for p in (*_chain, path.resolve(), where.resolve()))
+        raise ConfigError(f"config file {str(path)!r}: extends forms a cycle ({names})")
+    return _merged(read_preset(where, (*_chain, path.resolve())), data)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Load ``cls`` from a YAML preset (optional) with ``key=value`` overrides applied on top."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
-        data = loaded or {}
+    """Load ``cls`` from a YAML preset (optional, ``extends:`` resolved) with ``key=value`` overrides on top."""
+    data: dict[str, Any] = read_preset(path) if path is not None else {}
     for text in overrides:
         keys, value = parse_override(text)
         node = data

@@ -72,3 +72,42 @@ def test_dump_round_trip_and_hash(tmp_path: Path) -> None:
     assert load_config(Outer, tmp_path / "resolved.yaml") == cfg
     assert config_hash(cfg) == config_hash(load_config(Outer, tmp_path / "resolved.yaml"))
     assert config_hash(cfg) != config_hash(Outer())
+
+
+def test_extends_merges_sections_and_replaces_lists_to_any_depth(tmp_path: Path) -> None:
+    (tmp_path / "grand.yaml").write_text("name: grand\nsteps: 5\ninner:\n  lr: 0.5\n  layers: [7, 8, 9]\n")
+    (tmp_path / "parent.yaml").write_text("extends: grand\nsteps: 6\ninner:\n  lr: 0.25\n")
+    (tmp_path / "child.yaml").write_text("extends: parent\nname: child\ninner:\n  layers: [1]\n")
+    cfg = load_config(Outer, tmp_path / "child.yaml", ["inner.lr=0.125"])
+    assert cfg == Outer(name="child", steps=6, inner=Inner(lr=0.125, layers=(1,)))
+    assert load_config(Outer, tmp_path / "parent.yaml") == Outer(name="grand", steps=6, inner=Inner(0.25, (7, 8, 9)))
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"a.yaml": "extends: b\n", "b.yaml": "extends: a\n"}, r"extends forms a cycle \(a.yaml -> b.yaml -> a.yaml\)"),
+        ({"a.yaml": "extends: a\n"}, "extends forms a cycle"),
+        ({"a.yaml": "extends: nowhere\n"}, r"a.yaml: extends 'nowhere' not found: expected one of \['a'\]"),
+        ({"a.yaml": "extends: [b]\n"}, "extends: expected a preset name"),
+        ({"a.yaml": "extends: b\nstepz: 3\n", "b.yaml": "steps: 2\n"}, "unknown key 'stepz'.*Did you mean 'steps'"),
+    ],
+)
+def test_bad_extends_is_one_clear_error(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(Outer, tmp_path / "a.yaml")
+
+
+def test_presets_that_extend_resolve_as_their_parent_plus_their_own_keys() -> None:
+    from tasks.config import read_preset
+    from train.config import load_train_config
+
+    root = Path(__file__).parents[1] / "configs"
+    emerge, tiny = load_train_config("tiny-emerge"), load_train_config("tiny")
+    assert read_preset(root / "tiny-emerge.yaml")["grpo"] == read_preset(root / "tiny.yaml")["grpo"]
+    assert (emerge.grpo, emerge.data, emerge.eval) == (tiny.grpo, tiny.data, tiny.eval)
+    assert emerge.base.trace.verdict_rate == 0.15 and tiny.base.trace.verdict_rate == 1.0
+    big = load_train_config("qwen2.5-3b")
+    assert big.grpo == load_train_config("qwen2.5-0.5b").grpo and big.launch.accelerate_config.endswith("zero3.yaml")

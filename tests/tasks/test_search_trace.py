@@ -160,9 +160,9 @@ def test_the_testbed_presets_own_corpus_passes_the_audit() -> None:
     verifying. Read from the preset itself, so a change there is audited here."""
     from pathlib import Path
 
-    import yaml
+    from tasks.config import read_preset
 
-    cfg = yaml.safe_load((Path(__file__).parents[2] / "configs" / "tiny-verify.yaml").read_text())
+    cfg = read_preset(Path(__file__).parents[2] / "configs" / "tiny-verify.yaml")
     d = cfg["data"]
     spec = ProblemSpec(
         num_operands=tuple(d["num_operands"]),
