@@ -64,6 +64,9 @@ class BaseConfig:
     # is rare: a base that knows how to verify but seldom does, like a hub model that saw much checking elsewhere.
     prime_steps: int = 0
     prime_verdict_rate: float = 0.5
+    # the priming phase's learning rate (None: ``learning_rate``). A check learned in priming is erased by the
+    # rare corpus at the priming rate; a lower ``learning_rate`` after it sets the habit and keeps the check
+    prime_learning_rate: float | None = None
     steps: int = 2500
     batch_size: int = 8
     learning_rate: float = 3e-3
@@ -328,7 +331,10 @@ def priming(cfg: BaseConfig) -> BaseConfig | None:
     if cfg.search is None:
         raise ConfigError("base.prime_steps: priming needs the search corpus (set base.search)")
     search = dataclasses.replace(cfg.search, verdict_rate=cfg.prime_verdict_rate)
-    return dataclasses.replace(cfg, steps=cfg.prime_steps, search=search, prime_steps=0, seed=cfg.seed + 1)
+    lr = cfg.learning_rate if cfg.prime_learning_rate is None else cfg.prime_learning_rate
+    return dataclasses.replace(
+        cfg, steps=cfg.prime_steps, search=search, prime_steps=0, seed=cfg.seed + 1, learning_rate=lr
+    )
 
 
 def prime(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, done: Path) -> None:
@@ -355,6 +361,8 @@ def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str
         base.pop("verdict_loss_weight", None)
     if not base.get("number_tokens"):
         base.pop("number_tokens", None)
+    if base.get("prime_learning_rate") is None:
+        base.pop("prime_learning_rate", None)
     if not base.get("prime_steps"):
         base.pop("prime_steps", None)
         base.pop("prime_verdict_rate", None)

@@ -239,6 +239,7 @@ def test_search_corpus_replaces_the_trace_writer_and_old_keys_stay() -> None:
         "prime_steps",
         "prime_verdict_rate",
         "number_tokens",
+        "prime_learning_rate",
     )  # fields added since
     old = {k: v for k, v in to_dict(plain).items() if k not in newer}
     old["precision"] = resolve(plain.precision, "cpu", "base.precision")
@@ -294,6 +295,12 @@ def test_priming_phase_verifies_more_then_hands_over_to_the_configured_corpus(tm
     primed = dataclasses.replace(search, prime_steps=3, prime_verdict_rate=0.9)
     p = priming(primed)
     assert priming(search) is None and p.steps == 3 and p.search.verdict_rate == 0.9 and p.seed != primed.seed
+    assert p.learning_rate == primed.learning_rate  # unless prime_learning_rate says otherwise
+    fast = dataclasses.replace(primed, prime_learning_rate=0.01, learning_rate=0.001)
+    assert (priming(fast).learning_rate, fast.learning_rate) == (0.01, 0.001)
+    assert _base_key(("+", "-"), fast, "base") != _base_key(
+        ("+", "-"), dataclasses.replace(fast, learning_rate=0.01), "base"
+    )
     judged = sum("(this works)" in t or "(not " in t for t in corpus(PROBLEMS, p, ("+", "-"))) / 200
     assert judged > 0.8
     assert _base_key(("+", "-"), primed, "base") != _base_key(("+", "-"), search, "base")
