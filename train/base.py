@@ -114,8 +114,9 @@ def build_tokenizer(texts: list[str], vocab_size: int, number_tokens: int = 0) -
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    split = [pre_tokenizers.Digits(individual_digits=True)]
-    tok.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
