@@ -17,7 +17,11 @@ trained: a report whose metrics or thresholds were chosen after seeing some runs
 Every run shares the one cached base and is analysed by ``make analyze``'s pipeline; :mod:`analysis.study.report`
 compares RL with each control arm, metric by metric (exact permutation test over runs, Holm's correction over the
 table, a descriptive bootstrap interval). Runs are subprocesses of ``python -m train`` / ``python -m analysis``
-(exactly what ``make train`` and ``make analyze`` run; a vLLM engine never outlives its run). Resumable: a finished
+(exactly what ``make train`` and ``make analyze`` run; a vLLM engine never outlives its run), ``jobs`` of them at
+once: each run is trained then analysed as one chain, and the chains share the cores (``OMP_NUM_THREADS`` = cores //
+jobs each). Why: most of a tiny run's time is single-threaded Python, numpy and small matrix products that a second
+thread barely speeds up, so two one-thread runs side by side finish the study sooner than one two-thread run after
+another. With ``jobs`` > 1 each run's output goes to ``<study>/logs/<run>.log``. Resumable: a finished
 run (its ``summary.json`` at the configured step) is skipped, an interrupted one is resumed from its last
 checkpoint, and the analysis is cached per stage. A directory the study did not write (no ``config.yaml``) is
 refused with its path, never overwritten.
@@ -28,8 +32,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,8 +63,11 @@ class StudyConfig:
     output_root: str = "checkpoints"
     train_args: tuple[str, ...] = ()  # key=value overrides for every training run
     analysis_args: tuple[str, ...] = ()  # key=value overrides for every analysis
+    jobs: int = 1  # runs trained and analysed at once, sharing the cores (each logs to <study>/logs/<run>.log)
 
     def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ConfigError(f"jobs: expected a number of runs at once >= 1, got {self.jobs}")
         if len(self.seeds) < 1:
             raise ConfigError("seeds: expected at least one seed (N >= 1), got []")
         if len(set(self.seeds)) != len(self.seeds):
@@ -134,15 +143,28 @@ def run_state(cfg: StudyConfig, spec: RunSpec) -> str:
     return "resume"
 
 
-def _call(module: str, args: list[str]) -> None:
+def _call(module: str, args: list[str], threads: int | None = None, log: Path | None = None) -> None:
+    """Run ``python -m module args`` to completion; with ``threads``, its torch/OpenMP thread count; with ``log``,
+    its output appended there instead of this terminal. Raises RuntimeError naming the command (and the log)."""
     # without the launcher variables torch.distributed users (TRL's vLLM colocate mode) set in-process: each study
     # run is its own single-process launch (a multi-GPU preset launches its own processes from there)
     from train.dist import single_process_env
 
     env = single_process_env()
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, "-m", module, *args]
+    if log is None:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env)
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as out:
+            out.write(f"\n$ python -m {module} {' '.join(args)}\n")
+            out.flush()
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        raise RuntimeError(f"python -m {module} {' '.join(args)} failed with exit status {proc.returncode}")
+        where = f" (output: {log})" if log is not None else ""
+        raise RuntimeError(f"python -m {module} {' '.join(args)} failed with exit status {proc.returncode}{where}")
 
 
 _ABSENT = object()
@@ -218,25 +240,43 @@ def freeze_analysis_config(cfg: StudyConfig, runs_started: bool = False) -> dict
     return {**info, "path": str(frozen_yaml), "unchanged": True}
 
 
-def run_study(cfg: StudyConfig, say: object = print) -> Path:
+def _run_chain(cfg: StudyConfig, spec: RunSpec, state: str, say: Any) -> None:
+    """Train one run (unless done; resumed if started), then analyse it (cached per stage)."""
+    parallel = cfg.jobs > 1
+    threads = max(1, (os.cpu_count() or 1) // cfg.jobs) if parallel else None
+    log = cfg.directory / "logs" / f"{spec.name}.log" if parallel else None
+    start = time.monotonic()
+    say(
+        f"study {cfg.name}: {spec.name} ({spec.kind}, seed {spec.seed}): train [{state}]"
+        + (f" -> {log}" if log else "")
+    )
+    if state != "done":
+        resume = ["--resume"] if state == "resume" else []
+        _call("train", ["--preset", cfg.preset, *resume, *train_overrides(cfg, spec)], threads, log)
+    say(f"study {cfg.name}: {spec.name}: analyze (cached per stage)")
+    run = cfg.directory / spec.name
+    _call("analysis", ["--preset", cfg.analysis_preset, f"run={run}", *cfg.analysis_args], threads, log)
+    say(f"study {cfg.name}: {spec.name}: finished in {(time.monotonic() - start) / 60:.1f} min")
+
+
+def run_study(cfg: StudyConfig, say: Any = print) -> Path:
     """Check every run directory and freeze (or check) the analysis config, then train and analyse every run
-    (skipping what is finished), then write the combined report; returns its path."""
+    (``cfg.jobs`` chains at once, skipping what is finished), then write the combined report; returns its path.
+    A failed run does not stop the others; the study then raises RuntimeError naming each failure (run the same
+    command again to resume)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from analysis.study.report import write_report
 
     specs = run_specs(cfg)
     states = {s.name: run_state(cfg, s) for s in specs}  # every directory is checked before anything starts
     frozen = freeze_analysis_config(cfg, runs_started=any(v != "new" for v in states.values()))
     dump_config(cfg, cfg.directory / "study.yaml")
-    for spec in specs:
-        state = states[spec.name]
-        say(f"study {cfg.name}: {spec.name} ({spec.kind}, seed {spec.seed}): train [{state}]")
-        if state != "done":
-            resume = ["--resume"] if state == "resume" else []
-            _call("train", ["--preset", cfg.preset, *resume, *train_overrides(cfg, spec)])
-    for spec in specs:
-        say(f"study {cfg.name}: {spec.name}: analyze (cached per stage)")
-        run = cfg.directory / spec.name
-        _call("analysis", ["--preset", cfg.analysis_preset, f"run={run}", *cfg.analysis_args])
+    with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
+        futures = [(s, pool.submit(_run_chain, cfg, s, states[s.name], say)) for s in specs]
+        failed = [f"{s.name}: {f.exception()}" for s, f in futures if f.exception() is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(specs)} runs failed; " + "; ".join(failed))
     return write_report(cfg.directory, [(s.name, s.kind) for s in specs], frozen)
 
 

@@ -41,6 +41,8 @@ def test_bad_studies_fail_with_one_line_naming_the_field(tmp_path: Path) -> None
         StudyConfig(seeds=(1,), control_seeds=(7, 7))
     with pytest.raises(ConfigError, match="Did you mean 'control_seeds'"):
         load_config(StudyConfig, None, ["control_seed=5"])  # the old key
+    with pytest.raises(ConfigError, match="jobs: expected a number of runs at once >= 1, got 0"):
+        StudyConfig(jobs=0)
     _one_line_error(_study("seeds=[]"), "error: seeds")
 
 
@@ -171,6 +173,7 @@ def test_micro_study_end_to_end_then_resumes_without_recomputing(tmp_path: Path)
         "seeds=[1,2]",
         "control_seeds=[101,102]",
         "controls=[shuffled]",
+        "jobs=2",
         f"train_args={json.dumps(train_args)}",
         f"analysis_args={json.dumps(analysis_args)}",
     ]
@@ -192,6 +195,8 @@ def test_micro_study_end_to_end_then_resumes_without_recomputing(tmp_path: Path)
     assert report.count("data:image/png") == len(summary["metrics"])
     assert "permutation p" in report and "Holm p" in report and digest in report and "unchanged since" in report
     assert "nothing in the shuffled rows can be significant" in report
+    assert sorted(p.name for p in (study / "logs").iterdir()) == [f"{r}.log" for r in sorted(summary["runs"])]
+    assert "python -m analysis" in (study / "logs" / "seed2.log").read_text()  # two at once: output to each log
     cfg = (study / "shuffled-s101" / "config.yaml").read_text()
     assert "reward: shuffled" in cfg and "seed: 101" in cfg
     again = _study(*args, timeout=1200)
