@@ -272,6 +272,10 @@ def run_study(cfg: StudyConfig, say: Any = print) -> Path:
     states = {s.name: run_state(cfg, s) for s in specs}  # every directory is checked before anything starts
     frozen = freeze_analysis_config(cfg, runs_started=any(v != "new" for v in states.values()))
     dump_config(cfg, cfg.directory / "study.yaml")
+    if cfg.jobs > 1 and any(v != "done" for v in states.values()):
+        # the runs share one cached base: build it (or find it) once, before two runs could both start building it
+        say(f"study {cfg.name}: the shared base (built once, or reused)")
+        _call("train", ["--base-only", "--preset", cfg.preset, *cfg.train_args])
     with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
         futures = [(s, pool.submit(_run_chain, cfg, s, states[s.name], say)) for s in specs]
         failed = [f"{s.name}: {f.exception()}" for s, f in futures if f.exception() is not None]
