@@ -143,6 +143,15 @@ def run_state(cfg: StudyConfig, spec: RunSpec) -> str:
     return "resume"
 
 
+def _free_port() -> int:
+    """A TCP port the OS reports free now (bound to port 0 and released)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
 def _call(module: str, args: list[str], threads: int | None = None, log: Path | None = None) -> None:
     """Run ``python -m module args`` to completion; with ``threads``, its torch/OpenMP thread count; with ``log``,
     its output appended there instead of this terminal. Raises RuntimeError naming the command (and the log)."""
@@ -153,6 +162,10 @@ def _call(module: str, args: list[str], threads: int | None = None, log: Path | 
     env = single_process_env()
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    if log is not None:
+        # runs side by side: each its own rendezvous port (TRL's colocated vLLM tries 29500 first in every process,
+        # so two runs starting together both take it and one fails with EADDRINUSE)
+        env["MASTER_PORT"] = str(_free_port())
     cmd = [sys.executable, "-m", module, *args]
     if log is None:
         proc = subprocess.run(cmd, cwd=ROOT, env=env)
