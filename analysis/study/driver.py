@@ -63,9 +63,16 @@ class StudyConfig:
     output_root: str = "checkpoints"
     train_args: tuple[str, ...] = ()  # key=value overrides for every training run
     analysis_args: tuple[str, ...] = ()  # key=value overrides for every analysis
+    # the one outcome the study tests at its own p, declared before the runs (a metric of analysis/study/report.py);
+    # everything else is a secondary outcome, Holm-corrected over the table
+    primary: str = "completions with verdict lines"
     jobs: int = 1  # runs trained and analysed at once, sharing the cores (each logs to <study>/logs/<run>.log)
 
     def __post_init__(self) -> None:
+        from analysis.study.report import METRICS
+
+        if self.primary not in METRICS:
+            raise ConfigError(f"primary: {self.primary!r} is not a study metric; expected one of {list(METRICS)}")
         if self.jobs < 1:
             raise ConfigError(f"jobs: expected a number of runs at once >= 1, got {self.jobs}")
         if len(self.seeds) < 1:
@@ -294,7 +301,7 @@ def run_study(cfg: StudyConfig, say: Any = print) -> Path:
         failed = [f"{s.name}: {f.exception()}" for s, f in futures if f.exception() is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(specs)} runs failed; " + "; ".join(failed))
-    return write_report(cfg.directory, [(s.name, s.kind) for s in specs], frozen)
+    return write_report(cfg.directory, [(s.name, s.kind) for s in specs], frozen, cfg.primary)
 
 
 def main(argv: list[str] | None = None) -> int:

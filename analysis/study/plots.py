@@ -1,6 +1,7 @@
 """HTML of a study's combined report: the answers, how they were tested, the frozen analysis config, one plot per
-metric (each arm's runs, RL and every control alike, as their mean with a min-max band), and the table of changes
-per run with RL minus control, its bootstrap interval, the exact permutation p and Holm's p."""
+metric (each arm's runs' change from step 0, RL and every control alike, as their mean with a min-max band), and the
+table of changes per run with RL minus control, its bootstrap interval, the exact permutation p, Holm's p and the step
+at which each run reached half its change."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def _arms(runs: dict[str, tuple[str, dict]]) -> dict[str, list[dict]]:
 
 
 def metric_plot(metric: str, runs: dict[str, tuple[str, dict]]) -> str:
+    """Each arm's change from the first step vs step (the paired change within each run: its value at a step minus
+    its own value at step 0): the arm's mean, and its runs' min-max band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,6 +36,7 @@ def metric_plot(metric: str, runs: dict[str, tuple[str, dict]]) -> str:
         if not series or not steps:
             continue
         vals = np.array([[np.nan if s.get(st) is None else s[st] for st in steps] for s in series], dtype=float)
+        vals = vals - vals[:, :1]  # paired: each run against its own first step
         ok = ~np.all(np.isnan(vals), axis=0)
         if not ok.any():
             continue
@@ -41,7 +45,8 @@ def metric_plot(metric: str, runs: dict[str, tuple[str, dict]]) -> str:
         style = {"ls": "-", "marker": "o"} if kind == "rl" else {"ls": "--", "marker": "s"}
         ax.plot(x, np.nanmean(v, 0), ms=3, color=f"C{i}", label=label, **style)
         ax.fill_between(x, np.nanmin(v, 0), np.nanmax(v, 0), color=f"C{i}", alpha=0.15)
-    ax.set_title(metric, fontsize=9)
+    ax.set_title(f"{metric}: change from step 0", fontsize=9)
+    ax.axhline(0, color="0.5", lw=0.6)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -51,6 +56,10 @@ def metric_plot(metric: str, runs: dict[str, tuple[str, dict]]) -> str:
 
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:+.3f}"
+
+
+def _s(x: int | None) -> str:
+    return "-" if x is None else str(x)
 
 
 def _p(x: float | None) -> str:
@@ -78,7 +87,13 @@ def render(name: str, runs: dict[str, tuple[str, dict]], result: dict[str, Any])
     parts = [f"<h1>Study {html.escape(name)}</h1>"]
     parts.append("<p>Runs: " + ", ".join(f"{html.escape(n)} ({html.escape(k)})" for n, (k, _) in runs.items()) + "</p>")
     parts.append(_frozen(result))
-    parts.append("<h2>Answers</h2><ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in result["answers"]) + "</ul>")
+    primary = result.get("primary") or {}
+    if primary.get("answers"):
+        parts.append(f"<h2>Primary outcome: {html.escape(primary['metric'])}</h2>")
+        parts.append("<p>Declared in the study's preset before its runs; tested alone, at its own exact p.</p>")
+        parts.append("<ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in primary["answers"]) + "</ul>")
+    parts.append("<h2>Secondary outcomes</h2><ul>")
+    parts.append("".join(f"<li>{html.escape(a)}</li>" for a in result["answers"]) + "</ul>")
     parts.append("<h2>How RL is compared with the controls</h2>")
     parts.append(
         "<p>Change = last checkpoint minus first, per run. RL minus control = the RL runs' mean change minus the "
@@ -99,6 +114,8 @@ def render(name: str, runs: dict[str, tuple[str, dict]], result: dict[str, Any])
                     _f(c["rl_minus_control"]) + ci,
                     _p(c["permutation_p"]),
                     _p(c["holm_p"]),
+                    " ".join(_s(x) for x in row.get("rl_half_steps", [])),
+                    " ".join(_s(x) for x in c.get("half_steps", [])),
                 ]
             )
     header = [
@@ -109,6 +126,8 @@ def render(name: str, runs: dict[str, tuple[str, dict]], result: dict[str, Any])
         "RL - control [bootstrap 95%]",
         "permutation p",
         "Holm p",
+        "RL: step of half the change (per seed)",
+        "control: step of half the change",
     ]
     parts.append(_table(header, rows))
     parts.append("<h2>Every metric vs step</h2>")

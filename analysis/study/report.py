@@ -16,9 +16,11 @@ would share its data order and sampling, so the two would not be independent dra
   ~15-30 tests at 0.05 each finds something by chance;
 * a bootstrap interval over runs within each arm, descriptive only.
 
-The answers ("yes" / "no, the opposite" / "not resolved") follow the Holm-adjusted p at 0.05 with the direction
-from the sign, never an interval's overlap. The floor an exact test puts on p (3 vs 3 runs: 0.1) is stated in the
-report, since with it nothing can be significant. The report also shows the hash of the analysis config the study
+One metric is the study's *primary* outcome, named in its preset before the runs (default: the share of completions
+with verdict lines): it is answered first, at its own exact p. The other answers ("yes" / "no, the opposite" / "not
+resolved") are secondary and follow the Holm-adjusted p at 0.05 with the direction from the sign, never an
+interval's overlap. The floor an exact test puts on p (3 vs 3 runs: 0.1) is stated in the report, since with it
+nothing can be significant. The report also shows the hash of the analysis config the study
 froze before its first run (``analysis/study/driver.py``) and whether it is unchanged.
 """
 
@@ -57,9 +59,19 @@ FIXED = {
     "fixed text: verdict probe AUROC": ("verdict_probe_auroc",),
     "fixed text: truth probe AUROC (value)": ("truth_probe_auroc_at_value",),
     "fixed text: verdict probe AUROC minus logit lens": ("verdict_probe_minus_lens",),
+    "fixed text: accepts right lines minus slips": ("content_effect_slip",),
+    "fixed text: steering with the final direction minus random": ("steer_paren", "final_minus_random"),
+    "fixed text: steering with the final direction minus logit": ("steer_paren", "final_minus_logit"),
 }
+METRICS = (*EVAL, *FIXED)
+PRIMARY = "completions with verdict lines"  # the study presets' primary outcome unless they name another
 # metric -> (the question, the direction it asks about: -1 RL lowers it more than the control, +1 raises it more)
 QUESTIONS = {
+    "completions with verdict lines": (
+        "Does the share of held-out completions that write verdict lines rise more under RL than under the control?",
+        +1,
+    ),
+    "success": ("Does held-out success rise more under RL than under the control?", +1),
     "false accepts | wrong": ("Do false accepts fall more under RL than under the control?", -1),
     "fixed text: verdict probe AUROC": (
         "Does the verdict direction become more readable (probe AUROC rises more) under RL than under the control?",
@@ -68,6 +80,18 @@ QUESTIONS = {
     "fixed text: truth probe AUROC (value)": (
         "Does the truth direction become more readable (probe AUROC at the value rises more) under RL than under "
         "the control?",
+        +1,
+    ),
+    "fixed text: verdict probe AUROC minus logit lens": (
+        "Does the verdict direction become readable beyond the logit lens more under RL than under the control?",
+        +1,
+    ),
+    "fixed text: accepts right lines minus slips": (
+        "Do the verdicts follow the arithmetic (right lines accepted more than slips) more under RL?",
+        +1,
+    ),
+    "fixed text: steering with the final direction minus random": (
+        "Does steering with the final direction (beyond a random one) move the verdict more under RL?",
         +1,
     ),
 }
@@ -81,7 +105,7 @@ def _value(x: Any) -> float | None:
 
 def run_series(run: Path) -> dict[str, dict[int, float | None]]:
     """metric -> {step: value} for one run (missing files give empty series)."""
-    out: dict[str, dict[int, float | None]] = {m: {} for m in (*EVAL, *FIXED)}
+    out: dict[str, dict[int, float | None]] = {m: {} for m in METRICS}
     ev = run / "eval.jsonl"
     if ev.is_file():
         for line in ev.read_text().splitlines():
@@ -111,6 +135,21 @@ def change(series: dict[int, float | None]) -> float | None:
     return None if a is None or b is None else b - a
 
 
+def half_change_step(series: dict[int, float | None]) -> int | None:
+    """The first step at which the change from the first step reaches half of the last step's change (None when
+    the run has no change): when a run's change happened."""
+    total = change(series)
+    if not total:
+        return None
+    steps = sorted(series)
+    first = series[steps[0]]
+    for st in steps[1:]:
+        v = series[st]
+        if v is not None and first is not None and (v - first) / total >= 0.5:
+            return st
+    return None
+
+
 def _changes(arm: dict[str, dict], metric: str) -> tuple[list[str], list[float]]:
     """The runs of one arm with a change for ``metric``, and those changes (runs missing either end left out)."""
     pairs = [(n, c) for n, s in arm.items() if (c := change(s[metric])) is not None]
@@ -132,16 +171,17 @@ def arm_row(rl: Sequence[float], control: Sequence[float], n_boot: int = N_BOOT)
     }
 
 
-def verdict(diff: float | None, holm_p: float | None, min_p: float, sign: int) -> str:
+def verdict(diff: float | None, holm_p: float | None, min_p: float, sign: int, adjusted: bool = True) -> str:
     """ "yes" / "no, the opposite" / "not resolved (...)" from the Holm-adjusted permutation p at :data:`ALPHA`,
-    the direction from the difference's sign (``sign``: the direction the question asks about). Never from an
-    interval: with 3 runs per arm the bootstrap interval is descriptive only."""
+    the direction from the difference's sign (``sign``: the direction the question asks about); ``adjusted=False``
+    for the primary outcome's own p. Never from an interval: with 3 runs per arm the bootstrap interval is
+    descriptive only."""
     if diff is None or holm_p is None:
         return "not resolved (an arm has no runs with this metric)"
     if min_p > ALPHA:
         return f"not resolved (with these arm sizes no p can be below {min_p:.3f})"
     if holm_p > ALPHA:
-        return f"not resolved (Holm-adjusted p = {holm_p:.3f} > {ALPHA})"
+        return f"not resolved ({'Holm-adjusted ' if adjusted else ''}p = {holm_p:.3f} > {ALPHA})"
     return "yes" if diff * sign > 0 else "no, the opposite"
 
 
@@ -153,10 +193,14 @@ def seeds_needed(alpha: float) -> int:
     return n
 
 
-def compare(runs: dict[str, tuple[str, dict]]) -> dict[str, Any]:
+def compare(runs: dict[str, tuple[str, dict]], primary: str = PRIMARY) -> dict[str, Any]:
     """Per metric and control arm: RL changes per run, the control's changes per run, RL minus control with its
     bootstrap interval and permutation p, Holm's p across every row of the table; the per-question answers; and
-    ``tests``: the rows counted, the arms' sizes, the smallest achievable p and the sentences the report shows."""
+    ``tests``: the rows counted, the arms' sizes, the smallest achievable p and the sentences the report shows.
+
+    ``primary``: the one outcome the study declared before its runs (its preset's ``primary``). It is answered
+    first, at its own permutation p: a single test named in advance needs no correction for the table, which
+    holds everything else (the secondary outcomes, Holm-adjusted)."""
     rl = {n: s for n, (k, s) in runs.items() if k == "rl"}
     arms: dict[str, dict[str, dict]] = {}
     for n, (k, s) in runs.items():
@@ -164,31 +208,42 @@ def compare(runs: dict[str, tuple[str, dict]]) -> dict[str, Any]:
             arms.setdefault(k, {})[n] = s
     out: dict[str, Any] = {"metrics": {}, "answers": []}
     rows: list[dict[str, Any]] = []
-    for m in (*EVAL, *FIXED):
+    for m in METRICS:
         rl_runs, rl_changes = _changes(rl, m)
-        row: dict[str, Any] = {"rl_runs": rl_runs, "rl_changes": rl_changes, "controls": {}}
+        halves = [half_change_step(s[m]) for s in rl.values()]
+        row: dict[str, Any] = {"rl_runs": rl_runs, "rl_changes": rl_changes, "rl_half_steps": halves, "controls": {}}
         for cname, arm in arms.items():
             c_runs, c_changes = _changes(arm, m)
             mean = float(np.mean(c_changes)) if c_changes else None
             cell = {"runs": c_runs, "changes": c_changes, "change": mean, **arm_row(rl_changes, c_changes)}
+            cell["half_steps"] = [half_change_step(s[m]) for s in arm.values()]
             row["controls"][cname] = cell
             rows.append(cell)
         out["metrics"][m] = row
     for cell, adjusted in zip(rows, holm([r["permutation_p"] for r in rows]), strict=True):
         cell["holm_p"] = adjusted
     k = sum(r["permutation_p"] is not None for r in rows)
-    for m, (question, sign) in QUESTIONS.items():
+    out["primary"] = {"metric": primary, "answers": []}
+    asked = QUESTIONS.get(primary, (f"Does {primary} rise more under RL than under the control?", +1))
+    items = [(primary, asked), *((m, q) for m, q in QUESTIONS.items() if m != primary)]
+    for i, (m, (question, sign)) in enumerate(items):
+        is_primary = i == 0
         row = out["metrics"][m]
         for cname, cell in row["controls"].items():
             if not cell["changes"] or not row["rl_changes"]:
                 continue
+            p = cell["permutation_p"] if is_primary else cell["holm_p"]
             b = cell["bootstrap"]
             ci = "" if b["lo"] is None else f" [{b['lo']:+.3f}, {b['hi']:+.3f}]"
-            out["answers"].append(
-                f"{question} ({cname}) {verdict(cell['rl_minus_control'], cell['holm_p'], cell['min_p'], sign)}: "
+            tested = (
+                f"permutation p = {p:.3f} (the primary outcome: no correction)"
+                if is_primary
+                else f"permutation p = {cell['permutation_p']:.3f}, Holm p = {p:.3f} ({k} rows)"
+            )
+            (out["primary"]["answers"] if is_primary else out["answers"]).append(
+                f"{question} ({cname}) {verdict(cell['rl_minus_control'], p, cell['min_p'], sign, not is_primary)}: "
                 f"RL change {np.mean(row['rl_changes']):+.3f} over {cell['n_rl']} runs, {cname} {cell['change']:+.3f} "
-                f"over {cell['n_control']} runs, difference {cell['rl_minus_control']:+.3f}{ci}, permutation p = "
-                f"{cell['permutation_p']:.3f}, Holm p = {cell['holm_p']:.3f} ({k} rows)."
+                f"over {cell['n_control']} runs, difference {cell['rl_minus_control']:+.3f}{ci}, {tested}."
             )
     out["tests"] = statistics_note(len(rl), {c: len(a) for c, a in arms.items()}, k)
     return out
@@ -228,16 +283,19 @@ def statistics_note(n_rl: int, n_controls: dict[str, int], k: int) -> dict[str, 
     return {"rows": k, "alpha": ALPHA, "arms": sizes, "lines": lines}
 
 
-def write_report(directory: Path, specs: Sequence[tuple[str, str]], frozen: dict[str, Any] | None = None) -> Path:
+def write_report(
+    directory: Path, specs: Sequence[tuple[str, str]], frozen: dict[str, Any] | None = None, primary: str = PRIMARY
+) -> Path:
     """Write ``report.html`` and ``summary.json`` of the study in ``directory``; returns the report's path.
 
     ``frozen``: the analysis config the study froze before its runs (``analysis/study/driver.py``: hash, time, path,
-    whether it was frozen before any run started and whether it is unchanged); recorded in both files."""
+    whether it was frozen before any run started and whether it is unchanged); recorded in both files. ``primary``:
+    the outcome the study declared in advance (:func:`compare`)."""
     from analysis.cache import write_json
     from analysis.study.plots import render
 
     runs = {name: (kind, run_series(directory / name)) for name, kind in specs}
-    result = compare(runs)
+    result = compare(runs, primary)
     frozen = frozen or {}
     result["analysis_config_hash"] = frozen.get("analysis_config_hash")
     result["analysis_config_frozen_at"] = frozen.get("analysis_config_frozen_at")

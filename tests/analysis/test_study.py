@@ -208,6 +208,31 @@ def test_micro_study_end_to_end_then_resumes_without_recomputing(tmp_path: Path)
     )
 
 
+def test_primary_outcome_at_its_own_p_and_the_step_of_half_the_change(tmp_path: Path) -> None:
+    from analysis.study.report import METRICS, compare, half_change_step
+
+    assert half_change_step({0: 0.1, 12: 0.2, 24: 0.5, 36: 0.6}) == 24  # (0.5 - 0.1) / 0.5 >= 0.5 first at 24
+    assert half_change_step({0: 0.3, 12: 0.1, 24: 0.3}) is None  # no change
+    assert half_change_step({0: 0.5, 12: 0.4, 24: 0.1}) == 24  # a fall: -0.1 / -0.4 < 0.5 at 12
+    runs = {}
+    for i in range(4):
+        up = {0: 0.1, 30: 0.5 + 0.01 * i, 60: 0.9 + 0.01 * i}
+        flat = {0: 0.1, 30: 0.1, 60: 0.1 + 0.01 * i}
+        runs[f"seed{i}"] = ("rl", {"completions with verdict lines": up, "success": up})
+        runs[f"shuffled-s{i}"] = ("shuffled", {"completions with verdict lines": flat, "success": flat})
+    out = compare({n: (k, {m: s.get(m, {}) for m in METRICS}) for n, (k, s) in runs.items()})
+    (primary,) = out["primary"]["answers"]
+    assert primary.startswith("Does the share of held-out completions that write verdict lines rise more")
+    assert ") yes:" in primary and "permutation p = 0.029 (the primary outcome: no correction)" in primary
+    row = out["metrics"]["completions with verdict lines"]
+    assert row["rl_half_steps"] == [30] * 4 and row["controls"]["shuffled"]["half_steps"] == [None, 60, 60, 60]
+    (success,) = [a for a in out["answers"] if "success" in a]
+    assert "Holm p = 0.057 (2 rows)" in success and "not resolved (Holm-adjusted p = 0.057 > 0.05)" in success
+    assert not any("verdict lines" in a for a in out["answers"])  # the primary is not asked twice
+    with pytest.raises(ConfigError, match="primary: 'verdicts' is not a study metric"):
+        StudyConfig(primary="verdicts")
+
+
 def test_report_from_run_files_without_training(tmp_path: Path) -> None:
     from analysis.study.report import write_report
 
@@ -223,7 +248,9 @@ def test_report_from_run_files_without_training(tmp_path: Path) -> None:
     cell = summary["metrics"]["success"]["controls"]["shuffled"]
     assert cell["permutation_p"] == pytest.approx(2 / 6) and cell["holm_p"] == pytest.approx(2 / 6)
     assert set(cell["bootstrap"]) >= {"value", "lo", "hi"} and summary["analysis_config_hash"] == "ab" * 32
-    assert summary["answers"] == [] and summary["tests"]["rows"] == 1
+    assert summary["tests"]["rows"] == 1 and summary["primary"]["answers"] == []  # no run logged verdict lines
+    (answer,) = summary["answers"]  # success is a secondary outcome: Holm over the table's one row
+    assert answer.startswith("Does held-out success rise more") and "Holm p = 0.333 (1 rows)" in answer
     assert "ab" * 32 in report and "before any of the study's runs started" in report
     assert "control: shuffled (2 seeds)" not in report  # legends are inside the PNGs
     assert report.count("data:image/png") == len(summary["metrics"])
