@@ -1,4 +1,4 @@
-"""Stage 2: one teacher-forced forward pass per batch of rollouts, keeping the residual stream at the probed sites.
+"""One teacher-forced forward pass per batch of rollouts, keeping the residual stream at the probed sites.
 
 For every rollout, prompt + completion is tokenized with offsets, :mod:`analysis.positions` maps the parser's
 spans to the "(", "=" and stated-value tokens, and :func:`analysis.hooks.record_residuals` keeps only those

@@ -137,7 +137,7 @@ def checkpoint_rollouts(
     say: Any = print,
     cache: StepCache | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Stage 1 alone (cached): the checkpoint's rollouts and their cache key."""
+    """The rollouts stage alone (cached): the checkpoint's rollouts and their cache key."""
     from analysis.rollouts import generate_rollouts
 
     cache = cache or StepCache(out_dir)

@@ -1,4 +1,4 @@
-"""Stage 6: how the verification direction emerges across a run's checkpoints.
+"""How the verification direction emerges across a run's checkpoints.
 
 Why by hand: no interpretability library tracks probes over training checkpoints. From the per-checkpoint results
 (and their cached activations and directions) this builds: probe accuracy as a step x layer grid per position kind

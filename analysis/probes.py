@@ -1,4 +1,4 @@
-"""Stage 3: linear probes per layer and position kind, as functions of arrays (logistic regression).
+"""Linear probes per layer and position kind, as functions of arrays (logistic regression).
 
 Protocol: split by *problem* (every site of a problem is on one side, so no leakage through a shared prompt),
 fit on standardized activations, then map the weights back to residual-stream units so the direction can be

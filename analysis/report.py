@@ -1,4 +1,4 @@
-"""Stage 7: a self-contained HTML report (plots embedded as PNG data URIs, readable offline) and ``summary.json``.
+"""A self-contained HTML report (plots embedded as PNG data URIs, readable offline) and ``summary.json``.
 
 Plots are where a reader would rather look than read: the step x layer probe-accuracy heatmaps, direction cosines
 with the final step, the transfer matrix, the steering sweep and steering effect over steps, and training curves.
@@ -7,92 +7,12 @@ Tables carry the exact numbers, the unembedded tokens and original vs steered te
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _grid(values: Sequence[Sequence[float | None]]) -> np.ndarray:
-    width = max((len(r) for r in values), default=0)
-    return np.array([[np.nan if v is None else v for v in r] + [np.nan] * (width - len(r)) for r in values], float)
-
-
-def heatmap(
-    values: Sequence[Sequence[float | None]],
-    rows: Sequence[Any],
-    title: str,
-    xlabel: str = "layer",
-    cols: Sequence[Any] | None = None,
-    vmin: float = 0.5,
-    vmax: float = 1.0,
-) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    g = _grid(values)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * max(g.shape[1], 1), 0.9 + 0.35 * max(g.shape[0], 1)))
-    im = ax.imshow(g, vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
-    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
-    ax.set_xticks(range(g.shape[1]), [str(c) for c in (cols if cols is not None else range(g.shape[1]))])
-    for (i, j), v in np.ndenumerate(g):
-        if not np.isnan(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < (vmin + vmax) / 2 else "k")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("step")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.04)
-    return _png(fig)
-
-
-def lines(x: Sequence[float], series: dict[str, Sequence[float | None]], title: str, xlabel: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    for name, ys in series.items():
-        pts = [(a, b) for a, b in zip(x, ys, strict=False) if b is not None]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        return html.escape("" if v is None else str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
-pre{white-space:pre-wrap;font-size:11px;background:#f6f6f6;padding:4px}.broken{color:#b00}
-.pair{display:grid;grid-template-columns:1fr 1fr;gap:8px}img{margin:4px}"""
+from analysis.figures import CSS, heatmap, lines, table
 
 
 def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -122,7 +42,7 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
         from analysis.stats import fmt_ci
 
         parts.append(
-            _table(
+            table(
                 ["step", *(f"{k} {m}" for k in ("greedy", "sampled") for m in ("success", "false accepts | wrong"))],
                 [
                     [
@@ -144,7 +64,7 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
         final = [r for r in ok[-1]["probes"] if r["fit"]]
         parts.append(f"<h3>Final step {steps[-1]}: every probe</h3>")
         parts.append(
-            _table(
+            table(
                 ["kind", "label", "layer", "acc", "AUROC", "majority", "shuffled", "acc where verdict!=truth", "n"],
                 [
                     [
@@ -211,7 +131,7 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
                 )
             )
             parts.append(
-                _table(
+                table(
                     ["condition", "completions", "success", "format", "wrong accepted", "steered wrong accepted"],
                     [
                         [
@@ -234,7 +154,7 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
         parts.append("<h2>Unembedding of the '(' verdict direction (final step)</h2>")
         un = ok[-1]["unembed"]
         parts.append(
-            _table(
+            table(
                 ["layer", "space/side", "top tokens"],
                 [
                     [layer, side, " | ".join(f"{t!r}" for t, _ in toks)]

@@ -1,4 +1,4 @@
-"""Stage 1: greedy and sampled generations of one checkpoint on a fixed held-out problem set.
+"""Greedy and sampled generations of one checkpoint on a fixed held-out problem set.
 
 vLLM where it is installed (the same in-process CPU engine the trainer uses), transformers ``generate``
 otherwise, with a one-line notice. Records keep the completion text, its token ids and whether it was cut at the

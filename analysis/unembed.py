@@ -1,4 +1,4 @@
-"""Stage 4: what a residual direction means in token space, as functions of arrays.
+"""What a residual direction means in token space, as functions of arrays.
 
 A direction ``v`` added to the last residual changes the logits by ``W_U (g * v)`` (``g``: the final RMSNorm gain,
 ignoring the norm's rescaling), so the tokens with the largest entries are the ones it promotes. The same product

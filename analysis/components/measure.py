@@ -1,4 +1,4 @@
-"""Stage 8: which attention heads and MLP blocks write the verification direction, and do they matter causally.
+"""Which attention heads and MLP blocks write the verification direction, and do they matter causally.
 
 Why by hand: attribution over RL checkpoints of arbitrary HF Qwen2 models is not something TransformerLens or any
 library does for us. For Qwen2 the attention output is ``o_proj(concat(heads))`` with no bias, so head ``h`` of

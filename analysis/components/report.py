@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from analysis.report import _table, heatmap, lines
+from analysis.figures import heatmap, lines, table
 
 
 def component_section(ce: dict[str, Any] | None) -> list[str]:
@@ -61,13 +61,13 @@ def component_section(ce: dict[str, Any] | None) -> list[str]:
         )
     )
     parts.append(
-        _table(
+        table(
             ["final top component", "first step in top set", "rank at first analysed step"],
             [[n, ce["first_in_top"][n], ce["rank_in_first_step"][n]] for n in ce["final_top"]],
         )
     )
     parts.append(
-        _table(
+        table(
             ["step", "top components", "patching flips top-3 / random-3", "free-gen verdict error"],
             [
                 [
@@ -89,14 +89,12 @@ def component_section(ce: dict[str, Any] | None) -> list[str]:
         )
     if "steer_flip_at_scale" in ctl:
         parts.append(
-            _table(
+            table(
                 ["steering vector (equal norm)", "flip rate"], [[k, v] for k, v in ctl["steer_flip_at_scale"].items()]
             )
         )
     if "prompt_flip" in ctl:
-        parts.append(
-            _table(["words inserted before '('", "flip rate"], [[k, v] for k, v in ctl["prompt_flip"].items()])
-        )
+        parts.append(table(["words inserted before '('", "flip rate"], [[k, v] for k, v in ctl["prompt_flip"].items()]))
     return parts
 
 

@@ -10,9 +10,9 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from analysis.figures import heatmap, png, table
 from analysis.fixed.checkpoint import SUBSETS
 from analysis.fixed.summary import fixed_headline
-from analysis.report import _png, _table, heatmap
 from analysis.stats import fmt_ci
 from tasks.countdown.counterfactual import CATEGORIES
 
@@ -46,7 +46,7 @@ def bands(x: Sequence[Any], series: dict[str, Sequence[dict[str, Any] | None]], 
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     _draw_bands(ax, x, series, title, ylabel)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 QUESTIONS = {
@@ -94,7 +94,7 @@ def questions_figure(steps: Sequence[Any], heads: Sequence[dict[str, Any]], laye
         _draw_bands(ax, steps, series, title, ylabel)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def questions_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None) -> list[str]:
@@ -223,7 +223,7 @@ def fixed_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None)
     parts.append(heatmap(_grid(fixed, "paren", "verdict", "last", "lens"), steps, "'(' verdict logit-lens AUROC, last"))
     parts.append(heatmap(_grid(fixed, "value", "truth", "counterfactual", "probe"), steps, "value truth probe AUROC"))
     parts.append(
-        _table(
+        table(
             ["step", *[f"accepts {c}" for c in CATEGORIES], "verdict probe", "cos(final)", "steer final (before '(')"],
             [
                 [
@@ -273,7 +273,7 @@ def changes_figure(steps: Sequence[Any], heads: Sequence[dict[str, Any]]) -> str
     _draw_bands(ax, steps, series, "paired change from the first step (95% interval over report problems)", "change")
     ax.axhline(0, color="k", lw=0.8)
     ax.legend(fontsize=6)
-    return _png(fig)
+    return png(fig)
 
 
 def margin_by_layer(heads: Sequence[dict[str, Any]]) -> str:
@@ -292,4 +292,4 @@ def margin_by_layer(heads: Sequence[dict[str, Any]]) -> str:
     ax.set_ylabel("probe AUROC - lens AUROC", fontsize=8)
     ax.set_title("'(' verdict: what a probe reads beyond the logit lens, per layer", fontsize=9)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)

@@ -1,4 +1,4 @@
-"""Stage 5: does adding the verdict direction change behaviour? A controlled flip test and free generation.
+"""Does adding the verdict direction change behaviour? A controlled flip test and free generation.
 
 * **Flip test** (the clean number): take attempt lines the model itself rejected although wrong ("= 52 (not 46)"),
   cut the text right after that "(", and let the model continue with the direction added at that "(" only. A flip is

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.report import CSS, _png, _table
+from analysis.figures import CSS, png, table
 
 
 def _arms(runs: dict[str, tuple[str, dict]]) -> dict[str, list[dict]]:
@@ -51,7 +51,7 @@ def metric_plot(metric: str, runs: dict[str, tuple[str, dict]]) -> str:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def _f(x: float | None) -> str:
@@ -129,7 +129,7 @@ def render(name: str, runs: dict[str, tuple[str, dict]], result: dict[str, Any])
         "RL: step of half the change (per seed)",
         "control: step of half the change",
     ]
-    parts.append(_table(header, rows))
+    parts.append(table(header, rows))
     parts.append("<h2>Every metric vs step</h2>")
     parts += [metric_plot(m, runs) for m in result["metrics"]]
     head = f"<!doctype html><html><head><meta charset='utf-8'><style>{CSS}</style></head>"
