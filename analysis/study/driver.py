@@ -35,6 +35,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -296,8 +297,14 @@ def run_study(cfg: StudyConfig, say: Any = print) -> Path:
         # the runs share one cached base: build it (or find it) once, before two runs could both start building it
         say(f"study {cfg.name}: the shared base (built once, or reused)")
         _call("train", ["--base-only", "--preset", cfg.preset, *cfg.train_args])
+    lock = threading.Lock()
+
+    def said(line: str) -> None:  # one whole line at a time from the chains' threads
+        with lock:
+            say(line)
+
     with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
-        futures = [(s, pool.submit(_run_chain, cfg, s, states[s.name], say)) for s in specs]
+        futures = [(s, pool.submit(_run_chain, cfg, s, states[s.name], said)) for s in specs]
         failed = [f"{s.name}: {f.exception()}" for s, f in futures if f.exception() is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(specs)} runs failed; " + "; ".join(failed))
