@@ -162,13 +162,3 @@ def softmax_predict(w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
     ``b`` (L, 2) and raw ``x`` (n, L, d); positive means "accept"."""
     w64, b64 = w.astype(np.float64), b.astype(np.float64)
     return np.einsum("nld,ld->nl", x.astype(np.float64), w64[:, 1] - w64[:, 0]) + (b64[:, 1] - b64[:, 0])
-
-
-def softmax_accuracy(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Accuracy per layer, shape (L,)."""
-    return ((softmax_predict(w, b, x) > 0) == np.asarray(y)[:, None]).mean(0)
-
-
-def accept_direction(w: np.ndarray) -> np.ndarray:
-    """``W[:, 1]``, the "accept" row of each layer's probe, shape (L, d)."""
-    return w[:, 1]

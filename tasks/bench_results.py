@@ -13,17 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.atomic import write_text
-
-
-def cpu_model() -> str:
-    """The CPU's model name as the OS reports it (benches and runs say which CPU their figures come from)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+from tasks.hardware import cpu_model
 
 
 def record_bench(out: str | Path, section: str, figures: dict[str, Any]) -> Path:

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Literal
 
-from tasks.bench_results import cpu_model
+from tasks.hardware import cpu_model
 
 Precision = Literal["auto", "bf16", "fp32"]
 Resolved = Literal["bf16", "fp32"]

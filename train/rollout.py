@@ -147,23 +147,6 @@ def offline_llm(
         llm.llm_engine.engine_core.shutdown()
 
 
-def generate_vllm(
-    model_dir: str | Path,
-    prompts: Sequence[str],
-    n: int = 1,
-    temperature: float = 1.0,
-    max_tokens: int = 64,
-    seed: int = 0,
-) -> list[list[str]]:
-    """``n`` completions (text only) per prompt from a checkpoint directory with a plain ``vllm.LLM``."""
-    from vllm import SamplingParams
-
-    with offline_llm(model_dir, seed) as llm:
-        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens)
-        outs = llm.generate(list(prompts), params, use_tqdm=False)
-        return [[o.text for o in out.outputs] for out in outs]
-
-
 def hf_sample(
     model: Any,
     tokenizer: Any,
@@ -210,24 +193,6 @@ def hf_sample(
         tokenizer.padding_side = side
         model.train(was_training)
     return texts, trunc
-
-
-def generate_hf(
-    model_dir: str | Path,
-    prompts: Sequence[str],
-    n: int = 1,
-    temperature: float = 1.0,
-    max_tokens: int = 64,
-    seed: int = 0,
-) -> list[list[str]]:
-    """The transformers equivalent of :func:`generate_vllm` (same signature, same return)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    return hf_sample(model, tok, prompts, n, temperature, max_tokens)[0]
 
 
 def server_sample(

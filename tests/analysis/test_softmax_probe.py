@@ -8,6 +8,17 @@ import torch
 
 from analysis import softmax_probe as sp
 
+
+def softmax_accuracy(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Accuracy per layer, shape (L,)."""
+    return ((sp.softmax_predict(w, b, x) > 0) == np.asarray(y)[:, None]).mean(0)
+
+
+def accept_direction(w: np.ndarray) -> np.ndarray:
+    """``W[:, 1]``, the "accept" row of each layer's probe, shape (L, d)."""
+    return w[:, 1]
+
+
 SIGNAL = (0.25, 0.75, 2.0)  # per-layer mean shift along the planted direction: weak, medium, strong
 
 
@@ -37,14 +48,14 @@ def test_accuracy_follows_signal_and_direction_matches_truth_and_sklearn() -> No
     tr = np.arange(len(y)) < 1500
     w, b = sp.fit_softmax_probes(x[tr], y[tr])
     assert w.shape == (3, 2, 64) and b.shape == (3, 2)
-    acc_tr = sp.softmax_accuracy(w, b, x[tr], y[tr])
-    acc_te = sp.softmax_accuracy(w, b, x[~tr], y[~tr])
+    acc_tr = softmax_accuracy(w, b, x[tr], y[tr])
+    acc_te = softmax_accuracy(w, b, x[~tr], y[~tr])
     assert np.all(np.diff(acc_tr) > 0) and np.all(np.diff(acc_te) > 0)
     assert acc_tr[2] > 0.95 and acc_te[2] > 0.95 and acc_te[0] < 0.65
     v = w[:, 1] - w[:, 0]
     assert _cos(v[2], u) > 0.9
     # symmetric softmax from the zero start: W[0] = -W[1], so the accept row is half the binary weight
-    np.testing.assert_allclose(sp.accept_direction(w), v / 2, atol=1e-6)
+    np.testing.assert_allclose(accept_direction(w), v / 2, atol=1e-6)
     coef = LogisticRegression(max_iter=2000).fit(x[tr, 2].astype(np.float64), y[tr]).coef_[0]
     assert _cos(v[2], coef) > 0.9
 
@@ -68,7 +79,7 @@ def test_batched_fit_equals_per_layer_fits() -> None:
 def test_full_batch_converges_too() -> None:
     x, y, _ = _data(n=1000)
     w, b = sp.fit_softmax_probes(x, y, batch_size=None, epochs=200)
-    assert sp.softmax_accuracy(w, b, x, y)[2] > 0.95
+    assert softmax_accuracy(w, b, x, y)[2] > 0.95
 
 
 def test_deterministic_by_seed() -> None:
@@ -85,7 +96,7 @@ def test_unequal_class_sizes() -> None:
     x, y, u = _data(n=2000, p1=0.15)
     assert 0.1 < y.mean() < 0.2
     w, b = sp.fit_softmax_probes(x, y)
-    acc = sp.softmax_accuracy(w, b, x, y)
+    acc = softmax_accuracy(w, b, x, y)
     assert acc[2] > 0.95 and acc[2] > 1 - y.mean()
     assert _cos(w[2, 1] - w[2, 0], u) > 0.9
 
@@ -135,7 +146,7 @@ def test_released_recipe_learns_and_holds_out_whole_groups() -> None:
     x, y, u = _data(n=1500)
     groups = np.arange(1500) // 5
     w, b, log = sp.fit_released_probes(x, y, lr=1e-2, groups=groups, max_epochs=60)
-    assert sp.softmax_accuracy(w, b, x, y)[2] > 0.95 and _cos(w[2, 1] - w[2, 0], u) > 0.8
+    assert softmax_accuracy(w, b, x, y)[2] > 0.95 and _cos(w[2, 1] - w[2, 0], u) > 0.8
     gen = torch.Generator().manual_seed(0)
     val = sp._validation_rows(1500, 0.1, groups, gen)
     assert val.sum() == 150 and all(len(set(val[groups == g])) == 1 for g in range(300))

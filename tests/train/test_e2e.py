@@ -35,7 +35,7 @@ def test_micro_run_end_to_end(tmp_path: Path, engine: str) -> None:
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("rewards/countdown_reward/mean" in m and "time/generation_s" in m for m in metrics)
     if engine == "vllm":  # the checkpoint also loads in vLLM
-        from train.rollout import generate_vllm
+        from tests.train.helpers import generate_vllm
 
         outs = generate_vllm(
             run / "step_4", ["Using the numbers [1, 2, 3]"], n=2, temperature=1.0, max_tokens=8, seed=0

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.train.helpers import generate_hf, generate_vllm, onednn_gemm_available
 from train import cpu, rollout
 from train.cpu import vllm_colocate
 
@@ -103,7 +104,7 @@ def test_live_gemm_follows_load_weights(dtype_name: str) -> None:
     weight = torch.nn.Parameter(torch.randn(96, 64, dtype=dtype), requires_grad=False)
     x = torch.randn(5, 64, dtype=dtype)
     gemm = vllm_colocate._live_gemm(weight)
-    packed = vllm_colocate.onednn_gemm_available(dtype)
+    packed = onednn_gemm_available(dtype)
     assert packed == (getattr(ops, "_supports_onednn", False) and isinstance(gemm, vllm_colocate._LiveGemm))
     if not packed:
         assert gemm is torch.nn.functional.linear
@@ -157,7 +158,7 @@ def test_grpo_vllm_colocate_syncs_weights(model_dir: Path, tmp_path: Path) -> No
     qkv = engine_model.model.layers[0].self_attn.qkv_proj
     assert hasattr(qkv.weight, "weight_loader") and qkv.weight.numel() > 0  # live weights stay in place
     # vLLM's packed oneDNN GEMM computes with a copy where this CPU has it for the engine's dtype, else F.linear
-    if vllm_colocate.onednn_gemm_available(qkv.weight.dtype):
+    if onednn_gemm_available(qkv.weight.dtype):
         assert isinstance(qkv.cpu_linear, vllm_colocate._LiveGemm)
     else:
         assert qkv.cpu_linear is torch.nn.functional.linear
@@ -218,13 +219,13 @@ def test_grpo_hf_fallback(model_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_generate_vllm(model_dir: Path) -> None:
-    out = rollout.generate_vllm(str(model_dir), PROMPTS[:3], n=2, temperature=1.0, max_tokens=8, seed=0)
+    out = generate_vllm(str(model_dir), PROMPTS[:3], n=2, temperature=1.0, max_tokens=8, seed=0)
     assert [len(x) for x in out] == [2, 2, 2] and all(isinstance(s, str) for x in out for s in x)
-    assert out == rollout.generate_vllm(str(model_dir), PROMPTS[:3], n=2, temperature=1.0, max_tokens=8, seed=0)
+    assert out == generate_vllm(str(model_dir), PROMPTS[:3], n=2, temperature=1.0, max_tokens=8, seed=0)
 
 
 def test_generate_hf(model_dir: Path) -> None:
-    out = rollout.generate_hf(str(model_dir), PROMPTS[:3], n=2, temperature=1.0, max_tokens=8, seed=0)
+    out = generate_hf(str(model_dir), PROMPTS[:3], n=2, temperature=1.0, max_tokens=8, seed=0)
     assert [len(x) for x in out] == [2, 2, 2] and all(isinstance(s, str) for x in out for s in x)
-    greedy = rollout.generate_hf(str(model_dir), PROMPTS[:3], n=1, temperature=0.0, max_tokens=8, seed=0)
+    greedy = generate_hf(str(model_dir), PROMPTS[:3], n=1, temperature=0.0, max_tokens=8, seed=0)
     assert all(len(x) == 1 for x in greedy)

@@ -153,20 +153,6 @@ def _live_gemm(weight: Any) -> Any:
     return torch.nn.functional.linear
 
 
-def onednn_gemm_available(dtype: Any) -> bool:
-    """Whether vLLM's packed oneDNN GEMM can be built for ``dtype`` on this CPU (else :func:`_live_gemm` falls back)."""
-    import torch
-    from vllm import _custom_ops as ops
-
-    if not getattr(ops, "_supports_onednn", False):
-        return False
-    try:
-        ops.create_onednn_mm(torch.zeros(64, 32, dtype=dtype).t(), 32)
-    except RuntimeError:
-        return False
-    return True
-
-
 def mark_repack_on_load(model: Any) -> None:
     """Wrap an engine model's ``load_weights`` (TRL's weight sync calls it per tensor) to mark packed GEMMs stale."""
     load = model.load_weights
