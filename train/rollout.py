@@ -83,7 +83,10 @@ def grpo_vllm_kwargs(
     sampled token's log-prob (cheaper rollouts; the trainer then needs :func:`train.cpu.without_sampler_logprobs`).
     ``precision`` (``grpo.precision``) sets the colocated CPU engine's dtype (:func:`train.precision.inference_dtype`).
     """
-    mode = getattr(settings, "vllm_mode", "colocate")
+    from train.config import RolloutSettings
+
+    settings = settings or RolloutSettings()
+    mode = settings.vllm_mode
     kwargs: dict[str, Any] = {"use_vllm": True, "vllm_mode": mode, "vllm_model_impl": "vllm"}
     if mode == "colocate":
         kwargs["generation_kwargs"] = dict(COLOCATE_SAMPLING)
@@ -104,14 +107,14 @@ def grpo_vllm_kwargs(
         return kwargs
     if mode == "server":
         kwargs.update(
-            vllm_server_host=getattr(settings, "server_host", "127.0.0.1"),
-            vllm_server_port=getattr(settings, "server_port", 8000),
-            vllm_server_timeout=getattr(settings, "server_timeout_s", 300.0),
+            vllm_server_host=settings.server_host,
+            vllm_server_port=settings.server_port,
+            vllm_server_timeout=settings.server_timeout_s,
         )
     else:
         kwargs.update(
-            vllm_gpu_memory_utilization=getattr(settings, "gpu_memory_utilization", 0.3),
-            vllm_tensor_parallel_size=getattr(settings, "tensor_parallel_size", 1),
+            vllm_gpu_memory_utilization=settings.gpu_memory_utilization,
+            vllm_tensor_parallel_size=settings.tensor_parallel_size,
         )
     return kwargs
 
