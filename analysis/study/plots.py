@@ -83,6 +83,26 @@ def _frozen(result: dict[str, Any]) -> str:
     )
 
 
+def _finals(runs: dict[str, tuple[str, dict]], finals: dict[str, dict[str, Any]]) -> list[str]:
+    """The table of each run's last checkpoint: value [paired 95% interval over problems] per metric."""
+    if not finals:
+        return []
+    from analysis.study.finals import FINAL
+
+    def cell(x: dict[str, Any] | None) -> str:
+        if not x:
+            return "-"
+        ci = "" if x.get("lo") is None else f" [{x['lo']:+.2f}, {x['hi']:+.2f}]"
+        return f"{x['value']:+.2f}{ci}"
+
+    rows = [[n, runs[n][0], f["step"], *(cell(f[m]) for m in FINAL)] for n, f in finals.items()]
+    header = ["run", "arm", "step", *(m.removeprefix("fixed text: ") for m in FINAL)]
+    note = (
+        "<p>Each run's own analysis at its last checkpoint (report problems; intervals: bootstrap over problems).</p>"
+    )
+    return ["<h2>Where each run ended</h2>", note, table(header, rows)]
+
+
 def render(name: str, runs: dict[str, tuple[str, dict]], result: dict[str, Any]) -> str:
     parts = [f"<h1>Study {html.escape(name)}</h1>"]
     parts.append("<p>Runs: " + ", ".join(f"{html.escape(n)} ({html.escape(k)})" for n, (k, _) in runs.items()) + "</p>")
@@ -94,6 +114,7 @@ def render(name: str, runs: dict[str, tuple[str, dict]], result: dict[str, Any])
         parts.append("<ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in primary["answers"]) + "</ul>")
     parts.append("<h2>Secondary outcomes</h2><ul>")
     parts.append("".join(f"<li>{html.escape(a)}</li>" for a in result["answers"]) + "</ul>")
+    parts += _finals(runs, result.get("finals") or {})
     parts.append("<h2>How RL is compared with the controls</h2>")
     parts.append(
         "<p>Change = last checkpoint minus first, per run. RL minus control = the RL runs' mean change minus the "

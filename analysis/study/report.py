@@ -292,6 +292,7 @@ def write_report(
     whether it was frozen before any run started and whether it is unchanged); recorded in both files. ``primary``:
     the outcome the study declared in advance (:func:`compare`)."""
     from analysis.cache import write_json
+    from analysis.study.finals import final_checkpoints
     from analysis.study.plots import render
 
     runs = {name: (kind, run_series(directory / name)) for name, kind in specs}
@@ -304,5 +305,6 @@ def write_report(
     result["series"] = {
         n: {m: {str(k): v for k, v in s.items()} for m, s in ser.items()} for n, (_, ser) in runs.items()
     }
+    result["finals"] = final_checkpoints(directory, [n for n, _ in specs])
     write_json(directory / "summary.json", result)
     return write_text(directory / "report.html", render(directory.name, runs, result))

@@ -242,6 +242,12 @@ def test_report_from_run_files_without_training(tmp_path: Path) -> None:
         end = 0.6 + 0.01 * i if kind == "rl" else 0.2 + 0.01 * i
         rows = [{"step": 0, "success_rate": 0.2}, {"step": 60, "success_rate": end}]
         (tmp_path / name / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    per_step = [
+        {"step": st, "content_effect_slip": {"value": v, "lo": v - 0.1, "hi": v + 0.1}, "position_effect": None}
+        for st, v in ((0, 0.1), (60, 0.5))
+    ]
+    (tmp_path / "seed1" / "analysis").mkdir()
+    (tmp_path / "seed1" / "analysis" / "summary.json").write_text(json.dumps({"fixed_text": {"per_step": per_step}}))
     frozen = {"analysis_config_hash": "ab" * 32, "analysis_config_frozen_at": "T", "frozen_before_runs": True}
     report = write_report(tmp_path, specs, {**frozen, "path": "p", "unchanged": True}).read_text()
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -252,5 +258,11 @@ def test_report_from_run_files_without_training(tmp_path: Path) -> None:
     (answer,) = summary["answers"]  # success is a secondary outcome: Holm over the table's one row
     assert answer.startswith("Does held-out success rise more") and "Holm p = 0.333 (1 rows)" in answer
     assert "ab" * 32 in report and "before any of the study's runs started" in report
+    (final,) = summary["finals"].items()  # only seed1 has an analysis: its last checkpoint, with its interval
+    assert final[0] == "seed1" and final[1]["step"] == 60 and final[1]["fixed text: position effect"] is None
+    assert final[1]["fixed text: accepts right lines minus slips"] == pytest.approx(
+        {"value": 0.5, "lo": 0.4, "hi": 0.6}
+    )
+    assert "Where each run ended" in report and "+0.50 [+0.40, +0.60]" in report
     assert "control: shuffled (2 seeds)" not in report  # legends are inside the PNGs
     assert report.count("data:image/png") == len(summary["metrics"])
