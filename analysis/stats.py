@@ -173,18 +173,25 @@ def paired_auroc_diff_ci(scores_a: np.ndarray, scores_b: np.ndarray, y: np.ndarr
     return auroc_contrast_ci([scores_a, scores_b], [1.0, -1.0], y, groups, **kw)
 
 
-def balanced_accuracy_ci(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, **kw) -> dict:
+def balanced_accuracy_ci(
+    pred: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict:
     """Mean of the two classes' recalls (0.5 for any constant prediction, unlike accuracy, whose chance level is the
-    majority share), with a cluster-bootstrap interval."""
+    majority share), with a cluster-bootstrap interval; replicates with one class only are skipped. Every replicate
+    at once, as :func:`mean_ci`: per group the counts of true positives, positives, true negatives and negatives,
+    weighted by how often the replicate drew the group (the same replicates as :func:`bootstrap`, tested)."""
     pred, y = np.asarray(pred).astype(bool), np.asarray(y).astype(bool)
+    if len(y) == 0:
+        return _summary(None, [], alpha, 0, 0, n_boot)
+    counts, group = _group_weights(groups, n_boot, seed)
 
-    def stat(idx: np.ndarray) -> float | None:
-        yy, pp = y[idx], pred[idx]
-        if yy.all() or not yy.any():
-            return None
-        return float(0.5 * (pp[yy].mean() + (~pp[~yy]).mean()))
+    def per_group(m: np.ndarray) -> np.ndarray:
+        return counts @ np.bincount(group, weights=m.astype(np.float64), minlength=counts.shape[1])
 
-    return bootstrap(stat, groups, **kw)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = 0.5 * (per_group(pred & y) / per_group(y) + per_group(~pred & ~y) / per_group(~y))
+    value = None if y.all() or not y.any() else float(0.5 * (pred[y].mean() + (~pred[~y]).mean()))
+    return _summary(value, reps[np.isfinite(reps)].tolist(), alpha, len(y), counts.shape[1], n_boot)
 
 
 def diff_ci(

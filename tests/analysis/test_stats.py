@@ -123,10 +123,16 @@ def test_rank_auroc_equals_scikit_learn_with_ties() -> None:
     assert st.rank_auroc(scores, np.zeros(300, dtype=bool)) is None
 
 
+def _balanced(pred: np.ndarray, y: np.ndarray) -> float | None:
+    """Balanced accuracy of one replicate the slow way (None with one class)."""
+    return None if y.all() or not y.any() else float(0.5 * (pred[y].mean() + (~pred[~y]).mean()))
+
+
 @pytest.mark.parametrize(("n", "n_groups", "decimals"), [(900, 60, 1), (50, 7, 0), (300, 300, 2), (12, 3, 0)])
 def test_all_replicates_at_once_equal_one_at_a_time(n: int, n_groups: int, decimals: int) -> None:
-    """mean_ci and auroc_ci compute every replicate in one array pass; they must give exactly the replicates of
-    the generic one-replicate-at-a-time bootstrap (same random stream, ties and single-class replicates)."""
+    """mean_ci, auroc_ci and balanced_accuracy_ci compute every replicate in one array pass; they must give exactly
+    the replicates of the generic one-replicate-at-a-time bootstrap (same random stream, ties and single-class
+    replicates)."""
     rng = np.random.default_rng(n)
     g = rng.integers(0, n_groups, n)
     y = rng.random(n) < 0.3
@@ -134,6 +140,7 @@ def test_all_replicates_at_once_equal_one_at_a_time(n: int, n_groups: int, decim
     for fast, stat in (
         (st.auroc_ci(s, y, g, n_boot=300, seed=4), lambda i: st.rank_auroc(s[i], y[i])),
         (st.mean_ci(s > 0, g, n_boot=300, seed=4), lambda i: float((s > 0)[i].mean())),
+        (st.balanced_accuracy_ci(s > 0.5, y, g, n_boot=300, seed=4), lambda i: _balanced(s[i] > 0.5, y[i])),
     ):
         slow = st.bootstrap(stat, g, n_boot=300, seed=4)
         for k in ("value", "lo", "hi", "n", "groups"):
