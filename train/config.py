@@ -54,7 +54,7 @@ class GRPOSettings:
     fp32_attention: bool = False
     # exact, cheaper loss pass (train/cpu/lean_loss.py): skip zero-advantage completions, whole prompt groups packed
     # into chunks of at most lean_loss_rows rows, each prompt run once; needs loss_type dapo and beta 0 (then =
-    # TRL's loss). 32 rows: 8% faster than 16 on tiny-preset batches, no faster at 64 or 128 (measured)
+    # TRL's loss). 32 rows was the fastest chunk on tiny-preset batches (docs/experiments.md)
     lean_loss: bool = False
     lean_loss_rows: int = 32
     # train only on problems with at least this many solutions (tasks/countdown/solve.py; 1 = every problem, as

@@ -125,8 +125,8 @@ def offline_llm(
 ) -> Iterator[Any]:
     """A plain ``vllm.LLM`` on a checkpoint directory, shut down on exit (also when the body raises).
 
-    On CPU the engine runs in-process (no engine-core / worker subprocesses to spawn: ~3 s instead of ~25 s on
-    2 cores), which also reuses the process group of a TRL colocate engine already living in this process. On a
+    On CPU the engine runs in-process (no engine-core / worker subprocesses to spawn, the slowest part of a start on
+    a small CPU), which also reuses the process group of a TRL colocate engine already living in this process. On a
     GPU ``gpu_memory_share`` is vLLM's ``gpu_memory_utilization`` (None: vLLM's default, 0.9).
     """
     from vllm import LLM
