@@ -8,18 +8,18 @@ and NumPy files and nothing else. Probe and steering maths live in :mod:`analysi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from analysis import probes as pr
-from analysis.cache import StepCache, fingerprint, stage_key
+from analysis.cache import fingerprint, stage_key
 from analysis.config import AnalysisConfig
+from analysis.context import RunContext
 from analysis.positions import KINDS, LABELS
 from analysis.splits import fresh_roles, problem_roles, role_mask
-from tasks.countdown.generate import Problem
 from train.precision import inference_dtype
 
 OTHER = {"verdict": "truth", "truth": "verdict", "stated": "verdict"}
@@ -126,80 +126,57 @@ def steering_units(dirs: dict[str, np.ndarray], cfg: AnalysisConfig) -> dict[int
     return {layer: pr.unit(w[s.direction_layer if s.direction_layer is not None else layer]) for layer in s.layers}
 
 
-def checkpoint_rollouts(
-    cfg: AnalysisConfig,
-    step: int,
-    path: Path,
-    out_dir: Path,
-    problems: Sequence[Problem],
-    template: str,
-    engine: Callable[[], str],
-    say: Any = print,
-    cache: StepCache | None = None,
-) -> tuple[list[dict[str, Any]], str]:
+def checkpoint_rollouts(ctx: RunContext, step: int, path: Path) -> tuple[list[dict[str, Any]], str]:
     """The rollouts stage alone (cached): the checkpoint's rollouts and their cache key."""
     from analysis.rollouts import generate_rollouts
 
-    cache = cache or StepCache(out_dir)
+    cfg, problems, template, cache = ctx.cfg, ctx.problems, ctx.template, ctx.cache(step)
     problems_key = stage_key([(list(p.numbers), p.target) for p in problems[: cfg.rollout.problems]], template)
     k_roll = stage_key(cfg.rollout, fingerprint(path), problems_key, inference_dtype(cfg.precision))
     if not cache.valid("rollouts", k_roll):
         check_checkpoint(path)  # fail here, naming the file, before an engine starts on a broken checkpoint
-        say(f"step {step}: rollouts ({engine()})")
+        ctx.say(f"step {step}: rollouts ({ctx.engine()})")
     records = cache.json(
         "rollouts",
         k_roll,
-        lambda: generate_rollouts(path, problems, cfg.rollout, template, engine(), cfg.device, cfg.precision),
+        lambda: generate_rollouts(path, problems, cfg.rollout, template, ctx.engine(), cfg.device, cfg.precision),
     )
     return records, k_roll
 
 
-def analyse_checkpoint(*args: Any, **kwargs: Any) -> dict[str, Any]:
+def analyse_checkpoint(
+    ctx: RunContext, step: int, path: Path, scale: float | None, last: bool = True, say: Any = None
+) -> dict[str, Any]:
     """:func:`_analyse_checkpoint`, with the checkpoint's model (when one was loaded) released afterwards, also
     when a stage raises."""
     loaded: dict[str, Any] = {}
     try:
-        return _analyse_checkpoint(*args, loaded=loaded, **kwargs)
+        return _analyse_checkpoint(ctx, step, path, scale, last, say or ctx.say, loaded)
     finally:
         release(loaded)
 
 
 def _analyse_checkpoint(
-    cfg: AnalysisConfig,
-    step: int,
-    path: Path,
-    out_dir: Path,
-    problems: Sequence[Problem],
-    template: str,
-    engine: Callable[[], str],
-    say: Any = print,
-    last: bool = True,
-    scale: float | None = None,
-    roles: np.ndarray | None = None,
-    cache: StepCache | None = None,
-    loaded: dict[str, Any] | None = None,
+    ctx: RunContext, step: int, path: Path, scale: float | None, last: bool, say: Any, loaded: dict[str, Any]
 ) -> dict[str, Any]:
     """Run (or load) every per-checkpoint stage; returns the step's results for the emergence stage and report.
 
-    ``scale`` is the run's one steering scale (calibrated or from the preset); ``roles`` the problem roles
-    (:mod:`analysis.splits`): probes fit on ``train`` problems and everything is scored on ``report`` problems.
-    ``last`` marks the last checkpoint analysed (the component stage's extras run there by default). ``cache`` is
-    the step's cache when the run shares it with the fixed-text stage (so ``computed`` lists both).
-    ``engine()`` resolves the rollout engine; it is called only when rollouts must be generated (importing vLLM
-    takes seconds, and a fully cached re-run should not pay for it). The cache key uses the *requested* engine.
+    ``scale`` is the run's one steering scale (calibrated or from the preset); probes fit on the context's
+    ``train`` problems and everything is scored on ``report`` problems. ``last`` marks the last checkpoint analysed
+    (the component stage's extras run there by default). The step's cache is the context's, shared with the
+    fixed-text stage (so ``computed`` lists both). ``ctx.engine()`` resolves the rollout engine only when rollouts
+    must be generated (importing vLLM takes seconds, and a fully cached re-run should not pay for it); the cache key
+    uses the *requested* engine. ``loaded`` receives the model once loaded (the caller releases it).
     """
     from analysis.capture import capture_to_dir, read_capture
 
-    cache = cache or StepCache(out_dir)
-    records, k_roll = checkpoint_rollouts(cfg, step, path, out_dir, problems, template, engine, say, cache)
+    cfg, problems, template, roles, cache = ctx.cfg, ctx.problems, ctx.template, ctx.roles, ctx.cache(step)
+    records, k_roll = ctx.rollouts(step, path)
     k_cap = stage_key(cfg.capture, k_roll)
     k_probe = stage_key(cfg.probe, k_cap)
     k_unembed = stage_key([cfg.report.top_k_tokens, cfg.report.unembed_gain], k_probe)
     full_sweep = cfg.steering.sweep == "every" or last
     k_steer = stage_key(cfg.steering, k_probe, k_roll, scale, full_sweep)
-    loaded = {} if loaded is None else loaded  # the model, once loaded (the caller releases it)
-    if roles is None:
-        roles = run_roles(cfg)
 
     def model() -> tuple[Any, Any]:
         if "m" not in loaded:

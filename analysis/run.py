@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from analysis.cache import StepCache, write_json
-from analysis.checkpoint import CheckpointError, analyse_checkpoint, check_checkpoint, checkpoint_rollouts, run_roles
+from analysis.checkpoint import CheckpointError, analyse_checkpoint, check_checkpoint, run_roles
 from analysis.config import AnalysisConfig
+from analysis.context import RunContext
 from tasks.atomic import write_text
 from tasks.config import ConfigError, dump_config, load_config
 from tasks.countdown.counterfactual import LineStyle
@@ -110,7 +111,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
             chosen.append(choose_engine(cfg.rollout.engine))
         return chosen[0]
 
-    roles = run_roles(cfg)
+    ctx = RunContext(cfg, out, problems, template, run_roles(cfg), style, engine, say)
     broken: dict[int, str] = {}
     for step, path in ckpts:
         try:
@@ -119,24 +120,11 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
             say(f"step {step}: skipped: {e}")
             broken[step] = str(e)
     loadable = [(s, p) for s, p in ckpts if s not in broken]
-
-    caches: dict[int, StepCache] = {}
-
-    def cache_of(step: int) -> StepCache:
-        if step not in caches:
-            caches[step] = StepCache(out / f"step_{step}")
-        return caches[step]
-
-    def rollouts_of(step: int, path: Path) -> tuple[list[dict[str, Any]], str]:
-        return checkpoint_rollouts(
-            cfg, step, path, out / f"step_{step}", problems, template, engine, say, cache_of(step)
-        )
-
     fixed, scale = None, cfg.steering.scale
     if cfg.fixed.enabled and loadable:
         from analysis.fixed.run import run_fixed
 
-        fixed = run_fixed(cfg, loadable, out, problems, template, rollouts_of, roles, say, cache_of, style)
+        fixed = run_fixed(ctx, loadable)
         scale = fixed["scale"]["scale"]
     elif scale is None:
         raise ConfigError("steering.scale: set one scale for the run, or keep fixed.enabled (it calibrates one)")
@@ -148,22 +136,8 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
             results.append({"step": step, "error": broken[step]})
             continue
         try:
-            results.append(
-                analyse_checkpoint(
-                    cfg,
-                    step,
-                    path,
-                    out / f"step_{step}",
-                    problems,
-                    template,
-                    engine,
-                    bar.write,
-                    step == loadable[-1][0],
-                    scale,
-                    roles,
-                    cache_of(step),
-                )
-            )
+            last = step == loadable[-1][0]
+            results.append(analyse_checkpoint(ctx, step, path, scale, last=last, say=bar.write))
         except CheckpointError as e:
             bar.write(f"step {step}: skipped: {e}")
             results.append({"step": step, "error": str(e)})
@@ -176,7 +150,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
         from analysis.fixed.summary import fixed_headline
 
         summary["fixed_text"] = fixed_headline(fixed)
-    summary["stage_seconds"] = stage_seconds([cache_of(s) for s, _ in loadable] + [StepCache(out / "fixed")])
+    summary["stage_seconds"] = stage_seconds([ctx.cache(s) for s, _ in loadable] + [StepCache(out / "fixed")])
     write_json(out / "summary.json", summary)
     say(
         f"analysis: {summary['seconds']:.0f} s this run; last computation of each stage (s, all checkpoints): "

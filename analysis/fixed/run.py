@@ -23,6 +23,7 @@ from analysis.cache import StepCache, fingerprint, stage_key
 from analysis.capture import read_capture
 from analysis.checkpoint import load_model, release
 from analysis.config import AnalysisConfig
+from analysis.context import RunContext
 from analysis.fixed.changes import probe_changes, same_texts
 from analysis.fixed.checkpoint import SUBSETS, capture_fixed, choose_layer, fixed_checkpoint, fixed_records
 from analysis.fixed.patching import patch_summary, value_patching
@@ -31,7 +32,6 @@ from analysis.fixed.steering import calibrate, steering_directions, steering_rat
 from analysis.fixed.verdict import slip_p_not
 from analysis.splits import role_mask
 from tasks.config import ConfigError
-from tasks.countdown.counterfactual import PLAIN_LINES, LineStyle
 from train.precision import inference_dtype
 
 
@@ -42,26 +42,18 @@ def headline_layer(cfg: AnalysisConfig) -> int:
     return s.direction_layer if s.direction_layer is not None else max(s.layers)
 
 
-def run_fixed(
-    cfg: AnalysisConfig,
-    ckpts: Sequence[tuple[int, Path]],
-    out: Path,
-    problems: Sequence[Any],
-    template: str,
-    rollouts_of: Callable[[int, Path], tuple[list[dict[str, Any]], str]],
-    roles: np.ndarray,
-    say: Any = print,
-    cache_of: Callable[[int], StepCache] | None = None,
-    style: LineStyle = PLAIN_LINES,
-) -> dict[str, Any]:
-    """Run (or load) the protocol on ``ckpts`` (loadable checkpoints, in step order); returns its results.
-    ``style``: how the run writes its attempt lines (:func:`analysis.run.run_inputs`)."""
+def run_fixed(ctx: RunContext, ckpts: Sequence[tuple[int, Path]]) -> dict[str, Any]:
+    """Run (or load) the protocol on ``ckpts`` (loadable checkpoints, in step order) of the context's run; returns
+    its results. The rollouts of the first and last checkpoint come from ``ctx.rollouts``."""
     from transformers import AutoTokenizer
 
+    cfg, out, problems, template, roles, say, style = (
+        ctx.cfg, ctx.out, ctx.problems, ctx.template, ctx.roles, ctx.say, ctx.style
+    )  # fmt: skip
     fx = cfg.fixed
     (first_step, first_path), (last_step, last_path) = ckpts[0], ckpts[-1]
-    first, k_first = rollouts_of(first_step, first_path)
-    last, k_last = rollouts_of(last_step, last_path)
+    first, k_first = ctx.rollouts(first_step, first_path)
+    last, k_last = ctx.rollouts(last_step, last_path)
     run_cache = StepCache(out / "fixed")
     set_settings = {k: getattr(fx, k) for k in ("rollouts", "counterfactual_problems", "max_prior", "seed", "source")}
     both = cfg.probe.require_both_verdicts
@@ -106,7 +98,7 @@ def run_fixed(
     patched: dict[int, dict[str, Any]] = {}  # per step: P(this) with the slip's value patched in (patching.py)
     patched_problems = {i for i, r in enumerate(roles) if r in ("calibration", "report")}  # what patch_summary reads
     for step, path in order:
-        cache = cache_of(step) if cache_of else StepCache(out / f"step_{step}")
+        cache = ctx.cache(step)
         loaded: dict[str, Any] = {}
 
         def model(path: Path = path, loaded: dict = loaded) -> tuple[Any, Any]:

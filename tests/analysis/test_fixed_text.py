@@ -222,16 +222,20 @@ def test_probes_fitted_layer_chunk_by_chunk_equal_one_chunk(fixed: tuple, monkey
 def test_an_empty_fixed_text_set_is_one_error_naming_the_fields(digit_dir: Path, tmp_path: Path) -> None:
     """No counterfactual lines on report problems (here: no problems at all) stops the stage before any model is
     loaded, with the fields to change."""
+    from analysis.context import RunContext
     from analysis.fixed.run import run_fixed
     from tasks.config import ConfigError
+
+    class NoRollouts(RunContext):
+        def rollouts(self, step: int, path: Path) -> tuple[list, str]:
+            return [], f"rollouts-{step}"
 
     cfg = AnalysisConfig(
         rollout=RolloutSettings(problems=30),
         steering=SteeringSettings(problems=10),
         fixed=FixedTextSettings(bootstrap=50),
     )
-    no_rollouts = lambda step, path: ([], f"rollouts-{step}")  # noqa: E731
-    roles = problem_roles(30, 0.2, 0.4, 0)
+    ctx = NoRollouts(cfg, tmp_path, [], "base", problem_roles(30, 0.2, 0.4, 0))
     with pytest.raises(ConfigError, match=r"fixed\.counterfactual_problems or rollout\.problems") as e:
-        run_fixed(cfg, [(0, digit_dir), (5, digit_dir)], tmp_path, [], "base", no_rollouts, roles)
+        run_fixed(ctx, [(0, digit_dir), (5, digit_dir)])
     assert "has 0 texts" in str(e.value) and "\n" not in str(e.value)
