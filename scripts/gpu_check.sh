@@ -78,7 +78,7 @@ stage() {
 TINY_TRAIN="output_root=$WORK run_name=tiny-cuda data.out_dir=$WORK/data-tiny base_dir=$WORK/tiny-base-{precision} \
 device=cuda grpo.precision=bf16 base.steps=400 grpo.steps=4 save_every=2 eval.problems=100"
 TINY_ANALYZE="device=cuda rollout.problems=100 steering.problems=50 fixed.rollouts=100"
-QWEN_TRAIN="model=$WORK/qwen-standin output_root=$WORK run_name=qwen-standin data.source=generate \
+QWEN_TRAIN="model=$WORK/models/qwen-standin output_root=$WORK run_name=qwen-standin data.source=generate \
 data.train_size=4000 data.test_size=64 data.out_dir=$WORK/data-qwen grpo.steps=2 save_every=2 \
 grpo.prompts_per_step=16 grpo.num_generations=8 grpo.gradient_accumulation_steps=1 eval.problems=64"
 QWEN_ANALYZE="rollout.problems=40 rollout.max_new_tokens=256 steering.problems=16 steering.max_new_tokens=256 \
@@ -94,7 +94,7 @@ if [ "$DRY" = 1 ]; then
   stage tiny-train-dry 120 "${MAKE[@]}" train PRESET=tiny DRY_RUN=1 ARGS="$TINY_TRAIN"
   # shellcheck disable=SC2086  # the override strings split into key=value words on purpose
   stage tiny-analyze-dry 60 "${LOAD_ANALYSIS[@]}" tiny $TINY_ANALYZE
-  stage standin-build-dry 300 "$PY" -m train.standin --out "$WORK/qwen-standin" --layers 1
+  stage standin-build-dry 300 "$PY" -m train.standin --out "$WORK/models/qwen-standin" --layers 1
   stage qwen-train-dry 120 "${MAKE[@]}" train PRESET=qwen2.5-0.5b DRY_RUN=1 ARGS="$QWEN_TRAIN"
   # shellcheck disable=SC2086
   stage qwen-analyze-dry 60 "${LOAD_ANALYSIS[@]}" qwen2.5-0.5b $QWEN_ANALYZE
@@ -106,7 +106,7 @@ stage preflight 60 "$PY" -c 'import torch, vllm; assert torch.cuda.is_available(
 print(torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported(), "vllm", vllm.__version__)'
 stage tiny-train 120 "${MAKE[@]}" train PRESET=tiny ARGS="$TINY_TRAIN"
 stage tiny-analyze 90 "${MAKE[@]}" analyze APRESET=tiny RUN="$WORK/tiny-cuda" ARGS="$TINY_ANALYZE"
-stage standin-build 60 "$PY" -m train.standin --out "$WORK/qwen-standin"
+stage standin-build 60 "$PY" -m train.standin --out "$WORK/models/qwen-standin"
 stage qwen-train 200 "${MAKE[@]}" train PRESET=qwen2.5-0.5b ARGS="$QWEN_TRAIN"
 stage qwen-analyze 150 "${MAKE[@]}" analyze APRESET=qwen2.5-0.5b RUN="$WORK/qwen-standin" ARGS="$QWEN_ANALYZE"
 stage bench-cuda 60 "$PY" "${BENCH[@]}"

@@ -81,3 +81,17 @@ def test_gpu_extra_installs_what_the_gpu_launch_configs_use() -> None:
         if yaml.safe_load(path.read_text()).get("distributed_type") == "DEEPSPEED":
             assert "deepspeed" in gpu, f"{path.name} launches DeepSpeed but the gpu extra does not install it"
     assert "vllm" in gpu and "deepspeed" not in cpu  # nothing CUDA-only on CPU hosts
+
+
+def test_the_qwen_rehearsal_writes_its_model_and_its_run_to_different_places() -> None:
+    """docs/gpu.md and scripts/gpu_check.sh build the stand-in model, then train a run on it: a model directory that
+    is also the run's directory makes `make train` refuse ("already exists") and `make analyze` find no step_<N>."""
+    doc = (ROOT / "docs" / "gpu.md").read_text()
+    model = re.search(r"model=(\S+)", doc).group(1)
+    run = re.search(r"run_name=(\S+)", doc).group(1)
+    assert f"--out {model}`" in doc and Path(model) != Path("checkpoints") / run
+    assert re.search(rf"RUN=checkpoints/{run}\b", doc)
+    check = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    train = re.search(r'QWEN_TRAIN="model=(\S+) output_root=(\S+) run_name=(\S+)', check)
+    assert train is not None and train.group(1) != f"{train.group(2)}/{train.group(3)}"
+    assert f'--out "{train.group(1)}"' in check and f'RUN="{train.group(2)}/{train.group(3)}"' in check

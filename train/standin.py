@@ -15,7 +15,7 @@ depth, ``--layers 2``) or on one GPU (full depth). Its text is noise: it says no
   ``<|im_start|>`` = 151644, ``<|im_end|>`` = 151645, ...), and a Qwen-style ChatML chat template. As in Qwen,
   the embedding has 271 more rows than the tokenizer has tokens.
 
-``python -m train.standin --out checkpoints/qwen-standin [--layers 2] [--seed 0]`` builds it; the directory is
+``python -m train.standin --out checkpoints/models/qwen-standin [--layers 2] [--seed 0]`` builds it; the directory is
 refused unless it is empty or an earlier stand-in.
 """
 
