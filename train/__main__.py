@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_train_config(args.preset, args.overrides)
-        launch_plan = plan(cfg, [a for a in argv if a != "--dry-run"])
+        # a real launch from outside a launcher checks the GPU count (its children see only their own GPUs)
+        check = not args.dry_run and not args.base_only and not under_launcher()
+        launch_plan = plan(cfg, [a for a in argv if a != "--dry-run"], check_gpus=check)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

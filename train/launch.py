@@ -80,11 +80,43 @@ def runs_on_cpu(cfg: TrainConfig) -> bool:
     return not torch.cuda.is_available()
 
 
-def plan(cfg: TrainConfig, cli_args: list[str]) -> LaunchPlan:
-    """The launch plan for ``cfg``; ``cli_args`` are re-passed to the trainer processes."""
+def visible_gpus() -> list[str] | None:
+    """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES``'s entries when it is set (a Slurm allocation or the
+    user's choice, kept as given), else ``0..count-1`` from torch; None when no CUDA device is visible."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None and listed.strip():
+        return [x.strip() for x in listed.split(",") if x.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else None
+
+
+def _assign_gpus(n: int, m: int, check: bool) -> tuple[list[str], list[str]]:
+    """(trainer GPUs, vLLM server GPUs) from the visible ones, in order. ``check``: refuse, in one line naming what
+    the preset needs and what is visible, when there are too few; otherwise (a dry run on any host) fall back to
+    0..n+m-1 to show the plan."""
+    seen = visible_gpus()
+    # one GPU for one process: the device check (train.config) names a missing one better
+    if check and n + m > 1 and (seen is None or len(seen) < n + m):
+        found = "no CUDA device" if seen is None else f"{len(seen)} ({','.join(seen)})"
+        raise ValueError(
+            f"launch: this preset needs {n + m} GPUs (launch.trainer_gpus={n} + launch.vllm_gpus={m}); visible: "
+            f"{found}. Use a host or allocation with {n + m}, or lower launch.trainer_gpus / launch.vllm_gpus"
+        )
+    ids = seen if seen is not None and len(seen) >= n + m else [str(i) for i in range(n + m)]
+    return ids[:n], ids[n : n + m]
+
+
+def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> LaunchPlan:
+    """The launch plan for ``cfg``; ``cli_args`` are re-passed to the trainer processes. GPUs are taken in order
+    from the visible ones (an existing ``CUDA_VISIBLE_DEVICES`` is kept); ``check_gpus`` (a real launch) refuses
+    a preset that needs more than are visible."""
     n, m = cfg.launch.trainer_gpus, cfg.launch.vllm_gpus
     g = cfg.grpo
-    cpu = n > 1 and runs_on_cpu(cfg)
+    on_cpu = runs_on_cpu(cfg)
+    cpu = n > 1 and on_cpu  # several trainer processes on the CPU (DDP over gloo)
+    serve = cfg.rollout.engine != "hf" and cfg.rollout.vllm_mode == "server" and cfg.rollout.start_server
+    trainer_ids, server_ids = ([], []) if on_cpu else _assign_gpus(n, m if serve else 0, check_gpus)
     completions = g.prompts_per_step * g.num_generations
     if cfg.rollout.vllm_mode == "server" and cfg.rollout.engine != "hf" and cfg.rollout.start_server and m < 1:
         raise ValueError("launch.vllm_gpus: server mode with start_server needs >= 1 GPU for `trl vllm-serve`")
@@ -107,7 +139,7 @@ def plan(cfg: TrainConfig, cli_args: list[str]) -> LaunchPlan:
                 raise FileNotFoundError(f"launch.accelerate_config: {cfg.launch.accelerate_config} does not exist")
             cmd += ["--config_file", cfg.launch.accelerate_config]
         trainer_cmd = [*cmd, "-m", "train", *cli_args]
-        trainer_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(n))
+        trainer_env["CUDA_VISIBLE_DEVICES"] = ",".join(trainer_ids)
     else:
         trainer_cmd = module
     server_cmd = None
@@ -131,7 +163,7 @@ def plan(cfg: TrainConfig, cli_args: list[str]) -> LaunchPlan:
                 "0.9",
             ]
             if not cpu:
-                server_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(n, n + m))
+                server_env["CUDA_VISIBLE_DEVICES"] = ",".join(server_ids)
     return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, cfg.per_device_batch, cpu)
 
 

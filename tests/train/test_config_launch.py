@@ -203,3 +203,22 @@ def test_min_solutions_keeps_only_many_way_problems(capsys: pytest.CaptureFixtur
     assert "training on 2 of 4 problems" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="grpo.min_solutions=9: none of the 4 training problems"):
         select_problems(problems, load_train_config("tiny", ["grpo.min_solutions=9"]))
+
+
+def test_plan_keeps_the_visible_gpus_and_refuses_too_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Slurm allocation (CUDA_VISIBLE_DEVICES=4,5,6,7) is split in order between trainer and server, not
+    replaced by 0..n-1; a real launch on fewer GPUs than the preset needs is one line naming both counts."""
+    import train.launch as launch
+
+    cfg = load_train_config("qwen2.5-3b")  # 2 trainer + 2 vLLM GPUs
+    monkeypatch.setattr(launch, "runs_on_cpu", lambda cfg: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    p = launch.plan(cfg, [], check_gpus=True)
+    assert p.trainer_env["CUDA_VISIBLE_DEVICES"] == "4,5" and p.server_env["CUDA_VISIBLE_DEVICES"] == "6,7"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with pytest.raises(ValueError) as e:
+        launch.plan(cfg, [], check_gpus=True)
+    msg = str(e.value)
+    assert "needs 4 GPUs (launch.trainer_gpus=2 + launch.vllm_gpus=2); visible: 1 (3)" in msg and "\n" not in msg
+    dry = launch.plan(cfg, [])  # a dry run shows the plan on any host
+    assert dry.trainer_env["CUDA_VISIBLE_DEVICES"] == "0,1" and dry.server_env["CUDA_VISIBLE_DEVICES"] == "2,3"
