@@ -167,13 +167,27 @@ def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> Lau
     return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, cfg.per_device_batch, cpu)
 
 
-def wait_for_server(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
-    """Poll ``url`` until it answers 200; raise with what to check after ``timeout_s`` (or if the server died)."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_for_server(url: str, timeout_s: float, proc: subprocess.Popen | None = None, pid: int | None = None) -> None:
+    """Poll ``url`` until it answers 200; raise with what to check after ``timeout_s``, or as soon as the server
+    died: ``proc`` (a child of this process) or ``pid`` (a process started elsewhere, e.g. the Slurm script's
+    background ``srun``)."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the vLLM server exited with code {proc.returncode} before becoming healthy")
+        if pid is not None and not _pid_alive(pid):
+            raise RuntimeError(f"the vLLM server (pid {pid}) exited before becoming healthy; see its output above")
         try:
             with urllib.request.urlopen(url, timeout=min(5.0, max(0.1, deadline - time.monotonic()))) as r:
                 if r.status == 200:

@@ -222,3 +222,19 @@ def test_plan_keeps_the_visible_gpus_and_refuses_too_few(monkeypatch: pytest.Mon
     assert "needs 4 GPUs (launch.trainer_gpus=2 + launch.vllm_gpus=2); visible: 1 (3)" in msg and "\n" not in msg
     dry = launch.plan(cfg, [])  # a dry run shows the plan on any host
     assert dry.trainer_env["CUDA_VISIBLE_DEVICES"] == "0,1" and dry.server_env["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+
+def test_the_server_wait_ends_when_the_server_process_is_gone() -> None:
+    """The Slurm script waits on a server started by a background srun: a dead pid ends the wait at once, not after
+    the 900 s timeout."""
+    import subprocess
+    import sys
+
+    from train.launch import wait_for_server
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=rf"the vLLM server \(pid {gone.pid}\) exited before becoming healthy"):
+        wait_for_server("http://127.0.0.1:9/health/", 900, pid=gone.pid)
+    assert time.monotonic() - t0 < 30
