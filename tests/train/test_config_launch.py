@@ -230,8 +230,6 @@ def test_the_server_wait_ends_when_the_server_process_is_gone() -> None:
     import subprocess
     import sys
 
-    from train.launch import wait_for_server
-
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     t0 = time.monotonic()
