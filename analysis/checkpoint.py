@@ -40,12 +40,17 @@ def check_checkpoint(path: Path) -> None:
     try:
         from safetensors import safe_open
 
+        empty = []
         for w in weights:
             with safe_open(str(w), framework="pt") as f:
-                for k in f.keys():
-                    f.get_slice(k)
+                empty += [(w, k) for k in f.keys() if 0 in f.get_slice(k).get_shape()]
     except Exception as e:  # truncated or corrupt header
         raise CheckpointError(f"{weights[0]}: unreadable safetensors file ({type(e).__name__}: {e})") from None
+    if empty:
+        w, k = empty[0]
+        raise CheckpointError(
+            f"{w}: {len(empty)} empty tensors (first: {k}); weights saved from ZeRO-3 partitions without gathering them"
+        )
 
 
 def load_model(path: Path, device: str, precision: str = "auto") -> tuple[Any, Any]:

@@ -79,13 +79,9 @@ def finalize(src: Path, run_dir: Path, step: int, tokenizer: Any, state: dict[st
     return dest
 
 
-def save_model_checkpoint(model: Any, tokenizer: Any, run_dir: Path, step: int, state: dict[str, Any]) -> Path:
-    """Save a model that is not inside a Trainer checkpoint (step 0, the base) the same atomic way."""
-    staging = run_dir / STAGING / f"manual-{step}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model.save_pretrained(staging)
-    return finalize(staging, run_dir, step, tokenizer, state)
+def manual_staging(run_dir: Path, step: int) -> Path:
+    """Where a checkpoint the Trainer does not save itself (step 0) is written before :func:`finalize` renames it."""
+    return run_dir / STAGING / f"manual-{step}"
 
 
 class RunExists(FileExistsError):

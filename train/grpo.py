@@ -10,6 +10,7 @@ truncated completions score 0 and teach the policy to stop early).
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 import typing
@@ -365,9 +366,15 @@ class RunCallback:
         dist.barrier()  # every process looks before the main one can write step_0 (after the shared evaluation)
         if state.global_step == 0 and ck.latest_checkpoint(self.run_dir) is None:
             metrics = self.eval_and_record(0)
+            staging = ck.manual_staging(self.run_dir, 0)
             if dist.is_main():
-                state0 = ck.run_state(self.cfg, {"eval": metrics})
-                ck.save_model_checkpoint(self.trainer.model, self.tokenizer, self.run_dir, 0, state0)
+                shutil.rmtree(staging, ignore_errors=True)
+            dist.barrier()
+            # every process calls the Trainer's save: under ZeRO-3 it gathers the sharded weights collectively (a
+            # main-process save_pretrained would write empty partitions); only the main process writes
+            self.trainer.save_model(str(staging))
+            if dist.is_main():
+                ck.finalize(staging, self.run_dir, 0, self.tokenizer, ck.run_state(self.cfg, {"eval": metrics}))
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.step_t0 = time.perf_counter()
