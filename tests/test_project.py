@@ -95,3 +95,18 @@ def test_the_qwen_rehearsal_writes_its_model_and_its_run_to_different_places() -
     train = re.search(r'QWEN_TRAIN="model=(\S+) output_root=(\S+) run_name=(\S+)', check)
     assert train is not None and train.group(1) != f"{train.group(2)}/{train.group(3)}"
     assert f'--out "{train.group(1)}"' in check and f'RUN="{train.group(2)}/{train.group(3)}"' in check
+
+
+def test_every_function_the_readme_points_to_exists() -> None:
+    """The README's "Where things live" table names `path/file.py:function` for each step of the pipeline; each
+    must be a module-level function or class of that file (a rename must update the table)."""
+    import ast
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`([\w/]+\.py):(\w+)`", section)
+    assert len(named) >= 9, named
+    for path, name in named:
+        tree = ast.parse((ROOT / path).read_text())
+        defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+        assert name in defined, f"README names {path}:{name}, which {path} does not define"
