@@ -28,6 +28,11 @@ from analysis.hooks import MaskHolder, ablate, attention_out_proj, record_compon
 from analysis.positions import find_sites
 
 
+def _device(model: Any) -> torch.device:
+    """Where the model's weights are: every input a stage builds goes there (the model may be on a GPU)."""
+    return next(model.parameters()).device
+
+
 def verdict_token_ids(tok: Any) -> tuple[list[int], list[int]]:
     """Token ids that start the word "not" / "this" after "(": the tokens whose text is the word (with or without
     a leading space) plus the first token of the word as the tokenizer splits it (small vocabularies split it)."""
@@ -65,8 +70,11 @@ class Sites:
         self.truth: list[int] = [s.truth for _, sites in rows for s in sites]
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else 0
 
-    def batches(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(ids, mask, rows, cols) per batch, right-padded; rows/cols index the batch's "(" sites."""
+    def batches(
+        self, size: int, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(ids, mask, rows, cols) per batch on ``device`` (the model's), right-padded; rows/cols index the batch's
+        "(" sites."""
         for s in range(0, len(self.seqs), size):
             seqs, pos = self.seqs[s : s + size], self.pos[s : s + size]
             width = max(len(x) for x in seqs)
@@ -76,23 +84,24 @@ class Sites:
                 ids[b, : len(x)], mask[b, : len(x)] = torch.tensor(x), 1
             rows = torch.tensor([b for b, p in enumerate(pos) for _ in p])
             cols = torch.tensor([c for p in pos for c in p])
-            yield ids, mask, rows, cols
+            yield ids.to(device), mask.to(device), rows.to(device), cols.to(device)
 
 
 def collect(model: Any, sites: Sites, batch: int) -> dict[str, Any]:
-    """Head concats and MLP outputs at every site, dataset means of both, and the unablated verdict logits."""
+    """Head concats and MLP outputs at every site (on the host), dataset means of both (on the model's device,
+    where ablations use them), and the unablated verdict logits."""
     heads: dict[int, list] = {}
     mlps: dict[int, list] = {}
     holder = MaskHolder()
     with torch.no_grad(), record_component_means(model, holder) as acc:
-        for ids, mask, rows, cols in sites.batches(batch):
+        for ids, mask, rows, cols in sites.batches(batch, _device(model)):
             holder.mask = mask
             with record_components(model, rows, cols) as out:
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
             for layer, x in out["heads"].items():
-                heads.setdefault(layer, []).append(x.float())
+                heads.setdefault(layer, []).append(x.float().cpu())
             for layer, x in out["mlp"].items():
-                mlps.setdefault(layer, []).append(x.float())
+                mlps.setdefault(layer, []).append(x.float().cpu())
     return {
         "heads": {k: torch.cat(v) for k, v in heads.items()},
         "mlp": {k: torch.cat(v) for k, v in mlps.items()},
@@ -116,7 +125,7 @@ def attribution(
 
     for layer, z in comp["heads"].items():
         own = torch.tensor(w[layer] / (np.linalg.norm(w[layer]) or 1.0), dtype=torch.float32)
-        wo = attention_out_proj(model, layer).weight.detach().float()  # (d, heads * head_dim)
+        wo = attention_out_proj(model, layer).weight.detach().float().cpu()  # (d, heads * head_dim)
         hd = wo.shape[1] // n_heads
         for h in range(n_heads):
             sl = slice(h * hd, (h + 1) * hd)
@@ -140,9 +149,9 @@ def decisions(
     """1 where the model's verdict at a site is "this" (teacher-forced), under the context manager ``ctx``."""
     out = []
     with torch.no_grad(), ctx if ctx is not None else nullcontext():
-        for ids, mask, rows, cols in sites.batches(batch):
+        for ids, mask, rows, cols in sites.batches(batch, _device(model)):
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[rows, cols].float()
-            out.append((logits[:, ids_this].max(-1).values > logits[:, ids_not].max(-1).values).numpy())
+            out.append((logits[:, ids_this].max(-1).values > logits[:, ids_not].max(-1).values).cpu().numpy())
     return np.concatenate(out).astype(int) if out else np.zeros(0, dtype=int)
 
 
@@ -174,6 +183,7 @@ def patch_flips(
     if not len(this_idx) or not targets:
         return None
     donors = np.random.default_rng(seed).choice(this_idx, len(targets))
+    dev = _device(model)
     flips = 0
     with torch.no_grad():
         for s in range(0, len(targets), batch):
@@ -183,10 +193,10 @@ def patch_flips(
             mask = torch.zeros_like(ids)
             for b, (seq, c) in enumerate(chunk):
                 ids[b, : c + 1], mask[b, : c + 1] = torch.tensor(sites.seqs[seq][: c + 1]), 1
-            pos = torch.tensor([c for _, c in chunk])
-            patch = {layer: comp["heads"][layer][don] for layer in heads}
+            ids, mask, pos = ids.to(dev), mask.to(dev), torch.tensor([c for _, c in chunk], device=dev)
+            patch = {layer: comp["heads"][layer][don].to(dev) for layer in heads}
             with ablate(model, heads, [], head_dim, patch=patch, positions=pos):
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            at = logits[torch.arange(len(chunk)), pos].float()
+            at = logits[torch.arange(len(chunk), device=dev), pos].float()
             flips += int((at[:, ids_this].max(-1).values > at[:, ids_not].max(-1).values).sum())
     return flips / len(targets)
