@@ -15,14 +15,21 @@ from typing import Any
 from analysis.figures import CSS, heatmap, lines, table
 
 
-def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
-    """The whole report as one HTML string."""
+def render(
+    run_dir: Path,
+    em: dict[str, Any],
+    results: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    fixed: dict[str, Any] | None = None,
+) -> str:
+    """The whole report as one HTML string: ``em`` the emergence stage's results, ``results`` each checkpoint's,
+    ``fixed`` the fixed-text stage's (None when it was off)."""
     steps = em["steps"]
     ok = [r for r in results if "error" not in r]
     from analysis.fixed.report import fixed_section, questions_section
 
     parts = [f"<h1>Verification direction: {html.escape(run_dir.name)}</h1>"]
-    parts += questions_section(em.get("fixed"), summary.get("fixed_text"))
+    parts += questions_section(fixed, summary.get("fixed_text"))
     parts.append(f"<p>Checkpoints analysed: {steps}; summary.json is at the end of this page.</p>")
     dev = summary.get("deviations_from_study")
     if dev is not None:
@@ -32,7 +39,7 @@ def render(run_dir: Path, em: dict[str, Any], results: Sequence[dict[str, Any]],
         )
     for b in em["broken"]:
         parts.append(f'<p class="broken">step {b["step"]}: NOT analysed: {html.escape(b["error"])}</p>')
-    parts += fixed_section(em.get("fixed"), summary.get("fixed_text"))
+    parts += fixed_section(fixed, summary.get("fixed_text"))
     if ok:
         parts.append(
             "<h2>Behaviour: each checkpoint on its own rollouts</h2><p>What each checkpoint does on the texts it "

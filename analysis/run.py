@@ -80,7 +80,8 @@ def run_inputs(run: Path, cfg: AnalysisConfig | None = None) -> tuple[Any, str, 
 
 
 def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
-    """Analyse every (selected) checkpoint of the run, then write emergence.json, summary.json and report.html."""
+    """Analyse every (selected) checkpoint of the run, then write emergence.json, fixed.json (the fixed-text stage's
+    results), summary.json and report.html."""
     from tqdm.auto import tqdm
 
     from analysis.emergence import emergence
@@ -142,8 +143,9 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
             bar.write(f"step {step}: skipped: {e}")
             results.append({"step": step, "error": str(e)})
     em = emergence(run, results, cfg.report.reach, cfg.probe.source)
-    em["fixed"] = fixed
     write_json(out / "emergence.json", em)
+    if fixed is not None:
+        write_json(out / "fixed.json", fixed)
     summary = summarize(run, results, em, time.time() - t0, fixed and fixed["headline_layer"])
     summary["deviations_from_study"] = _deviations(cfg, run, loadable, layers)
     if fixed is not None:
@@ -156,7 +158,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
         f"analysis: {summary['seconds']:.0f} s this run; last computation of each stage (s, all checkpoints): "
         + ", ".join(f"{k} {v:.0f}" for k, v in summary["stage_seconds"].items())
     )
-    write_text(out / "report.html", render(run, em, results, summary))
+    write_text(out / "report.html", render(run, em, results, summary, fixed))
     return summary
 
 
