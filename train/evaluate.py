@@ -41,6 +41,7 @@ class EvalMetrics:
     # how real the search is (tasks/countdown/degeneracy.py): completions with a judged line, attempt lines that
     # repeat an earlier one, wrong lines stating the target, expressions both accepted and rejected
     verdict_share: float = 0.0
+    verdict_line_share: float = 0.0  # attempt lines with a verdict / attempt lines (does not grow with length alone)
     repeated_lines: float = 0.0
     fabricated_equalities: float = 0.0
     both_verdicts: float = 0.0
@@ -182,6 +183,7 @@ def score_completions(
     deg = rates(counts)
     return EvalMetrics(
         verdict_share=deg["verdict_share"] or 0.0,
+        verdict_line_share=deg["verdict_line_share"] or 0.0,
         repeated_lines=deg["repeated"] or 0.0,
         fabricated_equalities=deg["fabricated"] or 0.0,
         both_verdicts=deg["both_verdicts"] or 0.0,

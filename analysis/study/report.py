@@ -45,6 +45,7 @@ EVAL = {
     "false rejects | right": "false_reject_given_right",
     "lines per completion": "lines_per_completion",
     "completions with verdict lines": "verdict_share",
+    "attempt lines with a verdict": "verdict_line_share",
     "repeated attempt lines": "repeated_lines",
     "fabricated equalities": "fabricated_equalities",
     "identical lines with both verdicts": "both_verdicts",

@@ -7,6 +7,9 @@ make that visible per checkpoint (``make train`` logs them in eval.jsonl) and in
 
 * ``verdict_share``: completions with at least one verdict line (an explicit verdict on the line: "(this works)",
   "(not 46)", "= 52! Yes"; answering with a line's expression judges it but is not a verdict line);
+* ``verdict_line_share``: attempt lines that carry an explicit verdict, over all attempt lines: unlike
+  ``verdict_share`` it does not grow with length alone (a completion that rambles to the length limit holds a
+  verdict line by chance, its other lines unjudged);
 * ``repeated``: attempt lines whose expression already appeared earlier in the same completion;
 * ``fabricated``: wrong lines (the expression misses the target) whose stated value is the target;
 * ``both_verdicts``: expressions that are both accepted and rejected within one completion;
@@ -30,6 +33,7 @@ class LineCounts:
     completions: int = 0
     with_verdict: int = 0
     lines: int = 0
+    verdict_lines: int = 0
     repeated: int = 0
     wrong: int = 0
     fabricated: int = 0
@@ -61,6 +65,7 @@ def count_lines(text: str, numbers: Sequence[int], target: int, template: str = 
         explicit |= a.accepted is not None
         key = _norm(a.expression)
         c["lines"] += 1
+        c["verdict_lines"] += a.accepted is not None
         c["repeated"] += key in seen
         seen.add(key)
         if not a.correct:
@@ -90,6 +95,7 @@ def rates(counts: Iterable[LineCounts]) -> dict[str, float | int | None]:
     t = sum(counts, LineCounts())
     return {
         "verdict_share": _ratio(t.with_verdict, t.completions),
+        "verdict_line_share": _ratio(t.verdict_lines, t.lines),
         "repeated": _ratio(t.repeated, t.lines),
         "fabricated": _ratio(t.fabricated, t.wrong),
         "both_verdicts": _ratio(t.both_verdicts, t.judged_expressions),

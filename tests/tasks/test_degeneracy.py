@@ -42,3 +42,13 @@ def test_rates_sum_counts_over_completions() -> None:
     b = count_lines("\nno lines\n", NUMS, TARGET)
     r = rates([a, b])
     assert r["verdict_share"] == 0.5 and r["n_completions"] == 2 and r["n_lines"] == 1
+
+
+def test_verdicts_per_line_do_not_grow_with_length_alone() -> None:
+    """A completion rambling through unjudged lines holds one verdict line: it counts fully in verdict_share but
+    as 1 line in 6 in verdict_line_share; a short completion that judges its one line counts 1 in 1 in both."""
+    judged = count_lines("\n- 17 + 9 - 18 = 8 (not 10)\n", NUMS, TARGET)
+    rambling = count_lines("\n" + "- 17 + 9 + 18 = 44\n" * 5 + "- 17 + 9 - 18 = 8 (not 10)\n", NUMS, TARGET)
+    assert rates([judged])["verdict_line_share"] == 1.0 and rates([rambling])["verdict_share"] == 1.0
+    assert rates([rambling])["verdict_line_share"] == pytest.approx(1 / 6)
+    assert rates([judged, rambling])["verdict_line_share"] == pytest.approx(2 / 7)
