@@ -166,4 +166,8 @@ class StepCache:
         return path
 
     def valid(self, stage: str, key: str, suffix: str = "json") -> bool:
+        """Whether ``stage``'s artifact (``<stage>.<suffix>``, or the directory ``<stage>/`` for suffix "/") is
+        there under ``key``."""
+        if suffix == "/":
+            return self.keys.get(stage) == key and (self.dir / stage).is_dir()
         return self.keys.get(stage) == key and (self.dir / f"{stage}.{suffix}").is_file()

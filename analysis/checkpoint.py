@@ -1,26 +1,25 @@
-"""One checkpoint: stages 1-5, each cached under ``<run>/analysis/step_<N>/`` and re-run only when its inputs change.
-
-The model is loaded lazily, only when a stage has to be computed, so a re-run over a fully cached run reads JSON
-and NumPy files and nothing else. Probe and steering maths live in :mod:`analysis.probes`,
-:mod:`analysis.unembed` and :mod:`analysis.steering.evaluate`; this module wires them to files.
+"""What each checkpoint stage of :data:`analysis.stages.CHECKPOINT` computes (``compute_<stage>``), and loading a
+checkpoint: the files checked first, the model released after. Which stage reads what, its cache key and when it
+runs are the stage table's; the maths lives in :mod:`analysis.probes`, :mod:`analysis.unembed`,
+:mod:`analysis.steering` and :mod:`analysis.components`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from analysis import probes as pr
-from analysis.cache import fingerprint, stage_key
 from analysis.config import AnalysisConfig
-from analysis.context import RunContext
 from analysis.positions import KINDS, LABELS
 from analysis.splits import fresh_roles, problem_roles, role_mask
 from train.precision import inference_dtype
+
+if TYPE_CHECKING:
+    from analysis.stages import StepState
 
 OTHER = {"verdict": "truth", "truth": "verdict", "stated": "verdict"}
 
@@ -131,134 +130,71 @@ def steering_units(dirs: dict[str, np.ndarray], cfg: AnalysisConfig) -> dict[int
     return {layer: pr.unit(w[s.direction_layer if s.direction_layer is not None else layer]) for layer in s.layers}
 
 
-def checkpoint_rollouts(ctx: RunContext, step: int, path: Path) -> tuple[list[dict[str, Any]], str]:
-    """The rollouts stage alone (cached): the checkpoint's rollouts and their cache key."""
+def compute_rollouts(state: StepState) -> list[dict[str, Any]]:
+    """The rollouts stage: the checkpoint's greedy and sampled completions of the analysed problems."""
     from analysis.rollouts import generate_rollouts
 
-    cfg, problems, template, cache = ctx.cfg, ctx.problems, ctx.template, ctx.cache(step)
-    problems_key = stage_key([(list(p.numbers), p.target) for p in problems[: cfg.rollout.problems]], template)
-    k_roll = stage_key(cfg.rollout, fingerprint(path), problems_key, inference_dtype(cfg.precision))
-    if not cache.valid("rollouts", k_roll):
-        check_checkpoint(path)  # fail here, naming the file, before an engine starts on a broken checkpoint
-        ctx.say(f"step {step}: rollouts ({ctx.engine()})")
-    records = cache.json(
-        "rollouts",
-        k_roll,
-        lambda: generate_rollouts(path, problems, cfg.rollout, template, ctx.engine(), cfg.device, cfg.precision),
-    )
-    return records, k_roll
+    check_checkpoint(state.path)  # fail here, naming the file, before an engine starts on a broken checkpoint
+    cfg, ctx = state.cfg, state.ctx
+    engine = ctx.engine()
+    return generate_rollouts(state.path, ctx.problems, cfg.rollout, ctx.template, engine, cfg.device, cfg.precision)
 
 
-def analyse_checkpoint(
-    ctx: RunContext, step: int, path: Path, scale: float | None, last: bool = True, say: Any = None
-) -> dict[str, Any]:
-    """:func:`_analyse_checkpoint`, with the checkpoint's model (when one was loaded) released afterwards, also
-    when a stage raises."""
-    loaded: dict[str, Any] = {}
-    try:
-        return _analyse_checkpoint(ctx, step, path, scale, last, say or ctx.say, loaded)
-    finally:
-        release(loaded)
+def compute_capture(state: StepState, directory: Path) -> None:
+    """The capture stage: every rollout's residual stream at its verdict sites, streamed into ``directory``."""
+    from analysis.capture import capture_to_dir
+
+    m, tok = state.model()
+    c = state.cfg.capture
+    records = state.values["rollouts"]
+    capture_to_dir(m, tok, records, directory, c.batch_size, c.dtype, max_batch_bytes=c.max_batch_bytes)
 
 
-def _analyse_checkpoint(
-    ctx: RunContext, step: int, path: Path, scale: float | None, last: bool, say: Any, loaded: dict[str, Any]
-) -> dict[str, Any]:
-    """Run (or load) every per-checkpoint stage; returns the step's results for the emergence stage and report.
-
-    ``scale`` is the run's one steering scale (calibrated or from the preset); probes fit on the context's
-    ``train`` problems and everything is scored on ``report`` problems. ``last`` marks the last checkpoint analysed
-    (the component stage's extras run there by default). The step's cache is the context's, shared with the
-    fixed-text stage (so ``computed`` lists both). ``ctx.engine()`` resolves the rollout engine only when rollouts
-    must be generated (importing vLLM takes seconds, and a fully cached re-run should not pay for it); the cache key
-    uses the *requested* engine. ``loaded`` receives the model once loaded (the caller releases it).
-    """
-    from analysis.capture import capture_to_dir, read_capture
-
-    cfg, problems, template, roles, cache = ctx.cfg, ctx.problems, ctx.template, ctx.roles, ctx.cache(step)
-    records, k_roll = ctx.rollouts(step, path)
-    k_cap = stage_key(cfg.capture, k_roll)
-    k_probe = stage_key(cfg.probe, k_cap)
-    k_unembed = stage_key([cfg.report.top_k_tokens, cfg.report.unembed_gain], k_probe)
-    full_sweep = cfg.steering.sweep == "every" or last
-    k_steer = stage_key(cfg.steering, k_probe, k_roll, scale, full_sweep)
-
-    def model() -> tuple[Any, Any]:
-        if "m" not in loaded:
-            loaded["m"] = load_model(path, cfg.device, cfg.precision)
-            cfg.check_layers(loaded["m"][0].config.num_hidden_layers)
-        return loaded["m"]
-
-    def do_capture(directory: Path) -> None:
-        say(f"step {step}: capture ({len(records)} rollouts)")
-        m, tok = model()
-        c = cfg.capture
-        capture_to_dir(m, tok, records, directory, c.batch_size, c.dtype, max_batch_bytes=c.max_batch_bytes)
-
-    cap = read_capture(cache.directory("capture", k_cap, do_capture))
-    if cache.valid("probes", k_probe) and cache.valid("directions", k_probe, "npz"):
-        probe_rows = cache.json("probes", k_probe, lambda: None)
-        dirs = cache.npz("directions", k_probe, lambda: {})
-    else:
-        say(f"step {step}: probes ({len(cap['problem'])} sites)")
-        t0 = time.perf_counter()
-        probe_rows, dirs = _probe_all(cap, cfg, roles)
-        cache.record("probes", time.perf_counter() - t0)
-        dirs = cache.npz("directions", k_probe, lambda: dirs, timed=False)
-        probe_rows = cache.json("probes", k_probe, lambda: probe_rows, timed=False)
-
-    def do_unembed() -> dict[str, Any]:
-        from analysis.unembed import describe_layers
-
-        m, tok = model()
-        return describe_layers(dirs["w_paren_verdict"], m, tok, cfg.report.top_k_tokens, cfg.report.unembed_gain)
-
-    unembed = cache.json("unembed", k_unembed, do_unembed)
-
-    def do_steer() -> dict[str, Any]:
-        from analysis.steering.stage import run_steering
-
-        say(f"step {step}: steering sweep")
-        m, tok = model()
-        if scale is None:
-            raise ValueError("analyse_checkpoint: the run's steering scale must be given (see analysis/fixed/run.py)")
-        report = [r for r in records if roles[r["problem"]] == "report"]
-        probs = [p for i, p in enumerate(problems[: cfg.rollout.problems]) if roles[i] == "report"]
-        units = steering_units(dirs, cfg)
-        if cfg.steering.scale_unit == "relative":  # the run's scale is in residual norms: per layer, at "(" sites
-            from analysis.directions import residual_norm
-
-            units = {x: u * residual_norm(cap.layer("paren", x).astype(np.float32)) for x, u in units.items()}
-        return run_steering(m, tok, report, probs, units, cfg, template, scale, full_sweep)
-
-    steering = cache.json("steering", k_steer, do_steer)
-    components = None
-    if cfg.components.enabled:
-        extras = cfg.components.extras == "every" or last
-        k_comp = stage_key(cfg.components, k_steer, extras)
-
-        def do_components() -> dict[str, Any]:
-            from analysis.components.stage import run_components
-
-            say(f"step {step}: components" + (" (+ free generation and controls)" if extras else ""))
-            m, tok = model()
-            return run_components(m, tok, records, problems, dirs, steering, cfg, template, extras)
-
-        components = cache.json("components", k_comp, do_components)
-    return {
-        "step": step,
-        "path": str(path),
-        "rollouts": _rollout_summary(records, roles),
-        "sites": int(len(cap["problem"])),
-        "probes": probe_rows,
-        "unembed": unembed,
-        "steering": steering,
-        "components": components,
-        "computed": cache.computed,
-    }
+def compute_probes(state: StepState) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The probes stage: every kind x label x layer probe (probes.json) and its directions (directions.npz)."""
+    return _probe_all(state.values["capture"], state.cfg, state.ctx.roles)
 
 
-def _rollout_summary(records: Sequence[dict[str, Any]], roles: np.ndarray) -> dict[str, Any]:
+def compute_unembed(state: StepState) -> dict[str, Any]:
+    """The unembed stage: the "(" verdict direction of every layer read through the unembedding."""
+    from analysis.unembed import describe_layers
+
+    m, tok = state.model()
+    r = state.cfg.report
+    return describe_layers(state.values["probes"][1]["w_paren_verdict"], m, tok, r.top_k_tokens, r.unembed_gain)
+
+
+def compute_steering(state: StepState) -> dict[str, Any]:
+    """The steering stage: the flip test and free generation with the "(" verdict direction at the run's scale
+    (every swept scale on the last checkpoint), against random directions of the same norm."""
+    from analysis.steering.stage import run_steering
+
+    cfg, ctx, roles = state.cfg, state.ctx, state.ctx.roles
+    m, tok = state.model()
+    dirs, cap = state.values["probes"][1], state.values["capture"]
+    report = [r for r in state.values["rollouts"] if roles[r["problem"]] == "report"]
+    probs = [p for i, p in enumerate(ctx.problems[: cfg.rollout.problems]) if roles[i] == "report"]
+    units = steering_units(dirs, cfg)
+    if cfg.steering.scale_unit == "relative":  # the run's scale is in residual norms: per layer, at "(" sites
+        from analysis.directions import residual_norm
+
+        units = {x: u * residual_norm(cap.layer("paren", x).astype(np.float32)) for x, u in units.items()}
+    last = cfg.steering.sweep == "every" or state.given["last"]
+    return run_steering(m, tok, report, probs, units, cfg, ctx.template, state.given["scale"], last)
+
+
+def compute_components(state: StepState) -> dict[str, Any]:
+    """The component stage: which heads and MLP blocks write the direction (extras on the last checkpoint)."""
+    from analysis.components.stage import run_components
+
+    cfg, ctx = state.cfg, state.ctx
+    extras = cfg.components.extras == "every" or state.given["last"]
+    m, tok = state.model()
+    dirs, steering = state.values["probes"][1], state.values["steering"]
+    return run_components(m, tok, state.values["rollouts"], ctx.problems, dirs, steering, cfg, ctx.template, extras)
+
+
+def rollout_summary(records: Sequence[dict[str, Any]], roles: np.ndarray) -> dict[str, Any]:
     """Success, format and truncation per rollout kind on the report problems; success with a bootstrap CI."""
     from analysis.stats import mean_ci
 

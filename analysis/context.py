@@ -44,9 +44,3 @@ class RunContext:
         if step not in self._caches:
             self._caches[step] = StepCache(self.step_dir(step))
         return self._caches[step]
-
-    def rollouts(self, step: int, path: Path) -> tuple[list[dict[str, Any]], str]:
-        """The checkpoint's rollouts (cached) and their cache key (:func:`analysis.checkpoint.checkpoint_rollouts`)."""
-        from analysis.checkpoint import checkpoint_rollouts
-
-        return checkpoint_rollouts(self, step, path)

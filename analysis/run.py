@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from analysis.cache import StepCache, write_json
-from analysis.checkpoint import CheckpointError, analyse_checkpoint, check_checkpoint, run_roles
+from analysis.checkpoint import CheckpointError, check_checkpoint, run_roles
 from analysis.config import AnalysisConfig
 from analysis.context import RunContext
+from analysis.stages import analyse_checkpoint
 from tasks.atomic import write_text
 from tasks.config import ConfigError, dump_config, load_config
 from tasks.countdown.counterfactual import LineStyle

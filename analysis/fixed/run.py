@@ -3,14 +3,14 @@ steering scale, and steer every checkpoint with its own and with the final check
 
 Order matters and is why this is a run-level stage: the text set needs the first and last checkpoints' rollouts,
 the final direction needs the last checkpoint's fixed-text probe, and the scale (chosen on *calibration* problems
-at the last checkpoint, or fixed by the preset) must be known before any checkpoint is steered. Everything is
-cached like the per-checkpoint stages (``<run>/analysis/fixed/`` and ``step_<N>/fixed*``), keyed by its inputs.
+at the last checkpoint, or fixed by the preset) must be known before any checkpoint is steered. The text set and
+the scale are cached in ``<run>/analysis/fixed/``; each checkpoint's stages (``step_<N>/fixed*``) are the stage
+table's (analysis/stages.py), keyed by what they read.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,7 @@ import numpy as np
 
 from analysis import probes as pr
 from analysis import stats
-from analysis.cache import StepCache, fingerprint, stage_key
-from analysis.capture import read_capture
-from analysis.checkpoint import load_model, release
+from analysis.cache import StepCache, stage_key
 from analysis.config import AnalysisConfig
 from analysis.context import RunContext
 from analysis.fixed.changes import probe_changes, same_texts
@@ -31,8 +29,8 @@ from analysis.fixed.steer import POSITIONS, flip_outcomes, scaled_vectors, wrong
 from analysis.fixed.steering import calibrate, steering_directions, steering_rates
 from analysis.fixed.verdict import slip_p_not
 from analysis.splits import role_mask
+from analysis.stages import FIXED, StepState, checkpoint_rollouts, run_stages
 from tasks.config import ConfigError
-from train.precision import inference_dtype
 
 
 def headline_layer(cfg: AnalysisConfig) -> int:
@@ -44,7 +42,8 @@ def headline_layer(cfg: AnalysisConfig) -> int:
 
 def run_fixed(ctx: RunContext, ckpts: Sequence[tuple[int, Path]]) -> dict[str, Any]:
     """Run (or load) the protocol on ``ckpts`` (loadable checkpoints, in step order) of the context's run; returns
-    its results. The rollouts of the first and last checkpoint come from ``ctx.rollouts``."""
+    its results. Each checkpoint walks the stage table's :data:`analysis.stages.FIXED`; the text set, the final
+    direction and the scale are made here, between its stages."""
     from transformers import AutoTokenizer
 
     cfg, out, problems, template, roles, say, style = (
@@ -52,8 +51,8 @@ def run_fixed(ctx: RunContext, ckpts: Sequence[tuple[int, Path]]) -> dict[str, A
     )  # fmt: skip
     fx = cfg.fixed
     (first_step, first_path), (last_step, last_path) = ckpts[0], ckpts[-1]
-    first, k_first = ctx.rollouts(first_step, first_path)
-    last, k_last = ctx.rollouts(last_step, last_path)
+    first, k_first = checkpoint_rollouts(ctx, first_step, first_path)
+    last, k_last = checkpoint_rollouts(ctx, last_step, last_path)
     run_cache = StepCache(out / "fixed")
     set_settings = {k: getattr(fx, k) for k in ("rollouts", "counterfactual_problems", "max_prior", "seed", "source")}
     both = cfg.probe.require_both_verdicts
@@ -84,88 +83,30 @@ def run_fixed(ctx: RunContext, ckpts: Sequence[tuple[int, Path]]) -> dict[str, A
             f"{', no ' + missing[0] + ' lines' if missing else ''}; it needs counterfactual lines on report problems "
             "(raise fixed.counterfactual_problems or rollout.problems, or set fixed.enabled=false and a steering.scale)"
         )
-    keys = {
-        s: stage_key(fx, cfg.capture, cfg.probe, fingerprint(p), k_set, inference_dtype(cfg.precision), "controls")
-        for s, p in ckpts
-    }
     order = [ckpts[-1], *ckpts[:-1]]  # the last first: its direction is every other checkpoint's "final"
     summaries: dict[int, Any] = {}
-    final: dict[str, np.ndarray] = {}
     kept: dict[int, dict[str, np.ndarray]] = {}  # per step: site scores and margins, for the paired changes
-    outcomes: dict[int, Any] = {}
-    scale_info: dict[str, Any] = {}
     slips: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    outcomes: dict[int, Any] = {}
     patched: dict[int, dict[str, Any]] = {}  # per step: P(this) with the slip's value patched in (patching.py)
-    patched_problems = {i for i, r in enumerate(roles) if r in ("calibration", "report")}  # what patch_summary reads
+    given: dict[str, Any] = {"texts": k_set, "records": texts}
     for step, path in order:
-        cache = ctx.cache(step)
-        loaded: dict[str, Any] = {}
-
-        def model(path: Path = path, loaded: dict = loaded) -> tuple[Any, Any]:
-            if "m" not in loaded:
-                loaded["m"] = load_model(path, cfg.device, cfg.precision)
-            return loaded["m"]
-
-        k = keys[step]
-
-        def acts(cache: StepCache = cache, k: str = k, model: Callable = model) -> Any:
-            # the streamed capture (step_<N>/fixed_capture/), made only when a stage below needs it
-            return read_capture(cache.directory("fixed_capture", k, lambda d: capture_fixed(*model(), texts, cfg, d)))
-
-        if cache.valid("fixed", k, "npz") and cache.valid("fixed_summary", k):
-            arrays, summary = cache.npz("fixed", k, dict), cache.json("fixed_summary", k, dict)
-        else:
-            say(f"step {step}: fixed text ({len(texts)} texts)")
-            t0 = time.perf_counter()
-            arrays, summary = fixed_checkpoint(*model(), texts, roles, cfg, acts().dir)
-            cache.record("fixed", time.perf_counter() - t0)
-            arrays = cache.npz("fixed", k, lambda arrays=arrays: arrays, timed=False)
-            summary = cache.json("fixed_summary", k, lambda summary=summary: summary, timed=False)
-        summaries[step] = summary
-        slips[step] = slip_p_not(arrays, roles)
-        kept[step] = {key: arrays[key] for key in arrays if key.startswith("s_") or key in META_KEPT}
-        if step == last_step:
-            final = {k: v for k, v in arrays.items() if k.startswith(("w_", "b_"))}  # its probes, not its activations
-            scale_info = calibrate(cfg, run_cache, keys[step], texts, roles, final, arrays, model, say)
-        summaries[step]["versus_final"] = cache.json(  # bootstraps over every layer: cached, not recomputed
-            "versus_final",
-            stage_key(fx, keys[step], keys[last_step]),
-            lambda arrays=arrays, final=final, acts=acts: versus_final(arrays, acts(), final, roles, fx.bootstrap),
-        )
-        k_steer = stage_key(cfg.steering, fx, keys[step], keys[last_step], scale_info["scale"], "outcomes")
-
-        def steer(
-            arrays: dict = arrays,
-            model: Callable = model,
-            step: int = step,
-            scale: float = scale_info["scale"],
-            final: dict = final,
-        ) -> dict[str, Any]:
-            say(f"step {step}: fixed-text steering (own, final and control directions, scale {scale:g})")
-            m, tok = model()
-            dirs, rands, norms = steering_directions(arrays, final, cfg, scale)
-            vecs = {n: scaled_vectors(u, scale, norms) for n, u in dirs.items()}
-            rvecs = [scaled_vectors(r, scale, norms) for r in rands]
-            return {
-                pos: flip_outcomes(
-                    m,
-                    tok,
-                    wrong_line_cases(texts, roles, "report", pos, fx.steer_cases),
-                    vecs,
-                    rvecs,
-                    cfg.steering.flip_new_tokens,
-                    cfg.steering.batch_size,
-                )
-                for pos in POSITIONS
-            }
-
-        outcomes[step] = cache.json("fixed_steering", k_steer, steer)
-        patched[step] = cache.json(
-            "fixed_patching",
-            stage_key(keys[step], "value_patching"),
-            lambda model=model: value_patching(*model(), texts, cfg.steering.batch_size, patched_problems),
-        )
-        release(loaded)  # before the next checkpoint's model is loaded
+        state = StepState(ctx, step, path, given=given)
+        try:
+            run_stages(FIXED[:2], state)  # the texts' activations and every probe on them
+            arrays, summaries[step] = state.values["fixed"]
+            slips[step] = slip_p_not(arrays, roles)
+            kept[step] = {key: arrays[key] for key in arrays if key.startswith("s_") or key in META_KEPT}
+            if step == last_step:  # its probes, not its activations, are every checkpoint's final direction
+                final = {k: v for k, v in arrays.items() if k.startswith(("w_", "b_"))}
+                k_final = state.keys["fixed"]
+                scale = calibrate(cfg, run_cache, k_final, texts, roles, final, arrays, state.model, say)
+                given.update(final=k_final, final_arrays=final, scale=scale["scale"], scale_info=scale)
+            run_stages(FIXED[2:], state)
+        finally:
+            state.release()  # before the next checkpoint's model is loaded
+        summaries[step]["versus_final"] = state.values["versus_final"]
+        outcomes[step], patched[step] = state.values["fixed_steering"], state.values["fixed_patching"]
     steps = [s for s, _ in ckpts]
     layer, layer_source = choose_layer(summaries[last_step]["probes"], headline_layer(cfg))
     return {
@@ -176,12 +117,56 @@ def run_fixed(ctx: RunContext, ckpts: Sequence[tuple[int, Path]]) -> dict[str, A
         "roles": {r: int((roles == r).sum()) for r in ("calibration", "train", "report")},
         "report_split": cfg.report_split,
         "texts": {s: sum(t["subset"] == s for t in texts) for s in SUBSETS},
-        "scale": scale_info,
+        "scale": given["scale_info"],
         "per_step": [summaries[s] for s in steps],
         "steering": steering_rates([outcomes[s] for s in steps], fx.bootstrap),
         "changes": _changes(steps, kept, slips, roles, layer, fx.bootstrap),
         "patching": patch_summary(steps, patched, roles, fx.bootstrap),
     }
+
+
+def compute_fixed_capture(state: StepState, directory: Path) -> None:
+    """The fixed-text capture: every text's residual stream at its sites, streamed into ``directory``."""
+    capture_fixed(*state.model(), state.given["records"], state.cfg, directory)
+
+
+def compute_fixed(state: StepState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every fixed-text probe of one checkpoint (fixed.npz: scores, margins, directions) and its summary."""
+    acts = state.values["fixed_capture"]()
+    return fixed_checkpoint(*state.model(), state.given["records"], state.ctx.roles, state.cfg, acts.dir)
+
+
+def compute_versus_final(state: StepState) -> dict[str, Any]:
+    """This checkpoint's directions against the final checkpoint's (bootstraps over every layer)."""
+    arrays, acts = state.values["fixed"][0], state.values["fixed_capture"]()
+    return versus_final(arrays, acts, state.given["final_arrays"], state.ctx.roles, state.cfg.fixed.bootstrap)
+
+
+def compute_fixed_steering(state: StepState) -> dict[str, Any]:
+    """The flip test on counterfactual wrong lines with the checkpoint's own, the final, the logit and random
+    directions at the run's scale, at each steered position."""
+    cfg, scale, texts, roles = state.cfg, state.given["scale"], state.given["records"], state.ctx.roles
+    state.tell(f"fixed-text steering (own, final and control directions, scale {scale:g})")
+    m, tok = state.model()
+    dirs, rands, norms = steering_directions(state.values["fixed"][0], state.given["final_arrays"], cfg, scale)
+    vecs = {n: scaled_vectors(u, scale, norms) for n, u in dirs.items()}
+    rvecs = [scaled_vectors(r, scale, norms) for r in rands]
+    s = cfg.steering
+    return {
+        pos: flip_outcomes(
+            m, tok, wrong_line_cases(texts, roles, "report", pos, cfg.fixed.steer_cases), vecs, rvecs,
+            s.flip_new_tokens, s.batch_size,
+        )
+        for pos in POSITIONS
+    }  # fmt: skip
+
+
+def compute_fixed_patching(state: StepState) -> dict[str, Any]:
+    """P("this") on right lines with a slip's stated value patched in (analysis/fixed/patching.py), on the
+    calibration and report problems (what :func:`patch_summary` reads)."""
+    roles = state.ctx.roles
+    problems = {i for i, r in enumerate(roles) if r in ("calibration", "report")}
+    return value_patching(*state.model(), state.given["records"], state.cfg.steering.batch_size, problems)
 
 
 META_KEPT = ("problem", "subset", "category", "position", "record", "verdict", "truth", "stated", "margin")
