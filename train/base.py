@@ -28,7 +28,7 @@ from tasks.config import ConfigError, config_hash, dump_config, to_dict
 from tasks.countdown.generate import Problem
 from tasks.countdown.search_trace import SearchStyle, write_search_trace
 from tasks.countdown.synth import TraceStyle, write_trace
-from train.precision import resolve
+from train.precision import resolve, resolved
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -224,7 +224,7 @@ def base_trainer(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, 
         weight_decay=cfg.weight_decay,
         adam_beta1=0.9,
         adam_beta2=0.95,
-        bf16=resolve(cfg.precision, "cpu", "base.precision") == "bf16",
+        bf16=resolved(cfg.precision, "base.precision") == "bf16",
         use_cpu=True,
         logging_steps=100,
         save_strategy="steps",
@@ -353,9 +353,17 @@ def prime(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, done: P
     (done / "weights.tmp").replace(weights)
 
 
+def _resolve(cfg: BaseConfig) -> BaseConfig:
+    """``cfg`` with its precision resolved for the CPU, where the tiny base is always pre-trained (a no-op on a config
+    resolved at the door, :func:`train.config.resolve_precision`)."""
+    if cfg.precision != "auto":
+        return cfg
+    return dataclasses.replace(cfg, precision=resolve(cfg.precision, "cpu", "base.precision"))
+
+
 def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str:
-    """The cache key of a base: its config with the precision as resolved here, the template and the operators."""
-    base = {**to_dict(cfg), "precision": resolve(cfg.precision, "cpu", "base.precision")}
+    """The cache key of a base: its config (precision resolved), the template and the operators."""
+    base = to_dict(_resolve(cfg))
     if base.get("search") is None:  # bases built before the field existed keep their key
         base.pop("search", None)
     if base.get("verdict_loss_weight") == 1.0:
@@ -386,7 +394,7 @@ def build_base(
     builds resume from the Trainer's last checkpoint in ``out_dir``.work (only when it was building the same
     inputs); the final directory is renamed into place only when complete.
     """
-    out = Path(out_dir)
+    out, cfg = Path(out_dir), _resolve(cfg)
     key = _base_key(operators, cfg, template)
     if base_is_built(out, operators, cfg, template):
         return out

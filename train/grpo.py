@@ -29,7 +29,7 @@ from train import checkpoints as ck
 from train import dist
 from train.config import TrainConfig
 from train.evaluate import EvalMetrics
-from train.precision import resolve
+from train.precision import resolve, resolved
 
 
 class SampleLog:
@@ -290,7 +290,7 @@ def grpo_args(
             output_dir=str(run_dir / ck.STAGING),
             max_steps=g.steps,
             per_device_train_batch_size=cfg.per_device_batch,
-            bf16=(g.precision if g.precision != "auto" else resolve(g.precision, device, "grpo.precision")) == "bf16",
+            bf16=resolved(g.precision, "grpo.precision") == "bf16",
             use_cpu=device == "cpu",
             seed=cfg.seed,
             reward_weights=reward_weights,
@@ -318,6 +318,8 @@ def check_grpo(cfg: TrainConfig, device: str) -> None:
 
     if device == "cuda" and not torch.cuda.is_available():
         cfg = replace(cfg, grpo=replace(cfg.grpo, precision="fp32"))
+    else:
+        cfg = replace(cfg, grpo=replace(cfg.grpo, precision=resolve(cfg.grpo.precision, device, "grpo.precision")))
     with tempfile.TemporaryDirectory() as tmp:
         grpo_args(cfg, Path(tmp), device, {"use_vllm": False}, None)
 

@@ -105,6 +105,14 @@ def resolve(requested: str, device: str = "cpu", field: str = "precision") -> Re
     return resolved
 
 
+def resolved(value: str, field: str) -> Resolved:
+    """A precision that was resolved at the door (:func:`train.config.resolve_precision`, or :func:`resolve` once by
+    the stage's entry point); ``auto`` here is a caller that skipped it, and would be resolved twice."""
+    if value not in ("bf16", "fp32"):
+        raise ValueError(f"{field}: expected a resolved precision (bf16 or fp32), got {value!r}; resolve it first")
+    return value  # type: ignore[return-value]
+
+
 def _once(key: tuple[str, ...], message: str, err: bool = False) -> None:
     if key not in _ANNOUNCED:
         _ANNOUNCED.add(key)

@@ -12,7 +12,7 @@ import pytest
 
 from tasks.config import ConfigError, dump_config, load_config
 from train.__main__ import main
-from train.config import TrainConfig, load_train_config
+from train.config import TrainConfig, load_train_config, resolve_precision
 from train.launch import plan, wait_for_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_grpo_section_passes_trl_options_through(tmp_path: Path) -> None:
         "tiny", ["grpo.epsilon_high=0.28", "grpo.num_iterations=2", "grpo.beta=0.001", "grpo.lean_loss=false"]
     )
     assert cfg.grpo.trl["epsilon_high"] == 0.28 and "beta" not in cfg.grpo.trl
-    args = grpo_args(cfg, tmp_path, "cpu", {"use_vllm": False}, None)
+    args = grpo_args(resolve_precision(cfg, "cpu"), tmp_path, "cpu", {"use_vllm": False}, None)
     assert (args.epsilon_high, args.num_iterations, args.beta, args.learning_rate) == (0.28, 2, 0.001, 0.00014)
     assert (args.max_steps, args.per_device_train_batch_size) == (cfg.grpo.steps, cfg.per_device_batch)
     dumped = tmp_path / "config.yaml"  # the run directory's resolved config reloads to the same config
@@ -108,7 +108,7 @@ def test_numbers_written_as_strings_become_numbers(tmp_path: Path) -> None:
     from train.grpo import grpo_args
 
     cfg = load_train_config("tiny", ["grpo.learning_rate=1e-5", "grpo.weight_decay=0", "grpo.num_iterations=2"])
-    args = grpo_args(cfg, tmp_path, "cpu", {"use_vllm": False}, None)
+    args = grpo_args(resolve_precision(cfg, "cpu"), tmp_path, "cpu", {"use_vllm": False}, None)
     assert (args.learning_rate, args.weight_decay, args.num_iterations) == (1e-5, 0.0, 2)  # YAML reads 1e-5 as text
 
 
@@ -183,7 +183,7 @@ def test_grpo_args_split_batch_into_updates_and_skip_is_correction(tmp_path: Pat
 
     overrides = ["grpo.steps_per_generation=4", "grpo.vllm_importance_sampling_correction=false"]
     cfg = load_train_config("tiny", [*overrides, "grpo.temperature=0.7"])
-    args = grpo_args(cfg, tmp_path, "cpu", {"use_vllm": False}, [1.0])
+    args = grpo_args(resolve_precision(cfg, "cpu"), tmp_path, "cpu", {"use_vllm": False}, [1.0])
     completions = cfg.grpo.prompts_per_step * cfg.grpo.num_generations
     assert args.generation_batch_size == completions  # one generation per 4 optimizer steps
     assert (args.steps_per_generation, args.per_device_train_batch_size) == (4, completions // 4)
