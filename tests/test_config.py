@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,5 +110,7 @@ def test_presets_that_extend_resolve_as_their_parent_plus_their_own_keys() -> No
     assert read_preset(root / "tiny-emerge.yaml")["grpo"] == read_preset(root / "tiny.yaml")["grpo"]
     assert (emerge.grpo, emerge.data, emerge.eval) == (tiny.grpo, tiny.data, tiny.eval)
     assert emerge.base.trace.verdict_rate == 0.15 and tiny.base.trace.verdict_rate == 1.0
-    big = load_train_config("qwen2.5-3b")
-    assert big.grpo == load_train_config("qwen2.5-0.5b").grpo and big.launch.accelerate_config.endswith("zero3.yaml")
+    big, small = load_train_config("qwen2.5-3b"), load_train_config("qwen2.5-0.5b")
+    assert big.grpo == dataclasses.replace(small.grpo, gradient_accumulation_steps=16)  # 2 GPUs x 16 x 16 = 512
+    assert big.launch.accelerate_config.endswith("zero3.yaml") and big.rollout.vllm_mode == "colocate"
+    assert load_train_config("qwen2.5-1.5b").launch == small.launch  # one GPU, as the 0.5B

@@ -79,6 +79,26 @@ def finalize(src: Path, run_dir: Path, step: int, tokenizer: Any, state: dict[st
     return dest
 
 
+RESUME_ONLY = (
+    "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "global_step*", "latest", "zero_to_fp32.py"
+)  # fmt: skip
+"""What a checkpoint holds for resuming only (the Trainer's and DeepSpeed's): the analysis reads none of it."""
+
+
+def prune_resume_state(run_dir: Path, keep: int) -> list[Path]:
+    """Delete the resume-only files of every checkpoint before step ``keep`` (the newest, which keeps them); returns
+    what was removed. A run resumes from its latest checkpoint only, so nothing a resume reads is lost."""
+    removed = []
+    for step, path in list_checkpoints(run_dir):
+        if step >= keep:
+            continue
+        for pattern in RESUME_ONLY:
+            for f in path.glob(pattern):
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+                removed.append(f)
+    return removed
+
+
 def manual_staging(run_dir: Path, step: int) -> Path:
     """Where a checkpoint the Trainer does not save itself (step 0) is written before :func:`finalize` renames it."""
     return run_dir / STAGING / f"manual-{step}"

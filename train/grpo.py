@@ -414,6 +414,8 @@ class RunCallback:
         if dist.is_main():
             saved = ck.run_state(self.cfg, {"train": self.last_log, "eval": metrics})
             ck.finalize(src, self.run_dir, step, self.tokenizer, saved)
+            if self.cfg.resume_state == "last":
+                ck.prune_resume_state(self.run_dir, step)
 
 
 def tensorboard_callback(run_dir: Path) -> Any:

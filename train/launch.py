@@ -68,6 +68,9 @@ class LaunchPlan:
             lines.append(f"vLLM: colocated with the trainer ({cfg.rollout.gpu_memory_utilization:.0%} of GPU memory)")
         env = " ".join(f"{k}={v}" for k, v in self.trainer_env.items())
         lines.append(f"trainer: {env} {shlex.join(self.trainer_cmd)}".replace("  ", " "))
+        from train.footprint import describe
+
+        lines += describe(cfg, self.per_device_batch, self.on_cpu or runs_on_cpu(cfg))
         return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from train.config import TrainConfig, load_train_config, resolve_precision
 from train.launch import plan, wait_for_server
 
 ROOT = Path(__file__).resolve().parents[2]
-PRESETS = ["tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b"]
+PRESETS = ["tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-3b-4gpu"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -30,7 +30,7 @@ def test_presets_load_and_validate(preset: str) -> None:
 
 
 def test_dry_run_plan_for_multi_gpu_server_mode(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--preset", "qwen2.5-3b", "--dry-run"]) == 0
+    assert main(["--preset", "qwen2.5-3b-4gpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "CUDA_VISIBLE_DEVICES=2,3 trl vllm-serve --model Qwen/Qwen2.5-3B --tensor-parallel-size 2" in out
     assert "accelerate launch --num_processes 2 --config_file configs/accelerate/zero3.yaml -m train" in out
@@ -42,9 +42,9 @@ def test_plan_single_process_colocate() -> None:
     cfg = load_train_config("qwen2.5-0.5b")
     p = plan(cfg, ["--preset", "qwen2.5-0.5b"])
     assert p.server_cmd is None and p.trainer_cmd[-3:] == ["train", "--preset", "qwen2.5-0.5b"]
-    assert p.completions_per_step == 512 and p.per_device_batch == 128
+    assert p.completions_per_step == 512 and p.per_device_batch == 16  # 32 accumulation steps of 16
     split = plan(load_train_config("qwen2.5-0.5b", ["grpo.steps_per_generation=4"]), [])
-    assert split.completions_per_step == 512 and split.per_device_batch == 32  # 4 updates per generated batch
+    assert split.completions_per_step == 512 and split.per_device_batch == 4  # 4 updates per generated batch
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ def test_gpu_preset_on_a_cpu_host_is_one_line(
 
 
 def test_server_mode_needs_server_gpus() -> None:
-    cfg = load_train_config("qwen2.5-3b", ["launch.vllm_gpus=0"])
+    cfg = load_train_config("qwen2.5-3b-4gpu", ["launch.vllm_gpus=0"])
     with pytest.raises(ValueError, match="vllm_gpus"):
         plan(cfg, [])
 
@@ -210,7 +210,7 @@ def test_plan_keeps_the_visible_gpus_and_refuses_too_few(monkeypatch: pytest.Mon
     replaced by 0..n-1; a real launch on fewer GPUs than the preset needs is one line naming both counts."""
     import train.launch as launch
 
-    cfg = load_train_config("qwen2.5-3b")  # 2 trainer + 2 vLLM GPUs
+    cfg = load_train_config("qwen2.5-3b-4gpu")  # 2 trainer + 2 vLLM GPUs
     monkeypatch.setattr(launch, "runs_on_cpu", lambda cfg: False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
     p = launch.plan(cfg, [], check_gpus=True)

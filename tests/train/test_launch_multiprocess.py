@@ -46,7 +46,7 @@ def test_cpu_plan_is_n_gloo_processes_without_cuda_devices(tmp_path: Path) -> No
 
 
 def test_gpu_plan_keeps_cuda_devices_and_the_zero_config() -> None:
-    p = plan(load_train_config("qwen2.5-3b"), ["--preset", "qwen2.5-3b"])
+    p = plan(load_train_config("qwen2.5-3b-4gpu"), ["--preset", "qwen2.5-3b-4gpu"])
     assert not p.on_cpu and p.trainer_env == {"CUDA_VISIBLE_DEVICES": "0,1"}
     assert p.server_env == {"CUDA_VISIBLE_DEVICES": "2,3"}
     assert p.trainer_cmd[:6] == [
@@ -184,7 +184,7 @@ def test_slurm_dry_run_prints_trainer_nodes_and_a_separate_vllm_node() -> None:
     assert {"launch.trainer_gpus=16", "rollout.vllm_mode=server", "rollout.start_server=false"} <= set(overrides)
     assert {"rollout.server_host=gpu5", f"rollout.server_port={port}", "run_name=two nodes"} <= set(overrides)
     cfg = load_train_config("qwen2.5-3b", overrides[2:])  # what every trainer process loads
-    assert cfg.launch.trainer_gpus == 16 and cfg.per_device_batch == 512 // (16 * 4) and cfg.run_name == "two nodes"
+    assert cfg.launch.trainer_gpus == 16 and cfg.per_device_batch == 512 // (16 * 16) and cfg.run_name == "two nodes"
 
 
 @pytest.mark.parametrize(
