@@ -58,6 +58,7 @@ $(STAMP): pyproject.toml Makefile
 	    && cp -L x/usr/lib/*/$(TCMALLOC) $(CURDIR)/$(VENV)/lib/tcmalloc/ ) \
 	  || echo "note: could not fetch tcmalloc (apt-get download libtcmalloc-minimal4): CPU jobs use glibc malloc, slower"; \
 	  rm -rf $$tmp; fi
+	if [ "$(EXTRA)" = gpu ]; then $(PY) -m train.driver; fi
 	$(PY) -c "import tasks, train, analysis, torch, transformers, trl; print('setup ok: torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
 	touch $(STAMP)
 
