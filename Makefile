@@ -87,8 +87,8 @@ analyze: setup  ## Probe, unembed and steer every checkpoint of a run; writes <r
 report-check: setup  ## Open a run's report.html in headless Chromium: every figure drawn, no section empty (RUN=dir; needs chromium)
 	$(PY) scripts/check_report.py $(RUN)
 
-study: setup  ## N seeds + control runs of a preset, each analysed, one report: checkpoints/study-<name>/report.html (SPRESET=tiny, ARGS="k=v")
-	$(RUN_PY) -m analysis.study --preset $(SPRESET) $(ARGS)
+study: setup  ## N seeds + control runs of a preset, each analysed, one report: checkpoints/study-<name>/report.html (SPRESET=tiny, ARGS="k=v", ARGS=submit=slurm, DRY_RUN=1)
+	$(RUN_PY) -m analysis.study --preset $(SPRESET) $(if $(filter 1,$(DRY_RUN)),--dry-run) $(ARGS)
 
 bench: setup  ## Speed/memory ratios vs their baselines (reward, parser, rollouts, GRPO step, steering, capture, RSS) -> bench/results.json
 	$(RUN_PY) -m tasks.countdown.bench

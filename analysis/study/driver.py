@@ -68,6 +68,11 @@ class StudyConfig:
     # everything else is a secondary outcome, Holm-corrected over the table
     primary: str = "completions with verdict lines"
     jobs: int = 1  # runs trained and analysed at once, sharing the cores (each logs to <study>/logs/<run>.log)
+    # local: every run here; slurm: one Slurm job per run and one for the report (analysis/study/slurm.py)
+    submit: Literal["local", "slurm"] = "local"
+    slurm_args: tuple[str, ...] = ()  # sbatch options for every job: partition, GPUs, time limit
+    runs: tuple[str, ...] = ()  # only these runs (by name, e.g. seed5); empty: all (what a Slurm job is given)
+    report: bool = True  # write the combined report once the runs are done (a Slurm run job does not)
 
     def __post_init__(self) -> None:
         from analysis.study.report import METRICS
@@ -94,6 +99,9 @@ class StudyConfig:
                 f"control_seeds: {shared} also in the RL seeds (seeds) {list(self.seeds)}; use distinct seeds: a "
                 "control sharing an RL run's seed shares its data order and sampling"
             )
+        unknown = sorted(set(self.runs) - {s.name for s in run_specs(self)})
+        if unknown:
+            raise ConfigError(f"runs: {unknown} are not runs of this study: {[s.name for s in run_specs(self)]}")
         find_preset(self.preset, ROOT / "configs", "training preset")
         find_preset(self.analysis_preset, ROOT / "configs" / "analysis", "analysis preset")
 
@@ -289,7 +297,8 @@ def run_study(cfg: StudyConfig, say: Any = print) -> Path:
 
     from analysis.study.report import write_report
 
-    specs = run_specs(cfg)
+    everything = run_specs(cfg)
+    specs = [s for s in everything if not cfg.runs or s.name in cfg.runs]
     states = {s.name: run_state(cfg, s) for s in specs}  # every directory is checked before anything starts
     frozen = freeze_analysis_config(cfg, runs_started=any(v != "new" for v in states.values()))
     dump_config(cfg, cfg.directory / "study.yaml")
@@ -308,7 +317,9 @@ def run_study(cfg: StudyConfig, say: Any = print) -> Path:
         failed = [f"{s.name}: {f.exception()}" for s, f in futures if f.exception() is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(specs)} runs failed; " + "; ".join(failed))
-    return write_report(cfg.directory, [(s.name, s.kind) for s in specs], frozen, cfg.primary)
+    if not cfg.report:
+        return cfg.directory
+    return write_report(cfg.directory, [(s.name, s.kind) for s in everything], frozen, cfg.primary)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,14 +327,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny", help="configs/study/<preset>.yaml or a path to a YAML file")
     example = "seeds=[1,2,3,4] control_seeds=[101,102,103,104]"
     parser.add_argument("overrides", nargs="*", help=f"study fields as key=value, e.g. {example}")
+    parser.add_argument("--dry-run", action="store_true", help="print what would run (or be submitted) and exit")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(StudyConfig, find_preset(args.preset, PRESET_DIR, "study preset"), args.overrides)
+        if cfg.submit == "slurm":
+            from analysis.study.slurm import submit_study
+
+            submit_study(cfg, args.preset, args.overrides, args.dry_run)
+            return 0
+        if args.dry_run:
+            for s in run_specs(cfg):
+                if not cfg.runs or s.name in cfg.runs:
+                    print(f"{s.name}: {s.kind}, seed {s.seed}, {run_state(cfg, s)}")
+            return 0
         report = run_study(cfg)
     except (ConfigError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"study report: {report}")
+    print(f"study report: {report}" if cfg.report else f"study runs done: {report}")
     return 0
 
 
