@@ -3,11 +3,16 @@
 # box spends hours on a real Qwen run. Each stage is timed; the table (stage, seconds, status) and every stage's log
 # are written to the output directory, also when a stage fails (the script then stops with that stage's exit code).
 #
-#   1. tiny preset end to end on CUDA in bf16: `make train` (short GRPO run, vLLM colocate) + `make analyze`;
+#   1. tiny preset end to end on CUDA in bf16: `make train` (short GRPO run, vLLM colocate), resumed for two more
+#      steps (RESUME=1), + `make analyze`;
 #   2. the Qwen-shaped rehearsal: a 24-layer Qwen2.5-0.5B stand-in with random weights (train/standin.py), the
 #      qwen2.5-0.5b preset on it (vLLM colocate, the preset's 1024-token completions, fewer prompts and steps,
 #      generated data instead of the hub split) + `make analyze APRESET=qwen2.5-0.5b` with shorter rollouts;
 #   3. the GPU rows of `make bench`: analysis.bench on CUDA with a random Qwen2.5-0.5B-sized model.
+# After each run, scripts/check_run.py reads what it wrote (non-empty checkpoints at every step, one evaluation per
+# checkpoint with rates in [0, 1], a finite loss per step, resume state in the last checkpoint only, every checkpoint
+# analysed, the report's figures embedded): an exit code of 0 alone says only that a job ended.
+# The stage limits add up to the check's budget (480 s of the device's time).
 #
 # Usage: scripts/gpu_check.sh [OUT_DIR]    (default: $OUT, else gpu-check/); the runs go under OUT_DIR/work.
 #        GPU_CHECK_DRY_RUN=1 scripts/gpu_check.sh [OUT_DIR]: on any host, validates every stage's command instead
@@ -73,14 +78,14 @@ stage() {
 }
 
 # The runs (their overrides are shared by the real check and its dry run). The Qwen run keeps the preset's
-# 1024-token completions and its per-device micro-batch (64 x 8 / 4 accumulation = 128 completions; here 16 x 8 / 1),
+# 1024-token completions and its per-device micro-batch (64 x 8 / 32 accumulation = 16 completions; here 16 x 8 / 8),
 # so its memory peak is the real run's; only the number of prompts, steps and evaluated problems shrinks.
 TINY_TRAIN="output_root=$WORK run_name=tiny-cuda data.out_dir=$WORK/data-tiny base_dir=$WORK/tiny-base-{precision} \
 device=cuda grpo.precision=bf16 base.steps=400 grpo.steps=4 save_every=2 eval.problems=100"
 TINY_ANALYZE="device=cuda rollout.problems=100 steering.problems=50 fixed.rollouts=100"
 QWEN_TRAIN="model=$WORK/models/qwen-standin output_root=$WORK run_name=qwen-standin data.source=generate \
 data.train_size=4000 data.test_size=64 data.out_dir=$WORK/data-qwen grpo.steps=2 save_every=2 \
-grpo.prompts_per_step=16 grpo.num_generations=8 grpo.gradient_accumulation_steps=1 eval.problems=64"
+grpo.prompts_per_step=16 grpo.num_generations=8 grpo.gradient_accumulation_steps=8 eval.problems=64"
 QWEN_ANALYZE="rollout.problems=40 rollout.max_new_tokens=256 steering.problems=16 steering.max_new_tokens=256 \
 steering.max_flip_cases=64 fixed.rollouts=40 components.free_problems=8 components.free_max_new_tokens=128"
 BENCH=(-m analysis.bench --device cuda --arch qwen2.5-0.5b --precision bf16 --section analysis-cuda --skip-memory
@@ -102,11 +107,14 @@ if [ "$DRY" = 1 ]; then
   exit 0
 fi
 
-stage preflight 60 "$PY" -c 'import torch, vllm; assert torch.cuda.is_available(), "no CUDA device visible"
+stage preflight 30 "$PY" -c 'import torch, vllm; assert torch.cuda.is_available(), "no CUDA device visible"
 print(torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported(), "vllm", vllm.__version__)'
-stage tiny-train 120 "${MAKE[@]}" train PRESET=tiny ARGS="$TINY_TRAIN"
-stage tiny-analyze 90 "${MAKE[@]}" analyze APRESET=tiny RUN="$WORK/tiny-cuda" ARGS="$TINY_ANALYZE"
-stage standin-build 60 "$PY" -m train.standin --out "$WORK/models/qwen-standin"
-stage qwen-train 200 "${MAKE[@]}" train PRESET=qwen2.5-0.5b ARGS="$QWEN_TRAIN"
-stage qwen-analyze 150 "${MAKE[@]}" analyze APRESET=qwen2.5-0.5b RUN="$WORK/qwen-standin" ARGS="$QWEN_ANALYZE"
-stage bench-cuda 60 "$PY" "${BENCH[@]}"
+stage tiny-train 80 "${MAKE[@]}" train PRESET=tiny ARGS="$TINY_TRAIN"
+stage tiny-resume 40 "${MAKE[@]}" train PRESET=tiny RESUME=1 ARGS="$TINY_TRAIN grpo.steps=6"
+stage tiny-analyze 60 "${MAKE[@]}" analyze APRESET=tiny RUN="$WORK/tiny-cuda" ARGS="$TINY_ANALYZE"
+stage tiny-check 10 "$PY" scripts/check_run.py "$WORK/tiny-cuda" --analysed
+stage standin-build 30 "$PY" -m train.standin --out "$WORK/models/qwen-standin"
+stage qwen-train 120 "${MAKE[@]}" train PRESET=qwen2.5-0.5b ARGS="$QWEN_TRAIN"
+stage qwen-analyze 70 "${MAKE[@]}" analyze APRESET=qwen2.5-0.5b RUN="$WORK/qwen-standin" ARGS="$QWEN_ANALYZE"
+stage qwen-check 10 "$PY" scripts/check_run.py "$WORK/qwen-standin" --analysed
+stage bench-cuda 30 "$PY" "${BENCH[@]}"

@@ -89,6 +89,27 @@ def test_analyze_writes_report_then_reuses_cache(micro_run: Path) -> None:
     assert third.returncode == 0
     computed = json.loads((out / "summary.json").read_text())["computed"].values()
     assert all(c == ["fixed_steering", "steering", "components"] for c in computed), list(computed)
+    check = [sys.executable, str(Path(__file__).parents[2] / "scripts" / "check_run.py"), str(micro_run), "--analysed"]
+    checked = subprocess.run(check, capture_output=True, text=True)
+    assert checked.returncode == 0 and "analysis and report" in checked.stdout, checked.stdout + checked.stderr
+
+
+@pytest.mark.slow
+def test_check_run_reads_what_the_run_wrote(micro_run: Path, tmp_path: Path) -> None:
+    """scripts/check_run.py (the GPU check's content check) passes a real trained run, whose intermediate
+    checkpoints kept the model only, and names what is wrong in a damaged copy."""
+    script = [sys.executable, str(Path(__file__).parents[2] / "scripts" / "check_run.py")]
+    ok = subprocess.run([*script, str(micro_run)], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stdout + ok.stderr
+    assert not list((micro_run / "step_1").glob("optimizer.pt")) and (micro_run / "step_2" / "optimizer.pt").is_file()
+    copy = tmp_path / "micro"
+    shutil.copytree(micro_run, copy, ignore=shutil.ignore_patterns("analysis"))
+    rows = (copy / "eval.jsonl").read_text().splitlines()
+    (copy / "eval.jsonl").write_text("\n".join(rows[:-1]) + "\n")  # the last checkpoint's evaluation lost
+    (copy / "step_1" / "optimizer.pt").write_bytes(b"")  # resume state where resume_state: last keeps none
+    bad = subprocess.run([*script, str(copy)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "no evaluation of step 2" in bad.stdout and "step 1: keeps resume state ['optimizer.pt']" in bad.stdout
 
 
 @pytest.mark.slow
