@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.cache import StepCache, write_json
-from analysis.checkpoint import CheckpointError, check_checkpoint, run_roles
+from analysis.checkpoint_stages import CheckpointError, check_checkpoint, run_roles
 from analysis.config import AnalysisConfig
 from analysis.context import RunContext
 from analysis.stages import analyse_checkpoint
@@ -167,7 +167,7 @@ def _deviations(cfg: AnalysisConfig, run: Path, ckpts: list, layers: int | None)
     """protocol.deviations with what only the run knows: its base model's name, tokenizer and task."""
     from transformers import AutoTokenizer
 
-    from analysis.protocol import deviations
+    from analysis.original_study import deviations
     from train.config import TrainConfig
 
     tcfg = load_config(TrainConfig, run / "config.yaml")

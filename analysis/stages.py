@@ -51,19 +51,19 @@ class Stage:
 
 
 CHECKPOINT: tuple[Stage, ...] = (
-    Stage("rollouts", "analysis.checkpoint:compute_rollouts", "rollouts (generating)", ("rollout",),
+    Stage("rollouts", "analysis.checkpoint_stages:compute_rollouts", "rollouts (generating)", ("rollout",),
           inputs=("checkpoint", "problems", "dtype"), writes=("rollouts.json",), section="Behaviour"),
-    Stage("capture", "analysis.checkpoint:compute_capture", "capture", ("capture",), ("rollouts",),
+    Stage("capture", "analysis.checkpoint_stages:compute_capture", "capture", ("capture",), ("rollouts",),
           writes=("capture/",), read="analysis.capture:read_capture", section="Probes"),
-    Stage("probes", "analysis.checkpoint:compute_probes", "probes", ("probe",), ("capture",),
+    Stage("probes", "analysis.checkpoint_stages:compute_probes", "probes", ("probe",), ("capture",),
           writes=("probes.json", "directions.npz"), section="Probes"),
-    Stage("unembed", "analysis.checkpoint:compute_unembed", "unembed",
+    Stage("unembed", "analysis.checkpoint_stages:compute_unembed", "unembed",
           ("report.top_k_tokens", "report.unembed_gain"), ("probes",), writes=("unembed.json",),
           section="Unembedding"),
-    Stage("steering", "analysis.checkpoint:compute_steering", "steering sweep", ("steering",),
+    Stage("steering", "analysis.checkpoint_stages:compute_steering", "steering sweep", ("steering",),
           ("probes", "rollouts", "capture"), inputs=("scale", "full_sweep"), writes=("steering.json",),
           section="Steering"),
-    Stage("components", "analysis.checkpoint:compute_components", "components", ("components",), ("steering",),
+    Stage("components", "analysis.checkpoint_stages:compute_components", "components", ("components",), ("steering",),
           inputs=("extras",), writes=("components.json",), section="Components", when="components.enabled"),
 )  # fmt: skip
 """Each checkpoint's own stages, in the order they run (a stage reads only stages above it)."""
@@ -115,7 +115,7 @@ class StepState:
 
     def model(self) -> tuple[Any, Any]:
         """The checkpoint's model and tokenizer, loaded once (the walk's owner releases them)."""
-        from analysis.checkpoint import load_model
+        from analysis.checkpoint_stages import load_model
 
         if "m" not in self.loaded:
             self.loaded["m"] = load_model(self.path, self.cfg.device, self.cfg.precision)
@@ -123,7 +123,7 @@ class StepState:
         return self.loaded["m"]
 
     def release(self) -> None:
-        from analysis.checkpoint import release
+        from analysis.checkpoint_stages import release
 
         release(self.loaded)
 
@@ -245,7 +245,7 @@ def analyse_checkpoint(
     ``scale`` is the run's one steering scale (calibrated by the fixed-text stage or from the preset); probes fit on
     the context's ``train`` problems and everything is scored on ``report`` problems. ``last`` marks the last
     analysed checkpoint (the full steering sweep and the component stage's extras run there by default)."""
-    from analysis.checkpoint import rollout_summary
+    from analysis.checkpoint_stages import rollout_summary
 
     if scale is None:
         raise ValueError("analyse_checkpoint: the run's steering scale must be given (analysis/fixed/run.py)")

@@ -26,7 +26,7 @@ def _jsonl(path: Path) -> list[dict]:
 def check_training(run: Path) -> list[str]:
     """Failures of the training side: checkpoints complete and non-empty, the last at grpo.steps, every one
     evaluated with rates in [0, 1], a finite loss logged for every step, resume state only where configured."""
-    from analysis.checkpoint import CheckpointError, check_checkpoint
+    from analysis.checkpoint_stages import CheckpointError, check_checkpoint
     from tasks.config import load_config
     from train.checkpoints import RESUME_ONLY, list_checkpoints
     from train.config import TrainConfig

@@ -1,7 +1,7 @@
 """The fixed-text stage for one checkpoint: the same texts teacher-forced through every checkpoint of a run.
 
-Own-rollout probing (:mod:`analysis.checkpoint`) mixes a change in what a checkpoint writes with a change in how it
-represents it, and finds nothing at a checkpoint that writes no "(" at all. Here every checkpoint reads one text
+Own-rollout probing (:mod:`analysis.checkpoint_stages`) mixes a change in what a checkpoint writes with a change in
+how it represents it, and finds nothing at a checkpoint that writes no "(" at all. Here every checkpoint reads one text
 set, built once per run (:func:`fixed_records`):
 
 * ``last``: completions of the last checkpoint (its rollouts), so the final behaviour is read by every earlier model;

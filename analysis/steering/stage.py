@@ -57,7 +57,7 @@ def run_steering(
     torch.manual_seed(s.random_seed)
     vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
     # random directions of the same norm as ``units`` per layer (unit vectors, or residual-norm long ones when the
-    # run's scale is relative: analysis/checkpoint.py)
+    # run's scale is relative: analysis/checkpoint_stages.py)
     rands = [
         {x: r[x] * float(np.linalg.norm(units[x])) for x in r}
         for r in random_units(units, s.random_seed, s.random_draws)

@@ -124,7 +124,7 @@ def test_release_frees_the_checkpoint_model(digit_dir: Path) -> None:
     """Between checkpoints the model is dropped and collected (then CUDA's cache emptied where there is one)."""
     import weakref
 
-    from analysis.checkpoint import load_model, release
+    from analysis.checkpoint_stages import load_model, release
 
     loaded = {"m": load_model(digit_dir, "cpu", "fp32")}
     ref = weakref.ref(loaded["m"][0])

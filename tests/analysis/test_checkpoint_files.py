@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from analysis.checkpoint import CheckpointError, check_checkpoint
+from analysis.checkpoint_stages import CheckpointError, check_checkpoint
 
 
 def _tiny_qwen(path: Path) -> Path:

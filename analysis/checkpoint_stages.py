@@ -81,7 +81,7 @@ def _probe_all(cap: Any, cfg: AnalysisConfig, roles: np.ndarray) -> tuple[list[d
     if p.source != "all":
         sel &= cap["greedy"] == (1 if p.source == "greedy" else 0)
     if p.require_both_verdicts:  # only completions with a "(not" and a "(this" site, as the released probe.py
-        from analysis.protocol import both_verdict_sites
+        from analysis.original_study import both_verdict_sites
 
         sel &= both_verdict_sites(cap["record"], cap["verdict"])
     test = role_mask(cap["problem"][sel], roles, "report")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from analysis.config import load_analysis_config
-from analysis.protocol import both_verdict_sites, deviations, released_layers, study_layers
+from analysis.original_study import both_verdict_sites, deviations, released_layers, study_layers
 from tasks.config import ConfigError
 
 REASONS = ("cannot be the same because", "not reproduced because")
