@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config fields as key=value, e.g. run=checkpoints/tiny")
     args = parser.parse_intermixed_args(argv)
 
+    from analysis.analyse_run import analyse_run
     from analysis.config import load_analysis_config
-    from analysis.run import analyse_run
 
     try:
         cfg = load_analysis_config(args.preset, args.overrides)

@@ -30,7 +30,7 @@ class RolloutSettings:
     engine: Literal["auto", "vllm", "hf"] = "auto"
     seed: int = 0
     # vLLM's share of the GPU's memory for rollouts on CUDA (its gpu_memory_utilization). None: vLLM's default (0.9)
-    # on GPU and train/rollout.py's CPU setting on CPU, as before. Lower it when the GPU is shared with another job.
+    # on GPU and train/rollout_engine.py's CPU setting on CPU. Lower it when the GPU is shared with another job.
     gpu_memory_share: float | None = None
 
 
@@ -127,7 +127,7 @@ class SteeringSettings:
 
 @dataclass(frozen=True)
 class FixedTextSettings:
-    """One text set teacher-forced through every checkpoint (analysis/fixed/): probes on identical inputs."""
+    """One text set teacher-forced through every checkpoint (analysis/fixed_text/): probes on identical inputs."""
 
     enabled: bool = True
     rollouts: int = 200  # completions with verdict sites taken from each of the first and last checkpoints

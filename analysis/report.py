@@ -47,7 +47,7 @@ def render(
 
 
 def _header(r: ReportInputs) -> list[str]:
-    from analysis.fixed.report import questions_section
+    from analysis.fixed_text.sections import questions_section
 
     parts = [f"<h1>Verification direction: {html.escape(r.run_dir.name)}</h1>"]
     parts += questions_section(r.fixed, r.summary.get("fixed_text"))
@@ -64,7 +64,7 @@ def _header(r: ReportInputs) -> list[str]:
 
 
 def _fixed(r: ReportInputs) -> list[str]:
-    from analysis.fixed.report import fixed_section
+    from analysis.fixed_text.sections import fixed_section
 
     return fixed_section(r.fixed, r.summary.get("fixed_text"))
 
@@ -182,7 +182,7 @@ def _unembedding(r: ReportInputs) -> list[str]:
 
 
 def _components(r: ReportInputs) -> list[str]:
-    from analysis.components.report import component_section
+    from analysis.components.section import component_section
 
     return component_section(r.em.get("components"))
 

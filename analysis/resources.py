@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.config import AnalysisConfig
-from analysis.fixed.checkpoint import CHUNK_BYTES
+from analysis.fixed_text.per_checkpoint import CHUNK_BYTES
 
 # config.json numbers of the hub presets' models (Qwen2.5 base models; tied embeddings, bf16 checkpoints)
 QWEN25 = {
@@ -106,7 +106,7 @@ def preset_shape(preset: str) -> Shape | None:
 
 def run_shape(cfg: AnalysisConfig, preset: str) -> tuple[Shape | None, str]:
     """The architecture to estimate for, and where it came from."""
-    from analysis.run import find_run
+    from analysis.analyse_run import find_run
     from tasks.config import ConfigError
     from train.checkpoints import list_checkpoints
 

@@ -21,7 +21,7 @@ from train.precision import inference_dtype
 
 def choose_engine(requested: str) -> str:
     """``vllm`` or ``hf`` for ``rollout.engine``; ``auto`` picks vLLM when importable and says so when it cannot."""
-    from train.rollout import vllm_available
+    from train.rollout_engine import vllm_available
 
     if requested == "hf":
         return "hf"
@@ -39,7 +39,7 @@ def _vllm(model_dir: Path, prompts: list[str], s: RolloutSettings, precision: st
     def unpack(outs: Sequence[Any]) -> list[list[tuple[str, list[int], bool]]]:
         return [[(o.text, list(o.token_ids), o.finish_reason == "length") for o in out.outputs] for out in outs]
 
-    from train.rollout import offline_llm
+    from train.rollout_engine import offline_llm
 
     with offline_llm(model_dir, s.seed, inference_dtype(precision), s.gpu_memory_share) as llm:
         greedy = llm.generate(
@@ -55,7 +55,7 @@ def _hf(model_dir: Path, prompts: list[str], s: RolloutSettings, device: str, pr
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.rollout import hf_sample
+    from train.rollout_engine import hf_sample
 
     torch.manual_seed(s.seed)
     tok = AutoTokenizer.from_pretrained(model_dir)

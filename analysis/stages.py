@@ -11,8 +11,8 @@ A stage is computed only when one of its artifacts is missing or was written und
 makes a killed run resume where it stopped; the checkpoint's model is loaded the first time a stage computes.
 
 Two walks use the table: every checkpoint's own stages (:data:`CHECKPOINT`, :func:`analyse_checkpoint`) and the
-fixed-text protocol's per-checkpoint stages (:data:`FIXED`, driven by :mod:`analysis.fixed.run`, which also holds
-the run-level steps between them: the text set, the final direction and the steering scale).
+fixed-text protocol's per-checkpoint stages (:data:`FIXED`, driven by :mod:`analysis.fixed_text.per_run`, which
+also holds the run-level steps between them: the text set, the final direction and the steering scale).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Stage:
     upstream: tuple[str, ...] = ()  # stages of the same checkpoint whose artifacts it reads
     inputs: tuple[str, ...] = ()  # anything else its result depends on (:data:`INPUTS`)
     writes: tuple[str, ...] = ()  # its artifacts under step_<N>/: "x.json", "x.npz", or "x/" (a directory)
-    section: str = ""  # the report section that shows it (analysis/report.py, analysis/fixed/report.py)
+    section: str = ""  # the report section that shows it (analysis/report.py, analysis/fixed_text/sections.py)
     salt: str | None = None  # a fixed word in its key: separates its artifacts from an older format's
     when: str | None = None  # a boolean config field that turns the stage off
     read: str | None = None  # a directory artifact: "module:function" that opens it
@@ -69,18 +69,18 @@ CHECKPOINT: tuple[Stage, ...] = (
 """Each checkpoint's own stages, in the order they run (a stage reads only stages above it)."""
 
 FIXED: tuple[Stage, ...] = (
-    Stage("fixed_capture", "analysis.fixed.run:compute_fixed_capture", "fixed-text capture",
+    Stage("fixed_capture", "analysis.fixed_text.per_run:compute_fixed_capture", "fixed-text capture",
           ("fixed", "capture", "probe"), inputs=("checkpoint", "texts", "dtype"), writes=("fixed_capture/",),
           read="analysis.capture:read_capture", lazy=True, salt="controls", section="Fixed text"),
-    Stage("fixed", "analysis.fixed.run:compute_fixed", "fixed text", ("fixed", "capture", "probe"),
+    Stage("fixed", "analysis.fixed_text.per_run:compute_fixed", "fixed text", ("fixed", "capture", "probe"),
           inputs=("checkpoint", "texts", "dtype"), writes=("fixed.npz", "fixed_summary.json"), salt="controls",
           section="Fixed text"),
-    Stage("versus_final", "analysis.fixed.run:compute_versus_final", "versus the final direction", ("fixed",),
+    Stage("versus_final", "analysis.fixed_text.per_run:compute_versus_final", "versus the final direction", ("fixed",),
           ("fixed",), inputs=("final",), writes=("versus_final.json",), section="Fixed text"),
-    Stage("fixed_steering", "analysis.fixed.run:compute_fixed_steering", "fixed-text steering", ("steering", "fixed"),
-          ("fixed",), inputs=("final", "scale"), writes=("fixed_steering.json",), salt="outcomes",
-          section="Fixed text"),
-    Stage("fixed_patching", "analysis.fixed.run:compute_fixed_patching", "value patching", (), ("fixed",),
+    Stage("fixed_steering", "analysis.fixed_text.per_run:compute_fixed_steering", "fixed-text steering",
+          ("steering", "fixed"), ("fixed",), inputs=("final", "scale"), writes=("fixed_steering.json",),
+          salt="outcomes", section="Fixed text"),
+    Stage("fixed_patching", "analysis.fixed_text.per_run:compute_fixed_patching", "value patching", (), ("fixed",),
           writes=("fixed_patching.json",), salt="value_patching", section="Fixed text"),
 )  # fmt: skip
 """The fixed-text protocol's per-checkpoint stages. ``fixed_capture`` shares ``fixed``'s key: the texts' activations
@@ -248,7 +248,7 @@ def analyse_checkpoint(
     from analysis.checkpoint_stages import rollout_summary
 
     if scale is None:
-        raise ValueError("analyse_checkpoint: the run's steering scale must be given (analysis/fixed/run.py)")
+        raise ValueError("analyse_checkpoint: the run's steering scale must be given (analysis/fixed_text/per_run.py)")
     state = StepState(ctx, step, path, given={"scale": scale, "last": last}, say=say)
     try:
         run_stages(CHECKPOINT, state)

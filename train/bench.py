@@ -64,7 +64,7 @@ def rollouts(
     from vllm import SamplingParams
 
     from train import cpu
-    from train.rollout import hf_sample, offline_llm
+    from train.rollout_engine import hf_sample, offline_llm
 
     cpu.enable()  # the live-weight GEMMs of TRL's colocated engine (a no-op off vLLM's CPU platform)
     params = SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens)

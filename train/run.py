@@ -97,7 +97,7 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
             texts = [flat[i * e.samples : (i + 1) * e.samples] for i in range(len(outs))]
             trunc = [[o.finish_reason == "length" for o in out.outputs] for out in outs]
         else:
-            from train.rollout import hf_sample
+            from train.rollout_engine import hf_sample
 
             texts, trunc = hf_sample(
                 trainer.model,
@@ -113,7 +113,7 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
     def evaluate(trainer: Any) -> EvalMetrics:
         gen = getattr(trainer, "vllm_generation", None)
         if engine == "vllm" and getattr(gen, "mode", None) == "server":  # no local engine: ask the server
-            from train.rollout import server_sample
+            from train.rollout_engine import server_sample
 
             rows = server_sample(gen, tokenizer, prompts, e.samples, e.temperature, cfg.eval_max_new_tokens)
         else:  # every process of a multi-process run samples its share of the prompts (train/dist.py)
@@ -248,7 +248,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         select_problems,
         tensorboard_callback,
     )
-    from train.rollout import choose_rollout, grpo_vllm_kwargs
+    from train.rollout_engine import choose_rollout, grpo_vllm_kwargs
 
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)

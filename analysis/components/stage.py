@@ -15,7 +15,7 @@ import numpy as np
 from analysis.components import measure as cm
 from analysis.config import AnalysisConfig
 from analysis.hooks import ablate
-from analysis.steering.evaluate import continue_prefixes, flip_cases, free_generation, scaled
+from analysis.steering.evaluate import continue_prefixes, evaluate_free_generation, flip_cases, scaled
 from analysis.steering.loop import SteerRule, trigger_vocab
 from analysis.unembed import model_matrices, token_scores, top_k
 from tasks.countdown.generate import Problem
@@ -49,7 +49,7 @@ def span_cosine(w: np.ndarray, vectors: Sequence[np.ndarray]) -> float:
     return float(np.linalg.norm(q.T @ u))
 
 
-STEP_KS = (1, 3, 5)  # top-k ablations drawn against step in the report (components/report.py)
+STEP_KS = (1, 3, 5)  # top-k ablations drawn against step in the report (analysis/components/section.py)
 RANDOM_K = 3  # the random-heads control drawn against step, and the one the finding compares with
 
 
@@ -122,7 +122,7 @@ def run_components(
         vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
         for name, sel in (("none", {}), ("top3", head_sel(heads[:k3])), ("random3", head_sel(rand3))):
             with ablate(model, sel, [], head_dim, head_means=means[0]):
-                _, texts = free_generation(
+                _, texts = evaluate_free_generation(
                     model, tok, probs, {}, vocab, SteerRule(every=1), c.free_max_new_tokens, 64, template
                 )
             free[name] = _verdict_errors(texts, probs)

@@ -216,7 +216,7 @@ def _accepted_wrong(text: str, p: Problem, steered_at: set[int]) -> tuple[int, i
     return wrong, acc, s_wrong, s_acc
 
 
-def generate_free(
+def generate_steered(
     model: Any,
     tok: Any,
     problems: Sequence[Problem],
@@ -308,7 +308,7 @@ def summarise_free(rows: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def free_generation(
+def evaluate_free_generation(
     model: Any,
     tok: Any,
     problems: Sequence[Problem],
@@ -321,6 +321,6 @@ def free_generation(
 ) -> tuple[dict[str, Any], list[str]]:
     """Greedy generation on ``problems`` with the steering rule; metrics (with CIs over problems) and the
     completions."""
-    texts, offsets = generate_free(model, tok, problems, vectors, vocab, rule, max_new_tokens, batch_size, template)
+    texts, offsets = generate_steered(model, tok, problems, vectors, vocab, rule, max_new_tokens, batch_size, template)
     rows = score_free(texts, offsets, problems)
     return summarise_free(rows, np.arange(len(texts))), texts

@@ -18,7 +18,7 @@ from analysis.hooks import record_residual_norms
 from analysis.steering.evaluate import (
     flip_cases,
     flip_sweep,
-    generate_free,
+    generate_steered,
     random_units,
     scaled,
     score_free,
@@ -79,7 +79,7 @@ def run_steering(
     # every condition in one batched generation (a vector per row): unsteered, W, and each random draw
     conds = [scaled(units, 0.0), scaled(units, chosen), *(scaled(r, chosen) for r in rands)]
     stacked = {layer: torch.stack([c[layer] for c in conds for _ in probs]) for layer in units}
-    all_texts, all_offsets = generate_free(
+    all_texts, all_offsets = generate_steered(
         model, tok, probs * len(conds), stacked, vocab, rule, s.max_new_tokens, s.free_batch_size, template
     )
     n = len(probs)

@@ -7,24 +7,24 @@ tag). Each control is an arm of its own runs, one per ``control_seeds`` entry (`
 comparison is between two samples of runs, so a control needs its own spread, and its seeds are distinct from the
 RL seeds because a control sharing an RL run's seed shares its data order and sampling (the two would not be
 independent draws). At least as many control seeds as RL seeds are required: the exact test
-:mod:`analysis.study.report` uses is only as fine as the smaller arm allows.
+:mod:`analysis.study.combined_report` uses is only as fine as the smaller arm allows.
 
 The analysis config is frozen before any run starts: resolved once from ``analysis_preset`` + ``analysis_args``,
 written to ``<study>/analysis.frozen.yaml`` with its sha256 in ``<study>/frozen.json``. A later invocation
 (resume) whose resolved analysis config differs is refused with the first differing field, before anything is
 trained: a report whose metrics or thresholds were chosen after seeing some runs is not a test of them.
 
-Every run shares the one cached base and is analysed by ``make analyze``'s pipeline; :mod:`analysis.study.report`
-compares RL with each control arm, metric by metric (exact permutation test over runs, Holm's correction over the
-table, a descriptive bootstrap interval). Runs are subprocesses of ``python -m train`` / ``python -m analysis``
-(exactly what ``make train`` and ``make analyze`` run; a vLLM engine never outlives its run), ``jobs`` of them at
-once: each run is trained then analysed as one chain, and the chains share the cores (``OMP_NUM_THREADS`` = cores //
-jobs each). Why: most of a tiny run's time is single-threaded Python, numpy and small matrix products that a second
-thread barely speeds up, so two one-thread runs side by side finish the study sooner than one two-thread run after
-another. With ``jobs`` > 1 each run's output goes to ``<study>/logs/<run>.log``. Resumable: a finished
-run (its ``summary.json`` at the configured step) is skipped, an interrupted one is resumed from its last
-checkpoint, and the analysis is cached per stage. A directory the study did not write (no ``config.yaml``) is
-refused with its path, never overwritten.
+Every run shares the one cached base and is analysed by ``make analyze``'s pipeline;
+:mod:`analysis.study.combined_report` compares RL with each control arm, metric by metric (exact permutation test over
+runs, Holm's correction over the table, a descriptive bootstrap interval). Runs are subprocesses of ``python -m train``
+/ ``python -m analysis`` (exactly what ``make train`` and ``make analyze`` run; a vLLM engine never outlives its run),
+``jobs`` of them at once: each run is trained then analysed as one chain, and the chains share the cores
+(``OMP_NUM_THREADS`` = cores // jobs each). Why: most of a tiny run's time is single-threaded Python, numpy and small
+matrix products that a second thread barely speeds up, so two one-thread runs side by side finish the study sooner than
+one two-thread run after another. With ``jobs`` > 1 each run's output goes to ``<study>/logs/<run>.log``. Resumable: a
+finished run (its ``summary.json`` at the configured step) is skipped, an interrupted one is resumed from its last
+checkpoint, and the analysis is cached per stage. A directory the study did not write (no ``config.yaml``) is refused
+with its path, never overwritten.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class StudyConfig:
     output_root: str = "checkpoints"
     train_args: tuple[str, ...] = ()  # key=value overrides for every training run
     analysis_args: tuple[str, ...] = ()  # key=value overrides for every analysis
-    # the one outcome the study tests at its own p, declared before the runs (a metric of analysis/study/report.py);
-    # everything else is a secondary outcome, Holm-corrected over the table
+    # the one outcome the study tests at its own p, declared before the runs (a metric of
+    # analysis/study/combined_report.py); everything else is a secondary outcome, Holm-corrected over the table
     primary: str = "completions with verdict lines"
     jobs: int = 1  # runs trained and analysed at once, sharing the cores (each logs to <study>/logs/<run>.log)
     # local: every run here; slurm: one Slurm job per run and one for the report (analysis/study/slurm.py)
@@ -75,7 +75,7 @@ class StudyConfig:
     report: bool = True  # write the combined report once the runs are done (a Slurm run job does not)
 
     def __post_init__(self) -> None:
-        from analysis.study.report import METRICS
+        from analysis.study.combined_report import METRICS
 
         if self.primary not in METRICS:
             raise ConfigError(f"primary: {self.primary!r} is not a study metric; expected one of {list(METRICS)}")
@@ -295,7 +295,7 @@ def run_study(cfg: StudyConfig, say: Any = print) -> Path:
     command again to resume)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from analysis.study.report import write_report
+    from analysis.study.combined_report import write_report
 
     everything = run_specs(cfg)
     specs = [s for s in everything if not cfg.runs or s.name in cfg.runs]

@@ -118,7 +118,7 @@ def render(name: str, runs: dict[str, tuple[str, dict]], result: dict[str, Any])
     parts.append("<h2>How RL is compared with the controls</h2>")
     parts.append(
         "<p>Change = last checkpoint minus first, per run. RL minus control = the RL runs' mean change minus the "
-        "control runs' mean change (analysis/study/report.py, analysis/study/stats.py).</p>"
+        "control runs' mean change (analysis/study/combined_report.py, analysis/study/stats.py).</p>"
     )
     parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in result["tests"]["lines"]) + "</ul>")
     rows = []

@@ -30,15 +30,17 @@ def job_name(cfg: StudyConfig, run: str) -> str:
     return f"study-{cfg.name}-{run}"
 
 
-def queued(names: list[str]) -> set[str]:
-    """Which of these job names the user has queued or running (``squeue``)."""
+def queued(names: list[str]) -> dict[str, str]:
+    """Which of these job names the user has queued or running (``squeue``, one call), with their job ids: a
+    rerun skips them and the new report job waits for them too."""
     out = subprocess.run(
-        ["squeue", "--me", "--noheader", "--format=%j"], capture_output=True, text=True, timeout=60, check=False
+        ["squeue", "--me", "--noheader", "--format=%i %j"], capture_output=True, text=True, timeout=60, check=False
     )
     if out.returncode != 0:
         raise RuntimeError(f"squeue failed ({out.stderr.strip() or out.returncode}); is Slurm reachable from here?")
-    listed = set(out.stdout.split())
-    return {n for n in names if n in listed}
+    pairs = (line.split(None, 1) for line in out.stdout.splitlines() if len(line.split(None, 1)) == 2)
+    listed = {name.strip(): job for job, name in pairs}
+    return {n: listed[n] for n in names if n in listed}
 
 
 def _driver_cmd(preset: str, overrides: list[str]) -> str:
@@ -77,7 +79,7 @@ def submit_study(cfg: StudyConfig, preset: str, overrides: list[str], dry_run: b
     states = {s.name: run_state(cfg, s) for s in specs}  # every directory checked before anything is submitted
     if not dry_run and shutil.which("sbatch") is None:
         raise ConfigError("submit: slurm, but no sbatch on PATH; run on a Slurm login node, or use submit=local")
-    in_queue = set() if dry_run else queued([job_name(cfg, s.name) for s in specs])
+    in_queue = {} if dry_run else queued([job_name(cfg, s.name) for s in specs])
     todo = [s for s in specs if states[s.name] != "done" and job_name(cfg, s.name) not in in_queue]
     for s in specs:
         if job_name(cfg, s.name) in in_queue:
@@ -90,7 +92,7 @@ def submit_study(cfg: StudyConfig, preset: str, overrides: list[str], dry_run: b
     freeze_analysis_config(cfg, runs_started=any(v != "new" for v in states.values()))
     (cfg.directory / "logs").mkdir(parents=True, exist_ok=True)
     ids = [_sbatch(c) for c in cmds[:-1]]
-    waits = ids + sorted(_ids_of(in_queue))
+    waits = ids + sorted(in_queue.values())
     last = [a.replace("{ids}", ":".join(waits)) for a in cmds[-1]]
     if not waits:
         last = [a for a in last if not a.startswith("--dependency")]
@@ -104,14 +106,3 @@ def _sbatch(cmd: list[str]) -> str:
     if out.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd[:4])} ... failed: {out.stderr.strip() or out.returncode}")
     return out.stdout.strip().split(";")[0]
-
-
-def _ids_of(names: set[str]) -> list[str]:
-    """Job ids of queued jobs by name (what the new report job must also wait for)."""
-    if not names:
-        return []
-    out = subprocess.run(
-        ["squeue", "--me", "--noheader", "--format=%i %j"], capture_output=True, text=True, timeout=60, check=False
-    )
-    pairs = (line.split(None, 1) for line in out.stdout.splitlines() if line.strip())
-    return [i for i, n in pairs if n.strip() in names]

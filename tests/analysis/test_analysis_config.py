@@ -61,7 +61,7 @@ def test_layers_checked_against_the_model() -> None:
 
 
 def test_missing_run_is_a_clear_error(tmp_path: Path) -> None:
-    from analysis.run import find_run
+    from analysis.analyse_run import find_run
 
     with pytest.raises(ConfigError, match="no run with checkpoints"):
         find_run(load_analysis_config("tiny", [f"output_root={tmp_path}"]))

@@ -11,8 +11,8 @@ import torch
 
 from analysis.capture import read_capture
 from analysis.config import AnalysisConfig, FixedTextSettings, RolloutSettings, SteeringSettings
-from analysis.fixed.checkpoint import SUBSETS, fixed_checkpoint, fixed_records
-from analysis.fixed.steer import POSITIONS, accepted, flip_outcomes, rates_on, scaled_vectors, wrong_line_cases
+from analysis.fixed_text.flips import POSITIONS, accepted, flip_outcomes, rates_on, scaled_vectors, wrong_line_cases
+from analysis.fixed_text.per_checkpoint import SUBSETS, fixed_checkpoint, fixed_records
 from analysis.lens import lens_margin
 from analysis.splits import problem_roles
 from analysis.steering.evaluate import random_units
@@ -161,7 +161,7 @@ def test_fixed_checkpoint_stores_controls_scores_and_shuffle_draws(fixed: tuple)
 
 
 def test_headline_layer_is_chosen_on_calibration_rows_only() -> None:
-    from analysis.fixed.checkpoint import choose_layer
+    from analysis.fixed_text.per_checkpoint import choose_layer
 
     def row(layer: int, probe: float, lens: float) -> dict:
         return {"kind": "paren", "label": "verdict", "subset": "last", "layer": layer,
@@ -174,7 +174,7 @@ def test_headline_layer_is_chosen_on_calibration_rows_only() -> None:
 
 
 def test_scale_choice_smallest_hit_else_best_else_largest() -> None:
-    from analysis.fixed.steer import choose_scale
+    from analysis.fixed_text.flips import choose_scale
 
     def sweep(rates: list[float]) -> list[dict]:
         return [{"scale": s, "final": {"value": r}} for s, r in zip([0.0, 2.0, 4.0, 8.0], rates, strict=True)]
@@ -208,7 +208,7 @@ def test_checkpoints_that_wrote_no_paren_still_get_every_fixed_text_number(digit
 def test_probes_fitted_layer_chunk_by_chunk_equal_one_chunk(fixed: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     """A large model's fixed-text capture is read a few layers at a time (CHUNK_BYTES); the probes and directions
     must not depend on how many layers a chunk holds. The capture on disk is reused, not recomputed."""
-    import analysis.fixed.checkpoint as fc
+    import analysis.fixed_text.per_checkpoint as fc
 
     model, tok, texts, roles, cfg, arrays, summary, acts = fixed
     monkeypatch.setattr(fc, "CHUNK_BYTES", 1)  # one layer per chunk
@@ -223,7 +223,7 @@ def test_an_empty_fixed_text_set_is_one_error_naming_the_fields(digit_dir: Path,
     """No counterfactual lines on report problems (here: no problems at all) stops the stage before any model is
     loaded, with the fields to change."""
     from analysis.context import RunContext
-    from analysis.fixed.run import run_fixed
+    from analysis.fixed_text.per_run import run_fixed
     from tasks.config import ConfigError
 
     class NoRollouts(RunContext):

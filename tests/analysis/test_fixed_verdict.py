@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from analysis.fixed.verdict import COUNTERFACTUAL, _pair_diff, accept_table, own_verdict
+from analysis.fixed_text.verdict import COUNTERFACTUAL, _pair_diff, accept_table, own_verdict
 from tasks.countdown.counterfactual import CATEGORIES
 
 MAX_PRIOR = 5
@@ -16,8 +16,8 @@ Accept = Callable[[int, int, int, np.random.Generator], float]  # (problem, cate
 
 
 def _cap(accept: Accept, n_problems: int = 40, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """A capture of counterfactual sites as :func:`analysis.fixed.checkpoint.annotate` leaves it: every category
-    at every position, twins (same margin) at position problem % (MAX_PRIOR + 1), plus a rollout site and an
+    """A capture of counterfactual sites as :func:`analysis.fixed_text.per_checkpoint.annotate` leaves it: every
+    category at every position, twins (same margin) at position problem % (MAX_PRIOR + 1), plus a rollout site and an
     earlier (untested) line. Every fourth problem is a train problem. Returns (cap, roles, margin (n, 3))."""
     rng = np.random.default_rng(seed)
     rows, out = [], []

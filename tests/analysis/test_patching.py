@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.fixed.checkpoint import fixed_records
-from analysis.fixed.patching import _cut, patch_pairs, patch_summary, value_patching
+from analysis.fixed_text.patching import _cut, patch_pairs, patch_summary, value_patching
+from analysis.fixed_text.per_checkpoint import fixed_records
 from analysis.splits import problem_roles
 from tasks.countdown.counterfactual import LineStyle
 from tasks.countdown.generate import ProblemSpec, generate_problems

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.fixed.checkpoint import SUBSETS
-from analysis.fixed.summary import questions
-from analysis.fixed.verdict import slip_p_not
+from analysis.fixed_text.per_checkpoint import SUBSETS
+from analysis.fixed_text.summary import questions
+from analysis.fixed_text.verdict import slip_p_not
 from tasks.countdown.counterfactual import CATEGORIES
 
 

@@ -276,7 +276,7 @@ def test_one_batched_generation_with_a_vector_per_row_equals_one_per_condition(
 ) -> None:
     """Free generation runs every condition in one batch (a vector per row): the texts and steered offsets are
     those of one generation per condition."""
-    from analysis.steering.evaluate import generate_free
+    from analysis.steering.evaluate import generate_steered
     from tasks.countdown.generate import Problem
 
     model, tok = load(digit_dir)
@@ -286,9 +286,9 @@ def test_one_batched_generation_with_a_vector_per_row_equals_one_per_condition(
         {2: 30 * torch.randn(model.config.hidden_size)} for _ in range(2)
     ]
     vocab = trigger_vocab(tok)
-    each = [generate_free(model, tok, probs, c, vocab, rule, 24, 8) for c in conds]
+    each = [generate_steered(model, tok, probs, c, vocab, rule, 24, 8) for c in conds]
     stacked = {2: torch.stack([c[2] for c in conds for _ in probs])}
-    texts, offsets = generate_free(model, tok, probs * len(conds), stacked, vocab, rule, 24, 5)
+    texts, offsets = generate_steered(model, tok, probs * len(conds), stacked, vocab, rule, 24, 5)
     assert texts == [t for ts, _ in each for t in ts]
     assert offsets == [o for _, os_ in each for o in os_]
     if rule.mode == "from_kth":  # every token steered (k = 0): the vectors act

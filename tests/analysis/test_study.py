@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from analysis.study.combined_report import change, compare, statistics_note
 from analysis.study.driver import StudyConfig, freeze_analysis_config, run_specs, run_state
-from analysis.study.report import change, compare, statistics_note
 from tasks.config import ConfigError, load_config
 from tests.e2e import MICRO, ROOT, micro_analysis, micro_overrides
 
@@ -107,7 +107,7 @@ def test_frozen_analysis_config_and_a_changed_one_refused_before_training(tmp_pa
 
 
 def _metrics() -> list[str]:
-    from analysis.study.report import EVAL, FIXED
+    from analysis.study.combined_report import EVAL, FIXED
 
     return [*EVAL, *FIXED]
 
@@ -209,7 +209,7 @@ def test_micro_study_end_to_end_then_resumes_without_recomputing(tmp_path: Path)
 
 
 def test_primary_outcome_at_its_own_p_and_the_step_of_half_the_change(tmp_path: Path) -> None:
-    from analysis.study.report import METRICS, compare, half_change_step
+    from analysis.study.combined_report import METRICS, compare, half_change_step
 
     assert half_change_step({0: 0.1, 12: 0.2, 24: 0.5, 36: 0.6}) == 24  # (0.5 - 0.1) / 0.5 >= 0.5 first at 24
     assert half_change_step({0: 0.3, 12: 0.1, 24: 0.3}) is None  # no change
@@ -234,7 +234,7 @@ def test_primary_outcome_at_its_own_p_and_the_step_of_half_the_change(tmp_path: 
 
 
 def test_report_from_run_files_without_training(tmp_path: Path) -> None:
-    from analysis.study.report import write_report
+    from analysis.study.combined_report import write_report
 
     specs = [("seed1", "rl"), ("seed2", "rl"), ("shuffled-s101", "shuffled"), ("shuffled-s102", "shuffled")]
     for i, (name, kind) in enumerate(specs):

@@ -21,7 +21,7 @@ def _standin_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Pat
     bin_dir.mkdir()
     queue.write_text("")
     sbatch = f'#!/bin/bash\nn=$(( $(cat {calls} 2>/dev/null | wc -l) + 100 ))\necho "$*" >> {calls}\necho "$n;c1"\n'
-    squeue = f'#!/bin/bash\nif [[ "$*" == *%i* ]]; then cat {queue}; else cut -d" " -f2 {queue}; fi\n'
+    squeue = f'#!/bin/bash\necho "$*" >> {tmp_path / "squeue.calls"}\ncat {queue}\n'
     for name, text in (("sbatch", sbatch), ("squeue", squeue)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(stat.S_IRWXU)
@@ -68,6 +68,7 @@ def test_a_rerun_resubmits_only_runs_neither_finished_nor_queued(
     assert len(ids) == 7 and not any("runs=[seed9]" in x or "runs=[seed10]" in x for x in lines)
     assert "--dependency=afterok:100:101:102:103:104:105:555" in lines[-1]
     assert any("seed10 already queued" in s for s in said)
+    assert len((tmp_path / "squeue.calls").read_text().splitlines()) == 1  # one look at the queue per command
 
 
 def test_dry_run_prints_the_submissions_and_submits_nothing(

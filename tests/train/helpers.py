@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from train.rollout import hf_sample, offline_llm
+from train.rollout_engine import hf_sample, offline_llm
 
 
 def generate_vllm(

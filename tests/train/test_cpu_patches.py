@@ -122,14 +122,14 @@ def test_each_patch_is_written_for_the_pinned_releases() -> None:
 def test_gpu_paths_never_import_train_cpu() -> None:
     code = (
         "import sys\n"
-        "import train.grpo, train.rollout, train.run\n"
+        "import train.grpo, train.rollout_engine, train.run\n"
         "from tasks.config import load_config\n"
         "from train.config import TrainConfig\n"
-        "assert train.rollout.grpo_vllm_kwargs('cuda', None)['use_vllm']\n"
+        "assert train.rollout_engine.grpo_vllm_kwargs('cuda', None)['use_vllm']\n"
         "cfg = load_config(TrainConfig, 'configs/qwen2.5-0.5b.yaml')\n"
         "assert train.run.cpu_patches(cfg, 'cuda') is None\n"
-        "train.rollout._on_cpu = lambda: False  # vLLM on a GPU platform\n"
-        "assert train.rollout.vllm_available() and train.rollout.choose_rollout('auto') == 'vllm'\n"
+        "train.rollout_engine._on_cpu = lambda: False  # vLLM on a GPU platform\n"
+        "assert train.rollout_engine.vllm_available() and train.rollout_engine.choose_rollout('auto') == 'vllm'\n"
         "loaded = sorted(m for m in sys.modules if m == 'train.cpu' or m.startswith('train.cpu.'))\n"
         "assert not loaded, loaded\n"
     )

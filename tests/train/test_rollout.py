@@ -1,4 +1,4 @@
-"""train.rollout and the CPU colocate patch (train/cpu/vllm_colocate.py): engine choice, GRPOConfig kwargs, real
+"""train.rollout_engine and the CPU colocate patch (train/cpu/vllm_colocate.py): engine choice, GRPOConfig kwargs, real
 GRPO steps with vLLM colocate (CPU) and with HF.
 
 The model is the shared tiny random Qwen2 (tests/conftest.py), saved with ``save_pretrained``.

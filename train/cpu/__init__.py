@@ -1,6 +1,6 @@
 """Every CPU-only patch of a third-party library's internals, each guarded by the release it was written for.
 
-GPU runs use TRL, vLLM and transformers as they ship and never import this package: train/rollout.py imports it
+GPU runs use TRL, vLLM and transformers as they ship and never import this package: train/rollout_engine.py imports it
 only once vLLM reports its CPU platform, and train/run.py only when ``device == "cpu"``. Each patch names the
 ``major.minor`` it was written for (``WRITTEN_FOR`` in its module) and calls :func:`check_version` before
 patching; on another release it warns once, loudly, and applies the patch anyway (its tests say whether it holds).

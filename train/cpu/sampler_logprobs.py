@@ -3,7 +3,8 @@
 What: :func:`without_sampler_logprobs` wraps ``trainer.vllm_generation.generate`` so that, when the engine
 returned no log-probs, each sampled token gets a NaN ("not computed") in their place.
 Why: with TRL's vLLM importance-sampling correction off nothing reads those log-probs, and on CPU computing them
-is a noticeable share of every rollout (``train.rollout.grpo_vllm_kwargs(sampler_logprobs=False)`` asks for none).
+is a noticeable share of every rollout
+(``train.rollout_engine.grpo_vllm_kwargs(sampler_logprobs=False)`` asks for none).
 But TRL 1.16's ``GRPOTrainer`` indexes them unconditionally; they end up only in ``sampling_per_token_logps``,
 which TRL reads for that correction alone.
 Remove when: TRL accepts ``logprobs=None`` in its vLLM generation kwargs.

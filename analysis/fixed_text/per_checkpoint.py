@@ -31,7 +31,7 @@ import numpy as np
 
 from analysis import probes as pr
 from analysis import stats
-from analysis.fixed.verdict import COUNTERFACTUAL, own_verdict
+from analysis.fixed_text.verdict import COUNTERFACTUAL, own_verdict
 from analysis.lens import lens_margin
 from analysis.positions import KINDS, LABELS, find_sites
 from analysis.splits import role_mask, spread_over_roles
@@ -41,7 +41,7 @@ from tasks.countdown.prompts import make_prompt
 from train.base import verdict_token_ids
 
 SUBSETS = ("last", "counterfactual", "first")
-assert SUBSETS[COUNTERFACTUAL] == "counterfactual"  # analysis/fixed/verdict.py reads the index
+assert SUBSETS[COUNTERFACTUAL] == "counterfactual"  # analysis/fixed_text/verdict.py reads the index
 CHUNK_BYTES = 1 << 28  # most activation bytes a probe fit or the lens holds at once (layers are read in chunks)
 
 
@@ -322,7 +322,7 @@ def fixed_checkpoint(
         "probes": rows,
         "own_verdict": own_verdict(cap, acts, roles, margin, fx.bootstrap),
     }
-    from analysis.fixed.decision import control_directions, own_direction
+    from analysis.fixed_text.decision import control_directions, own_direction
 
     own = own_direction(cap, acts, roles, margin, p.C, p.max_iter, p.method, *how, recipe=recipe)
     controls = control_directions(

@@ -1,6 +1,6 @@
 """The fixed-text stage's steering at the run level: which directions are steered (the probes' and the controls
 that can fail), the run's one scale (calibrated on calibration problems), and the rates on line sets fixed before
-analysis. Split from :mod:`analysis.fixed.run`, which orders the checkpoints and caches each stage.
+analysis. Split from :mod:`analysis.fixed_text.per_run`, which orders the checkpoints and caches each stage.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 from analysis import probes as pr
 from analysis.cache import StepCache, stage_key
 from analysis.config import AnalysisConfig
-from analysis.fixed.changes import flip_changes
-from analysis.fixed.steer import POSITIONS, choose_scale, flip_outcomes, rates_on, scaled_vectors, wrong_line_cases
+from analysis.fixed_text.changes import flip_changes
+from analysis.fixed_text.flips import POSITIONS, choose_scale, flip_outcomes, rates_on, scaled_vectors, wrong_line_cases
 from analysis.steering.evaluate import random_units
 from tasks.config import ConfigError
 

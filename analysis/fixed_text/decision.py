@@ -1,7 +1,7 @@
 """The fixed-text stage's steering directions for one checkpoint: its own decision direction and the controls.
 
-Split from :mod:`analysis.fixed.checkpoint` (which reads the texts and fits the label probes) because these are the
-directions the run-level stage steers with; every fit reuses that module's chunked probe fit.
+Split from :mod:`analysis.fixed_text.per_checkpoint` (which reads the texts and fits the label probes) because
+these are the directions the run-level stage steers with; every fit reuses that module's chunked probe fit.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.fixed.checkpoint import _fit_chunked
+from analysis.fixed_text.per_checkpoint import _fit_chunked
 from analysis.splits import role_mask
 
 

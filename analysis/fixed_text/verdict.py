@@ -10,7 +10,7 @@ margin at "(" is the same), so a pair does not count twice. Both effects are *pa
 right and wrong lines of the same problem at the same position, the position effect the same line of the same
 problem after max_prior rejected lines and after none; differences are taken per problem and the interval is a
 bootstrap over problems. Every number is on report problems. ``subset`` indices are those of
-:data:`analysis.fixed.checkpoint.SUBSETS`.
+:data:`analysis.fixed_text.per_checkpoint.SUBSETS`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from analysis import stats
 from analysis.splits import role_mask
 from tasks.countdown.counterfactual import CATEGORIES
 
-COUNTERFACTUAL = 1  # index of "counterfactual" in analysis.fixed.checkpoint.SUBSETS
+COUNTERFACTUAL = 1  # index of "counterfactual" in analysis.fixed_text.per_checkpoint.SUBSETS
 
 
 def _lines(cap: dict[str, np.ndarray], roles: np.ndarray, margin: np.ndarray) -> dict[str, np.ndarray]:

@@ -2,7 +2,7 @@
 
 Every number here is measured on *report* problems at the headline layer, which was chosen on calibration problems
 (never on these data). Every "did it change from the first step" answer reads a *paired* difference (the same texts
-at both checkpoints, :mod:`analysis.fixed.changes`), never whether two intervals overlap. The questions:
+at both checkpoints, :mod:`analysis.fixed_text.changes`), never whether two intervals overlap. The questions:
 
 * **readable in the base?** a verdict probe fit on the first checkpoint's activations of the last checkpoint's
   texts, its AUROC against chance, against shuffled-label probes (several independent permutations) and, paired
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from analysis.fixed.changes import half_step
+from analysis.fixed_text.changes import half_step
 from analysis.stats import fmt_ci
 
 STEER_NAMES = ("own", "final", "logit", "meandiff", "parity", "random", "unsteered")
@@ -228,7 +228,7 @@ def answers(heads: list[dict[str, Any]], position: str = "before_paren") -> dict
 
 
 def patching_answer(patch: dict[str, Any] | None, steps: list[int]) -> str:
-    """One sentence on the value patching (analysis/fixed/patching.py): the effect at the first and last step and
+    """One sentence on the value patching (analysis/fixed_text/patching.py): the effect at the first and last step and
     its paired change."""
     if not patch or not patch.get("effects"):
         return ""

@@ -4,7 +4,7 @@ Every checkpoint reads the same texts, so a site (or a counterfactual line, or a
 same site at the first step are a pair. Each change here is a paired difference over report problems with a
 cluster-bootstrap interval (:mod:`analysis.stats`): the answer to "did X change from step A to step B" is read off
 that interval, never off whether two marginal intervals overlap (a much stricter test than a paired one, biased
-toward "no change"). Maths as functions of arrays; :mod:`analysis.fixed.run` feeds them.
+toward "no change"). Maths as functions of arrays; :mod:`analysis.fixed_text.per_run` feeds them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from analysis import stats
 from analysis.splits import role_mask
 from tasks.countdown.counterfactual import CATEGORIES
 
-LAST, COUNTERFACTUAL = 0, 1  # indices in analysis.fixed.checkpoint.SUBSETS
+LAST, COUNTERFACTUAL = 0, 1  # indices in analysis.fixed_text.per_checkpoint.SUBSETS
 
 
 def _report(meta: dict[str, np.ndarray], roles: np.ndarray, subset: int) -> np.ndarray:
