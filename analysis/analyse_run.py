@@ -1,4 +1,5 @@
-"""One run end to end (``make analyze``): analyse every checkpoint (cached, resumable), then emergence + report.
+"""One run end to end (``make analyze``): the run-level steps of analysis/run_steps.py (the fixed-text protocol,
+every checkpoint's stages, emergence, summary, report) and what each computes.
 
 A checkpoint that cannot be loaded is reported with the file that is wrong and skipped; the others are still
 analysed and the report marks the broken one. The resolved config is written to ``<run>/analysis/config.yaml``.
@@ -11,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analysis.cache import StepCache, write_json
+from analysis.cache import StepCache
 from analysis.checkpoint_stages import CheckpointError, check_checkpoint, run_roles
 from analysis.config import AnalysisConfig
 from analysis.context import RunContext
+from analysis.run_steps import RunState
 from analysis.stages import analyse_checkpoint
-from tasks.atomic import write_text
 from tasks.config import ConfigError, dump_config, load_config
 from tasks.countdown.counterfactual import LineStyle
 from train.precision import resolve
@@ -81,12 +82,16 @@ def run_inputs(run: Path, cfg: AnalysisConfig | None = None) -> tuple[Any, str, 
 
 
 def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
-    """Analyse every (selected) checkpoint of the run, then write emergence.json, fixed.json (the fixed-text stage's
-    results), summary.json and report.html."""
-    from tqdm.auto import tqdm
+    """Analyse every (selected) checkpoint of the run, then write fixed.json (the fixed-text stage's results),
+    emergence.json, summary.json and report.html: the steps of :data:`analysis.run_steps.RUN`, in order."""
+    from analysis.run_steps import walk_run
 
-    from analysis.emergence import emergence
-    from analysis.report import render
+    return walk_run(prepare_run(cfg, say))["summary"]
+
+
+def prepare_run(cfg: AnalysisConfig, say: Any = print) -> RunState:
+    """The run, its resolved config (written to ``<run>/analysis/config.yaml``), its selected checkpoints with the
+    broken ones named, and the context every stage reads; refuses bad steps or layers before anything runs."""
     from analysis.rollouts import choose_engine
     from train.checkpoints import list_checkpoints
 
@@ -105,6 +110,8 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
     layers = _num_layers(ckpts[-1][1] if ckpts else None)
     if layers is not None:
         cfg.check_layers(layers)  # before any rollout starts
+    if not cfg.fixed.enabled and cfg.steering.scale is None:
+        raise ConfigError("steering.scale: set one scale for the run, or keep fixed.enabled (it calibrates one)")
     problems, template, style = run_inputs(run, cfg)
     chosen: list[str] = []
 
@@ -121,46 +128,74 @@ def analyse_run(cfg: AnalysisConfig, say: Any = print) -> dict[str, Any]:
         except CheckpointError as e:
             say(f"step {step}: skipped: {e}")
             broken[step] = str(e)
-    loadable = [(s, p) for s, p in ckpts if s not in broken]
-    fixed, scale = None, cfg.steering.scale
-    if cfg.fixed.enabled and loadable:
-        from analysis.fixed_text.per_run import run_fixed
+    return RunState(run, ctx, ckpts, broken, layers, t0)
 
-        fixed = run_fixed(ctx, loadable)
-        scale = fixed["scale"]["scale"]
-    elif scale is None:
-        raise ConfigError("steering.scale: set one scale for the run, or keep fixed.enabled (it calibrates one)")
-    results = []
-    bar = tqdm(ckpts, desc=f"analyze {run.name}", unit="ckpt")
+
+def fixed_text_step(rs: RunState) -> dict[str, Any] | None:
+    """The fixed-text protocol over the loadable checkpoints (None when the preset turns it off)."""
+    if not (rs.ctx.cfg.fixed.enabled and rs.loadable):
+        return None
+    from analysis.fixed_text.per_run import run_fixed
+
+    return run_fixed(rs.ctx, rs.loadable)
+
+
+def checkpoints_step(rs: RunState) -> list[dict[str, Any]]:
+    """Every checkpoint's own stages (analysis/stages.py ``CHECKPOINT``), steered at the run's one scale; a broken
+    checkpoint's row is its error."""
+    from tqdm.auto import tqdm
+
+    fixed = rs.values["fixed_text"]
+    scale = fixed["scale"]["scale"] if fixed is not None else rs.ctx.cfg.steering.scale
+    results: list[dict[str, Any]] = []
+    bar = tqdm(rs.ckpts, desc=f"analyze {rs.run.name}", unit="ckpt")
     for step, path in bar:
         bar.set_postfix(step=step)
-        if step in broken:
-            results.append({"step": step, "error": broken[step]})
+        if step in rs.broken:
+            results.append({"step": step, "error": rs.broken[step]})
             continue
         try:
-            last = step == loadable[-1][0]
-            results.append(analyse_checkpoint(ctx, step, path, scale, last=last, say=bar.write))
+            last = step == rs.loadable[-1][0]
+            results.append(analyse_checkpoint(rs.ctx, step, path, scale, last=last, say=bar.write))
         except CheckpointError as e:
             bar.write(f"step {step}: skipped: {e}")
             results.append({"step": step, "error": str(e)})
-    em = emergence(run, results, cfg.report.reach, cfg.probe.source)
-    write_json(out / "emergence.json", em)
-    if fixed is not None:
-        write_json(out / "fixed.json", fixed)
-    summary = summarize(run, results, em, time.time() - t0, fixed and fixed["headline_layer"])
-    summary["deviations_from_study"] = _deviations(cfg, run, loadable, layers)
+    return results
+
+
+def emergence_step(rs: RunState) -> dict[str, Any]:
+    """Every metric across the analysed checkpoints (analysis/emergence.py)."""
+    from analysis.emergence import emergence
+
+    cfg = rs.ctx.cfg
+    return emergence(rs.run, rs.values["checkpoints"], cfg.report.reach, cfg.probe.source)
+
+
+def summary_step(rs: RunState) -> dict[str, Any]:
+    """The headline numbers, the deviations from the original study, and each stage's seconds (said too)."""
+    fixed, out = rs.values["fixed_text"], rs.ctx.out
+    em, results = rs.values["emergence"], rs.values["checkpoints"]
+    summary = summarize(rs.run, results, em, time.time() - rs.started, fixed and fixed["headline_layer"])
+    summary["deviations_from_study"] = _deviations(rs.ctx.cfg, rs.run, rs.loadable, rs.layers)
     if fixed is not None:
         from analysis.fixed_text.summary import fixed_headline
 
         summary["fixed_text"] = fixed_headline(fixed)
-    summary["stage_seconds"] = stage_seconds([ctx.cache(s) for s, _ in loadable] + [StepCache(out / "fixed")])
-    write_json(out / "summary.json", summary)
-    say(
+    caches = [rs.ctx.cache(s) for s, _ in rs.loadable] + [StepCache(out / "fixed")]
+    summary["stage_seconds"] = stage_seconds(caches)
+    rs.ctx.say(
         f"analysis: {summary['seconds']:.0f} s this run; last computation of each stage (s, all checkpoints): "
         + ", ".join(f"{k} {v:.0f}" for k, v in summary["stage_seconds"].items())
     )
-    write_text(out / "report.html", render(run, em, results, summary, fixed))
     return summary
+
+
+def report_step(rs: RunState) -> str:
+    """report.html (analysis/report.py) from every earlier step."""
+    from analysis.report import render
+
+    v = rs.values
+    return render(rs.run, v["emergence"], v["checkpoints"], v["summary"], v["fixed_text"])
 
 
 def _deviations(cfg: AnalysisConfig, run: Path, ckpts: list, layers: int | None) -> list[str]:

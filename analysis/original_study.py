@@ -137,7 +137,7 @@ def _fixed_lines(cfg: Any, num_layers: int, reading: str, model_name: str | None
             f"{reading}: direction: unit(W[1] - W[0]) of the released probe (the study steered and unembedded W[1] "
             "alone; from a random start W[0] is not -W[1], so the two differ) — cannot be the same because the "
             "stages keep one binary weight per layer for every probe method "
-            "(analysis/fixed_text/per_checkpoint.py::_fit_layers)"
+            "(analysis/fixed_text/probe_fit.py::fit_layers)"
         )
     out.append(
         f"{reading}: free generation direction: the own-rollout stage's logistic verdict probe (probe.method is the "

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.config import AnalysisConfig
-from analysis.fixed_text.per_checkpoint import CHUNK_BYTES
+from analysis.fixed_text.probe_fit import CHUNK_BYTES
 
 # config.json numbers of the hub presets' models (Qwen2.5 base models; tied embeddings, bf16 checkpoints)
 QWEN25 = {

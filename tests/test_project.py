@@ -110,3 +110,49 @@ def test_every_function_the_readme_points_to_exists() -> None:
         tree = ast.parse((ROOT / path).read_text())
         defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
         assert name in defined, f"README names {path}:{name}, which {path} does not define"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports, lazily imported ones included (an import inside a function is
+    still an arrow), ``if TYPE_CHECKING:`` blocks excluded (they never run)."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for top in ("tasks", "train", "analysis"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+                    node.body = []
+            found: set[str] = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+                elif isinstance(node, ast.Import):
+                    found |= {a.name for a in node.names}
+            graph[name] = {m for m in found if m.split(".")[0] in ("tasks", "train", "analysis")}
+    return graph
+
+
+def test_every_import_points_down_and_no_modules_import_each_other() -> None:
+    graph = _import_graph()
+    rank = {"tasks": 0, "train": 1, "analysis": 2}
+    up = [(m, x) for m, xs in graph.items() for x in xs if rank[x.split(".")[0]] > rank[m.split(".")[0]]]
+    assert not up, f"imports pointing up (tasks <- train <- analysis): {up}"
+    into_study = [(m, x) for m, xs in graph.items() for x in xs if x.startswith("analysis.study") and ".study" not in m]
+    assert not into_study, f"the study drives training and analysis; nothing below imports it: {into_study}"
+    edges = {m: {x for x in xs if x in graph and x != m} for m, xs in graph.items()}
+    cycles = []
+    for start in edges:  # a module that reaches itself again
+        seen, todo = set(), list(edges[start])
+        while todo:
+            m = todo.pop()
+            if m == start:
+                cycles.append(start)
+                break
+            if m not in seen:
+                seen.add(m)
+                todo += edges[m]
+    assert not cycles, f"modules in an import cycle (lazy imports count): {sorted(cycles)}"

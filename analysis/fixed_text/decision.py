@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.fixed_text.per_checkpoint import _fit_chunked
+from analysis.fixed_text.probe_fit import fit_chunked
 from analysis.splits import role_mask
 
 
@@ -52,7 +52,7 @@ def _paren_probe(
     w = np.zeros((acts.n_layers, acts.d), dtype=np.float32)
     b = np.zeros(acts.n_layers, dtype=np.float32)
     if min(int((y[fit] == 0).sum()), int((y[fit] == 1).sum())) >= 5:
-        ((w, b),) = _fit_chunked(acts, "paren", fit, (y[fit],), method, c, max_iter, *how, recipe=recipe)
+        ((w, b),) = fit_chunked(acts, "paren", fit, (y[fit],), method, c, max_iter, *how, recipe=recipe)
     return w.astype(np.float32), b.astype(np.float32)
 
 

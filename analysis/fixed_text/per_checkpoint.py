@@ -31,6 +31,7 @@ import numpy as np
 
 from analysis import probes as pr
 from analysis import stats
+from analysis.fixed_text.probe_fit import CHUNK_BYTES, fit_chunked, released_recipe
 from analysis.fixed_text.verdict import COUNTERFACTUAL, own_verdict
 from analysis.lens import lens_margin
 from analysis.positions import KINDS, LABELS, find_sites
@@ -42,20 +43,6 @@ from train.base import verdict_token_ids
 
 SUBSETS = ("last", "counterfactual", "first")
 assert SUBSETS[COUNTERFACTUAL] == "counterfactual"  # analysis/fixed_text/verdict.py reads the index
-CHUNK_BYTES = 1 << 28  # most activation bytes a probe fit or the lens holds at once (layers are read in chunks)
-
-
-def _fit_chunked(
-    acts: Any, kind: str, rows: np.ndarray, targets: Sequence[np.ndarray], method: str, c: float, max_iter: int,
-    *how: str, recipe: dict[str, Any] | None = None,
-) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-    """:func:`_fit_layers` for each label vector in ``targets`` on the sites ``rows``, layer chunk by layer chunk
-    (every target fitted on a chunk before the next is read); one (weights (layers, d), biases (layers,)) per target."""
-    parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in targets]
-    for _, x in acts.chunks(kind, rows, CHUNK_BYTES):
-        for part, y in zip(parts, targets, strict=True):
-            part.append(_fit_layers(x, y, method, c, max_iter, *how, recipe=recipe))
-    return [(np.concatenate([w for w, _ in p]), np.concatenate([b for _, b in p])) for p in parts]
 
 
 def _has_sites(r: dict[str, Any], tokenizer: Any, both_verdicts: bool = False) -> bool:
@@ -163,31 +150,6 @@ def _shuffled(scores: Sequence[np.ndarray], y: np.ndarray) -> dict[str, Any]:
     return {"n": int(len(y)), "auroc": {**auroc, "interval": "range over permutations"}, "auroc_draws": draws}
 
 
-def released_recipe(probe: Any) -> dict[str, Any]:
-    """The released probe.py fit's options from ``probe`` (ProbeSettings): seed, early stopping, gradients."""
-    keys = ("seed", "val_fraction", "patience", "max_epochs", "accumulate_grad")
-    return {k: getattr(probe, k) for k in keys}
-
-
-def _fit_layers(
-    x: np.ndarray, y: np.ndarray, method: str, c: float, max_iter: int, *how: str, recipe: dict[str, Any] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raw-unit binary weights (layers, d) and biases (layers,) of one probe per layer of ``x`` (n, layers, d).
-    ``recipe``: the released fit's options (:func:`released_recipe`)."""
-    if method == "softmax":
-        from analysis.softmax_probe import fit_softmax_probes
-
-        w2, b2 = fit_softmax_probes(x, y)
-        return w2[:, 1] - w2[:, 0], b2[:, 1] - b2[:, 0]
-    if method == "released":  # the released probe.py recipe at its own values; no bias (b zeros)
-        from analysis.softmax_probe import fit_released_probes
-
-        device = how[1] if len(how) > 1 else "cpu"  # how: solver, device
-        w2, b2, _ = fit_released_probes(x, y, device=device, **(recipe or {}))
-        return w2[:, 1] - w2[:, 0], b2[:, 1] - b2[:, 0]
-    return pr.fit_logistic_layers(x, y, c, max_iter, *how)
-
-
 def _disagreements(pred: np.ndarray, cap: dict[str, np.ndarray], te: np.ndarray, n_boot: int) -> dict[str, Any]:
     """Verdict-probe accuracy on the sites where the written verdict disagrees with stated == target and with the
     truth: the only sites where "reads the verdict" and "reads the value / the arithmetic" predict differently."""
@@ -237,7 +199,7 @@ def fixed_probes(
             if ok:
                 draws = shuffles if (kind, label) == ("paren", "verdict") else 1  # the headline probe's null
                 perms = [np.random.default_rng((seed, ki, li, k)).permutation(yf) for k in range(draws)]
-                fits = _fit_chunked(acts, kind, fit_rows, (yf, *perms), method, c, max_iter, *how, recipe=recipe)
+                fits = fit_chunked(acts, kind, fit_rows, (yf, *perms), method, c, max_iter, *how, recipe=recipe)
             site_scores = np.zeros((len(y), n_layers), np.float32)
             for layer in range(n_layers):
                 x = acts.layer(kind, layer)  # storage dtype: every consumer casts one layer at a time

@@ -3,7 +3,7 @@ runs, and RL minus control with an exact test corrected over the table.
 
 Sources, per run: ``eval.jsonl`` (held-out behaviour logged by ``make train``: success, false accepts and rejects,
 lines, the degeneracy counters) and ``analysis/summary.json`` (the fixed-text headline of every checkpoint; the
-keys read are the :data:`FIXED` mapping, one line per metric).
+keys read are :data:`analysis.study.metrics.FIXED`, one line per metric).
 
 What RL taught is read as a *change*, last checkpoint minus first, per run. Each control (``shuffled``,
 ``format``) is an arm of its own runs with seeds distinct from the RL seeds (a control sharing an RL run's seed
@@ -21,7 +21,7 @@ with verdict lines): it is answered first, at its own exact p. The other answers
 resolved") are secondary and follow the Holm-adjusted p at 0.05 with the direction from the sign, never an
 interval's overlap. The floor an exact test puts on p (3 vs 3 runs: 0.1) is stated in the report, since with it
 nothing can be significant. The report also shows the hash of the analysis config the study
-froze before its first run (``analysis/study/driver.py``) and whether it is unchanged.
+froze before its first run (``analysis/study/runs.py``) and whether it is unchanged.
 """
 
 from __future__ import annotations
@@ -33,69 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from analysis.study.metrics import EVAL, FIXED, METRICS, PRIMARY, QUESTIONS
 from analysis.study.stats import bootstrap_diff, holm, permutation_test, smallest_p
 from tasks.atomic import write_text
 
 ALPHA = 0.05  # family-wise error rate of the table (Holm)
 N_BOOT = 10_000  # bootstrap replicates per row (descriptive interval)
-
-EVAL = {
-    "success": "success_rate",
-    "false accepts | wrong": "false_accept_given_wrong",
-    "false rejects | right": "false_reject_given_right",
-    "lines per completion": "lines_per_completion",
-    "completions with verdict lines": "verdict_share",
-    "attempt lines with a verdict": "verdict_line_share",
-    "repeated attempt lines": "repeated_lines",
-    "fabricated equalities": "fabricated_equalities",
-    "identical lines with both verdicts": "both_verdicts",
-}
-# metric -> the path of keys into one ``fixed_text.per_step`` entry of a run's analysis summary.json (a dict with a
-# "value" is read at its value; a missing key gives no value). Edit here when that headline's keys change.
-FIXED = {
-    "fixed text: accepts slips": ("accepts", "slip"),
-    "fixed text: accepts right lines": ("accepts", "right"),
-    "fixed text: content effect": ("content_effect",),
-    "fixed text: position effect": ("position_effect",),
-    "fixed text: verdict probe AUROC": ("verdict_probe_auroc",),
-    "fixed text: truth probe AUROC (value)": ("truth_probe_auroc_at_value",),
-    "fixed text: verdict probe AUROC minus logit lens": ("verdict_probe_minus_lens",),
-    "fixed text: accepts right lines minus slips": ("content_effect_slip",),
-    "fixed text: steering with the final direction minus random": ("steer_paren", "final_minus_random"),
-    "fixed text: steering with the final direction minus logit": ("steer_paren", "final_minus_logit"),
-}
-METRICS = (*EVAL, *FIXED)
-PRIMARY = "completions with verdict lines"  # the study presets' primary outcome unless they name another
-# metric -> (the question, the direction it asks about: -1 RL lowers it more than the control, +1 raises it more)
-QUESTIONS = {
-    "completions with verdict lines": (
-        "Does the share of held-out completions that write verdict lines rise more under RL than under the control?",
-        +1,
-    ),
-    "success": ("Does held-out success rise more under RL than under the control?", +1),
-    "false accepts | wrong": ("Do false accepts fall more under RL than under the control?", -1),
-    "fixed text: verdict probe AUROC": (
-        "Does the verdict direction become more readable (probe AUROC rises more) under RL than under the control?",
-        +1,
-    ),
-    "fixed text: truth probe AUROC (value)": (
-        "Does the truth direction become more readable (probe AUROC at the value rises more) under RL than under "
-        "the control?",
-        +1,
-    ),
-    "fixed text: verdict probe AUROC minus logit lens": (
-        "Does the verdict direction become readable beyond the logit lens more under RL than under the control?",
-        +1,
-    ),
-    "fixed text: accepts right lines minus slips": (
-        "Do the verdicts follow the arithmetic (right lines accepted more than slips) more under RL?",
-        +1,
-    ),
-    "fixed text: steering with the final direction minus random": (
-        "Does steering with the final direction (beyond a random one) move the verdict more under RL?",
-        +1,
-    ),
-}
 
 
 def _value(x: Any) -> float | None:
@@ -289,7 +232,7 @@ def write_report(
 ) -> Path:
     """Write ``report.html`` and ``summary.json`` of the study in ``directory``; returns the report's path.
 
-    ``frozen``: the analysis config the study froze before its runs (``analysis/study/driver.py``: hash, time, path,
+    ``frozen``: the analysis config the study froze before its runs (``analysis/study/runs.py``: hash, time, path,
     whether it was frozen before any run started and whether it is unchanged); recorded in both files. ``primary``:
     the outcome the study declared in advance (:func:`compare`)."""
     from analysis.cache import write_json

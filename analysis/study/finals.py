@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from analysis.study.combined_report import FIXED
+from analysis.study.metrics import FIXED
 
 FINAL = (
     "fixed text: accepts right lines",

@@ -17,12 +17,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from analysis.study.runs import RunSpec, StudyConfig, freeze_analysis_config, run_specs, run_state
 from tasks.config import ConfigError
-
-if TYPE_CHECKING:
-    from analysis.study.driver import RunSpec, StudyConfig
 
 
 def job_name(cfg: StudyConfig, run: str) -> str:
@@ -73,8 +71,6 @@ def submissions(cfg: StudyConfig, preset: str, overrides: list[str], todo: list[
 def submit_study(cfg: StudyConfig, preset: str, overrides: list[str], dry_run: bool, say: Any = print) -> list[str]:
     """Submit every unfinished run not already in the queue, then the report job; returns the job ids (or, in a
     dry run, prints the commands and returns nothing)."""
-    from analysis.study.driver import freeze_analysis_config, run_specs, run_state
-
     specs = run_specs(cfg)
     states = {s.name: run_state(cfg, s) for s in specs}  # every directory checked before anything is submitted
     if not dry_run and shutil.which("sbatch") is None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,20 @@ def load(path: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The stand-in device, and a hardware report for it (precision resolution asks torch.cuda, which a CPU build
+    has not)."""
+    import train.precision as precision
+
+    real = precision.hardware
+    gpu = {"gpu": "stand-in cuda:0 (tests/fake_device.py)", "native_bf16": False}
+    monkeypatch.setattr(
+        precision, "hardware", lambda d="cpu": {**real("cpu"), **gpu} if d.startswith("cuda") else real(d)
+    )
+    from tests.fake_device import FakeCuda
+
+    with FakeCuda():
+        yield

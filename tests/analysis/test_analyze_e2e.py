@@ -208,3 +208,21 @@ def test_report_draws_every_figure_in_a_browser(micro_run: Path, tmp_path: Path)
     )
     proc = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "0/1 figures drawn" in proc.stdout and "['Empty']" in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+def test_make_analyze_runs_every_stage_with_the_model_on_another_device(
+    micro_run: Path, tmp_path: Path, fake_cuda: None
+) -> None:
+    from analysis.analyse_run import analyse_run
+    from analysis.config import load_analysis_config
+
+    run = tmp_path / "micro"
+    shutil.copytree(micro_run, run, ignore=shutil.ignore_patterns("analysis"))
+    overrides = [*micro_analysis(run, "hf"), "device=cuda", "precision=fp32", "steps=[0,2]"]
+    summary = analyse_run(load_analysis_config("tiny", overrides), say=lambda _: None)
+    assert summary["steps"] == [0, 2] and summary["broken_steps"] == []
+    stages = {"rollouts", "capture", "probes", "unembed", "steering", "components", "fixed", "fixed_patching"}
+    assert all(stages <= set(c) for c in summary["computed"].values()), summary["computed"]
+    assert json.loads((run / "analysis" / "fixed.json").read_text())["steps"] == [0, 2]
+    assert (run / "analysis" / "report.html").stat().st_size > 10_000

@@ -117,11 +117,11 @@ def test_released_recipe_defaults_are_the_released_values() -> None:
 
 def test_fit_layers_released_returns_the_row_difference_and_no_bias(monkeypatch: pytest.MonkeyPatch) -> None:
     from analysis import softmax_probe
-    from analysis.fixed_text.per_checkpoint import _fit_layers
+    from analysis.fixed_text.probe_fit import fit_layers
 
     w = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
     monkeypatch.setattr(softmax_probe, "fit_released_probes", lambda x, y, **kw: (w, np.zeros((2, 2)), {}))
-    wd, b = _fit_layers(np.zeros((4, 2, 3)), np.array([0, 1, 0, 1]), "released", 1.0, 10)
+    wd, b = fit_layers(np.zeros((4, 2, 3)), np.array([0, 1, 0, 1]), "released", 1.0, 10)
     np.testing.assert_array_equal(wd, w[:, 1] - w[:, 0])
     assert not b.any() and b.shape == (2,)
 
@@ -161,7 +161,7 @@ def test_data_filter_drops_completions_without_both_verdicts(qwen_dir: Path) -> 
 def test_the_released_preset_accumulates_gradients_as_probe_py_did_and_says_so_otherwise() -> None:
     import dataclasses
 
-    from analysis.fixed_text.per_checkpoint import released_recipe
+    from analysis.fixed_text.probe_fit import released_recipe
 
     cfg = load_analysis_config("study-qwen2.5-3b-released")
     recipe = released_recipe(cfg.probe)

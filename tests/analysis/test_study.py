@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from analysis.study.combined_report import change, compare, statistics_note
-from analysis.study.driver import StudyConfig, freeze_analysis_config, run_specs, run_state
+from analysis.study.runs import StudyConfig, freeze_analysis_config, run_specs, run_state
 from tasks.config import ConfigError, load_config
 from tests.e2e import MICRO, ROOT, micro_analysis, micro_overrides
 
@@ -56,7 +56,7 @@ def test_make_study_refuses_too_few_or_shared_control_seeds(tmp_path: Path) -> N
 
 
 def test_default_preset_and_run_specs(tmp_path: Path) -> None:
-    from analysis.study.driver import PRESET_DIR
+    from analysis.study.runs import PRESET_DIR
 
     cfg = load_config(StudyConfig, PRESET_DIR / "tiny.yaml")
     assert cfg.seeds == (1, 2, 3) and cfg.control_seeds == (101, 102, 103) and cfg.controls == ("shuffled",)
@@ -107,7 +107,7 @@ def test_frozen_analysis_config_and_a_changed_one_refused_before_training(tmp_pa
 
 
 def _metrics() -> list[str]:
-    from analysis.study.combined_report import EVAL, FIXED
+    from analysis.study.metrics import EVAL, FIXED
 
     return [*EVAL, *FIXED]
 
@@ -209,7 +209,8 @@ def test_micro_study_end_to_end_then_resumes_without_recomputing(tmp_path: Path)
 
 
 def test_primary_outcome_at_its_own_p_and_the_step_of_half_the_change(tmp_path: Path) -> None:
-    from analysis.study.combined_report import METRICS, compare, half_change_step
+    from analysis.study.combined_report import compare, half_change_step
+    from analysis.study.metrics import METRICS
 
     assert half_change_step({0: 0.1, 12: 0.2, 24: 0.5, 36: 0.6}) == 24  # (0.5 - 0.1) / 0.5 >= 0.5 first at 24
     assert half_change_step({0: 0.3, 12: 0.1, 24: 0.3}) is None  # no change

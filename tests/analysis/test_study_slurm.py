@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.study.driver import StudyConfig, main
+from analysis.study.driver import main
+from analysis.study.runs import StudyConfig
 from analysis.study.slurm import submit_study
 from tasks.config import load_config
 
