@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.train.helpers import generate_hf, generate_vllm, onednn_gemm_available
-from train import cpu, rollout
+from train import cpu, rollout_engine
 from train.cpu import vllm_colocate
 
 PROMPTS = ["the quick brown", "count down to", "reach a target", "42 with + - * /"]
@@ -53,35 +53,38 @@ def grpo_trainer(model_dir: Path, out: Path, rollout_kwargs: dict[str, Any]) -> 
 
 
 def test_choose_rollout_explicit_and_invalid() -> None:
-    assert rollout.choose_rollout("hf") == "hf"
+    assert rollout_engine.choose_rollout("hf") == "hf"
     with pytest.raises(ValueError, match="auto, vllm or hf"):
-        rollout.choose_rollout("sglang")
+        rollout_engine.choose_rollout("sglang")
 
 
 def test_choose_rollout_without_vllm(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(rollout, "vllm_available", lambda: False)
-    assert rollout.choose_rollout("auto") == "hf"
+    monkeypatch.setattr(rollout_engine, "vllm_available", lambda: False)
+    assert rollout_engine.choose_rollout("auto") == "hf"
     assert "make setup" in capsys.readouterr().out  # the fallback is announced, never silent
     with pytest.raises(RuntimeError, match="make setup"):
-        rollout.choose_rollout("vllm")
+        rollout_engine.choose_rollout("vllm")
 
 
 def test_grpo_vllm_kwargs_per_device() -> None:
     gpu_server = SimpleNamespace(vllm_mode="server", server_host="10.0.0.2", server_port=8001, server_timeout_s=60.0)
-    kw = rollout.grpo_vllm_kwargs("cuda", gpu_server)
+    kw = rollout_engine.grpo_vllm_kwargs("cuda", gpu_server)
     assert kw["vllm_mode"] == "server" and (kw["vllm_server_host"], kw["vllm_server_port"]) == ("10.0.0.2", 8001)
     gpu_colocate = SimpleNamespace(vllm_mode="colocate", gpu_memory_utilization=0.4, tensor_parallel_size=2)
-    kw = rollout.grpo_vllm_kwargs("cuda", gpu_colocate)
+    kw = rollout_engine.grpo_vllm_kwargs("cuda", gpu_colocate)
     assert kw["vllm_gpu_memory_utilization"] == 0.4 and kw["vllm_tensor_parallel_size"] == 2
     # GPUs run TRL unpatched: its vLLM log-probs stay on (train.cpu.without_sampler_logprobs is CPU-only)
-    assert "logprobs" not in rollout.grpo_vllm_kwargs("cuda", gpu_colocate, sampler_logprobs=False)["generation_kwargs"]
+    assert (
+        "logprobs"
+        not in rollout_engine.grpo_vllm_kwargs("cuda", gpu_colocate, sampler_logprobs=False)["generation_kwargs"]
+    )
     with pytest.raises(ValueError, match="colocate on CPU"):
-        rollout.grpo_vllm_kwargs("cpu", gpu_server)
+        rollout_engine.grpo_vllm_kwargs("cpu", gpu_server)
 
 
 def test_choose_rollout_auto_picks_vllm_here() -> None:
-    assert rollout.vllm_available()
-    assert rollout.choose_rollout("auto") == "vllm"
+    assert rollout_engine.vllm_available()
+    assert rollout_engine.choose_rollout("auto") == "vllm"
     assert cpu.enable()  # idempotent: a second application changes nothing
     import trl.generation.vllm_generation as trl_vllm
     import vllm.model_executor.layers.utils as vllm_utils
@@ -97,7 +100,7 @@ def test_live_gemm_follows_load_weights(dtype_name: str) -> None:
     import torch
     from vllm import _custom_ops as ops
 
-    if not rollout._on_cpu():
+    if not rollout_engine._on_cpu():
         pytest.skip("needs vLLM's CPU build")
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)
@@ -146,9 +149,9 @@ def _hf_logprobs(model: Any, ids: list[int]) -> list[float]:
 def test_grpo_vllm_colocate_syncs_weights(model_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    if not rollout._on_cpu():
+    if not rollout_engine._on_cpu():
         pytest.skip("vLLM here is a GPU build: the CPU colocate path does not apply")
-    kwargs = rollout.grpo_vllm_kwargs("cpu", max_model_length=64)
+    kwargs = rollout_engine.grpo_vllm_kwargs("cpu", max_model_length=64)
     assert kwargs["use_vllm"] and kwargs["vllm_mode"] == "colocate"
     t = time.perf_counter()
     trainer = grpo_trainer(model_dir, tmp_path, kwargs)
@@ -162,7 +165,7 @@ def test_grpo_vllm_colocate_syncs_weights(model_dir: Path, tmp_path: Path) -> No
         assert isinstance(qkv.cpu_linear, vllm_colocate._LiveGemm)
     else:
         assert qkv.cpu_linear is torch.nn.functional.linear
-    assert kwargs["generation_kwargs"] == rollout.COLOCATE_SAMPLING
+    assert kwargs["generation_kwargs"] == rollout_engine.COLOCATE_SAMPLING
     # TRL sized the engine to one micro-batch (4); raised so a held-out evaluation runs in one wave
     assert llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == vllm_colocate.COLOCATE_MIN_NUM_SEQS
     qkv_before = qkv.weight.detach().clone()
@@ -191,10 +194,10 @@ def test_grpo_vllm_colocate_syncs_weights(model_dir: Path, tmp_path: Path) -> No
 
 def test_grpo_vllm_colocate_without_sampler_logprobs(model_dir: Path, tmp_path: Path) -> None:
     """With TRL's importance-sampling correction off nothing reads vLLM's per-token log-probs: not computed."""
-    if not rollout._on_cpu():
+    if not rollout_engine._on_cpu():
         pytest.skip("vLLM here is a GPU build: the CPU colocate path does not apply")
-    kwargs = rollout.grpo_vllm_kwargs("cpu", max_model_length=64, sampler_logprobs=False)
-    assert kwargs["generation_kwargs"] == {**rollout.COLOCATE_SAMPLING, "logprobs": None}
+    kwargs = rollout_engine.grpo_vllm_kwargs("cpu", max_model_length=64, sampler_logprobs=False)
+    assert kwargs["generation_kwargs"] == {**rollout_engine.COLOCATE_SAMPLING, "logprobs": None}
     trainer = grpo_trainer(model_dir, tmp_path, {**kwargs, "vllm_importance_sampling_correction": False})
     cpu.without_sampler_logprobs(trainer.vllm_generation)
     batches = []
