@@ -47,7 +47,7 @@ def render(
 
 
 def _header(r: ReportInputs) -> list[str]:
-    from analysis.fixed_text.sections import questions_section
+    from analysis.fixed_text.questions import questions_section
 
     parts = [f"<h1>Verification direction: {html.escape(r.run_dir.name)}</h1>"]
     parts += questions_section(r.fixed, r.summary.get("fixed_text"))

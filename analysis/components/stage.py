@@ -15,7 +15,8 @@ import numpy as np
 from analysis.components import measure as cm
 from analysis.config import AnalysisConfig
 from analysis.hooks import ablate
-from analysis.steering.evaluate import continue_prefixes, evaluate_free_generation, flip_cases, scaled
+from analysis.steering.evaluate import continue_prefixes, flip_cases, scaled
+from analysis.steering.free_generation import evaluate_free_generation
 from analysis.steering.loop import SteerRule, trigger_vocab
 from analysis.unembed import model_matrices, token_scores, top_k
 from tasks.countdown.generate import Problem

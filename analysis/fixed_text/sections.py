@@ -17,7 +17,7 @@ from analysis.stats import fmt_ci
 from tasks.countdown.counterfactual import CATEGORIES
 
 
-def _draw_bands(
+def draw_bands(
     ax: Any, x: Sequence[Any], series: dict[str, Sequence[dict[str, Any] | None]], title: str, ylabel: str
 ) -> None:
     """Draw each series of CI dicts ({"value", "lo", "hi"}) over step ``x`` on ``ax``, its interval shaded."""
@@ -44,75 +44,9 @@ def bands(x: Sequence[Any], series: dict[str, Sequence[dict[str, Any] | None]], 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    _draw_bands(ax, x, series, title, ylabel)
+    draw_bands(ax, x, series, title, ylabel)
     ax.legend(fontsize=7)
     return png(fig)
-
-
-QUESTIONS = {
-    "readable_at_base": "Is the verdict readable at step 0 on fixed text?",
-    "slip_p_not_rises": "Does the checkpoint's own P('not') on slip lines rise over training?",
-    "truth_at_paren_rises": "Does the arithmetic's truth become more decodable at '('?",
-    "final_direction_steers_base": "Does the final direction steer step 0?",
-}
-
-
-def questions_figure(steps: Sequence[Any], heads: Sequence[dict[str, Any]], layer: int, position: str) -> str:
-    """One figure, one panel per opening question, every point with its 95% interval over report problems."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        (
-            f"1. verdict at '(' (layer {layer}), final texts",
-            "AUROC",
-            {
-                "probe": [h.get("verdict_probe_auroc") for h in heads],
-                "logit lens": [h.get("verdict_lens_auroc") for h in heads],
-                "shuffled labels (range)": [h.get("verdict_shuffled_auroc") for h in heads],
-            },
-        ),
-        ("2. own P('not') at '(' on slip lines", "P('not')", {"slip lines": [h.get("slip_p_not") for h in heads]}),
-        (
-            f"3. truth at '(' (layer {layer}), counterfactual lines",
-            "AUROC",
-            {"truth probe": [h.get("truth_probe_auroc_at_paren") for h in heads]},
-        ),
-        (
-            f"4. steering at {position}: first step's rejected wrong lines accepted",
-            "accepted",
-            {
-                n: [(h.get(f"steer_{position}") or {}).get(n) for h in heads]
-                for n in ("final", "own", "logit", "meandiff", "parity", "random")
-            },
-        ),
-    ]
-    fig, axes = plt.subplots(2, 2, figsize=(9, 5.6))
-    for ax, (title, ylabel, series) in zip(axes.flat, panels, strict=True):
-        _draw_bands(ax, steps, series, title, ylabel)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return png(fig)
-
-
-def questions_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None) -> list[str]:
-    """The report's opening: one figure and one sentence per question (empty when the fixed-text stage was off)."""
-    if not fixed:
-        return []
-    h = h or fixed_headline(fixed)  # summary.json's fixed_text block when the caller has it
-    q = h["questions"]
-    return [
-        "<h2>Four questions, answered on fixed text</h2>",
-        questions_figure(fixed["steps"], h["per_step"], h["headline_layer"], h["position"]),
-        "<ol>"
-        + "".join(f"<li><b>{html.escape(QUESTIONS[k])}</b> {html.escape(q[k])}</li>" for k in QUESTIONS if k in q)
-        + "</ol>",
-        "<p>Every checkpoint read the same texts; probes fit on train problems, every number is on report problems "
-        "with a 95% bootstrap interval over problems; layer and scale fixed by the preset or chosen on calibration "
-        "problems. Details below.</p>",
-    ]
 
 
 def _grid(fixed: dict[str, Any], kind: str, label: str, subset: str, source: str) -> list[list[float | None]]:
@@ -131,15 +65,30 @@ def fixed_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None)
     if not fixed:
         return []
     h = h or fixed_headline(fixed)  # summary.json's fixed_text block when the caller has it
-    steps, heads, layer = fixed["steps"], h["per_step"], h["headline_layer"]
-    parts = [
+    steps, heads = fixed["steps"], h["per_step"]
+    parts = [*_intro(h), *_verdict_bands(steps, heads, h["headline_layer"])]
+    parts += [changes_figure(steps, heads), margin_by_layer(heads), *_causal_bands(steps, heads, h.get("patching"))]
+    parts.append(_lens_note(heads))
+    return parts + _layer_grids(fixed, steps) + [_per_step_table(heads)]
+
+
+def _intro(h: dict[str, Any]) -> list[str]:
+    """What was read, on which problems, at which layer and scale; the section's one-line answers."""
+    return [
         "<h2>Fixed text: every checkpoint reads the same texts</h2>",
         f"<p>Texts: {html.escape(str(h['texts']))} sites by subset ('last' / 'first': completions of the last / first "
         f"checkpoint; 'counterfactual': lines with verdict, stated == target and truth set independently). Problems: "
         f"{html.escape(str(h['roles']))}; probes fit on train problems, every number below is on report problems, "
-        f"at the preset's layer {layer}, with 95% bootstrap intervals over problems. Steering scale "
+        f"at the preset's layer {h['headline_layer']}, with 95% bootstrap intervals over problems. Steering scale "
         f"{h['scale']['scale']:g} ({html.escape(h['scale']['source'])}), the same at every step.</p>",
         "<ul>" + "".join(f"<li><b>{k}</b>: {html.escape(v)}</li>" for k, v in h["answers"].items()) + "</ul>",
+    ]
+
+
+def _verdict_bands(steps: list[int], heads: list[dict[str, Any]], layer: int) -> list[str]:
+    """Accept rates by category and by position, and what the probes and the lens read, vs step."""
+    positions = sorted({p for hd in heads for p in hd["accepts_by_position"]}, key=int)
+    return [
         bands(
             steps,
             {c: [hd["accepts"].get(c) for hd in heads] for c in CATEGORIES},
@@ -148,10 +97,7 @@ def fixed_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None)
         ),
         bands(
             steps,
-            {
-                f"after {p} rejected lines": [hd["accepts_by_position"].get(p) for hd in heads]
-                for p in sorted({p for hd in heads for p in hd["accepts_by_position"]}, key=int)
-            },
+            {f"after {p} rejected lines": [hd["accepts_by_position"].get(p) for hd in heads] for p in positions},
             "share of counterfactual lines accepted, by position (content mixed): a line counter rises with position",
             "accepted",
         ),
@@ -180,9 +126,11 @@ def fixed_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None)
             "AUROC",
         ),
     ]
-    parts.append(changes_figure(steps, heads))
-    parts.append(margin_by_layer(heads))
-    patch = h.get("patching")
+
+
+def _causal_bands(steps: list[int], heads: list[dict[str, Any]], patch: dict[str, Any] | None) -> list[str]:
+    """Value patching and steering with each direction and control, vs step."""
+    parts = []
     if patch and patch.get("effects"):
         parts.append(
             bands(
@@ -209,7 +157,11 @@ def fixed_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None)
                     "accepted",
                 )
             )
-    parts.append(
+    return parts
+
+
+def _lens_note(heads: list[dict[str, Any]]) -> str:
+    return (
         "<p>At the output layer the logit-lens margin <i>is</i> the model's next-token preference, so a probe for the "
         "model's own greedy verdict reaches full accuracy there by construction; what a probe adds is what the lens "
         "cannot read at earlier layers. The pair leak check must stay at 0.5: the two texts of a pair are identical "
@@ -217,27 +169,32 @@ def fixed_section(fixed: dict[str, Any] | None, h: dict[str, Any] | None = None)
         + ", ".join(f"{hd['step']}: {hd['pair_max_diff']:.1e}" for hd in heads if hd["pair_max_diff"] is not None)
         + ").</p>"
     )
-    for subset in SUBSETS:
-        grid = _grid(fixed, "paren", "verdict", subset, "probe")
-        parts.append(heatmap(grid, steps, f"'(' verdict probe AUROC, {subset}"))
+
+
+def _layer_grids(fixed: dict[str, Any], steps: list[int]) -> list[str]:
+    """Step x layer heatmaps: the verdict probe per text subset, the lens, the value's truth probe."""
+    parts = [
+        heatmap(_grid(fixed, "paren", "verdict", s, "probe"), steps, f"'(' verdict probe AUROC, {s}") for s in SUBSETS
+    ]
     parts.append(heatmap(_grid(fixed, "paren", "verdict", "last", "lens"), steps, "'(' verdict logit-lens AUROC, last"))
     parts.append(heatmap(_grid(fixed, "value", "truth", "counterfactual", "probe"), steps, "value truth probe AUROC"))
-    parts.append(
-        table(
-            ["step", *[f"accepts {c}" for c in CATEGORIES], "verdict probe", "cos(final)", "steer final (before '(')"],
-            [
-                [
-                    hd["step"],
-                    *[fmt_ci(hd["accepts"].get(c) or {}, True) for c in CATEGORIES],
-                    fmt_ci(hd["verdict_probe_auroc"] or {}),
-                    hd["cosine_with_final"],
-                    fmt_ci((hd.get("steer_before_paren") or {}).get("final") or {}, True),
-                ]
-                for hd in heads
-            ],
-        )
-    )
     return parts
+
+
+def _per_step_table(heads: list[dict[str, Any]]) -> str:
+    return table(
+        ["step", *[f"accepts {c}" for c in CATEGORIES], "verdict probe", "cos(final)", "steer final (before '(')"],
+        [
+            [
+                hd["step"],
+                *[fmt_ci(hd["accepts"].get(c) or {}, True) for c in CATEGORIES],
+                fmt_ci(hd["verdict_probe_auroc"] or {}),
+                hd["cosine_with_final"],
+                fmt_ci((hd.get("steer_before_paren") or {}).get("final") or {}, True),
+            ]
+            for hd in heads
+        ],
+    )
 
 
 CHANGES = {
@@ -270,7 +227,7 @@ def changes_figure(steps: Sequence[Any], heads: Sequence[dict[str, Any]]) -> str
         series["final direction steers (fixed set)"] = [
             _dig(h, (f"steer_{pos}", "change_from_first", "final")) for h in heads
         ]
-    _draw_bands(ax, steps, series, "paired change from the first step (95% interval over report problems)", "change")
+    draw_bands(ax, steps, series, "paired change from the first step (95% interval over report problems)", "change")
     ax.axhline(0, color="k", lw=0.8)
     ax.legend(fontsize=6)
     return png(fig)
@@ -286,7 +243,7 @@ def margin_by_layer(heads: Sequence[dict[str, Any]]) -> str:
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     for h in (heads[0], heads[-1]):
         rows = h.get("verdict_probe_minus_lens_by_layer") or []
-        _draw_bands(ax, list(range(len(rows))), {f"step {h['step']}": rows}, "", "")
+        draw_bands(ax, list(range(len(rows))), {f"step {h['step']}": rows}, "", "")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel("layer", fontsize=8)
     ax.set_ylabel("probe AUROC - lens AUROC", fontsize=8)

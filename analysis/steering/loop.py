@@ -61,17 +61,10 @@ def steered_generate(
     the prompt's last token is applied but not marked).
     """
     device = input_ids.device
-    b, t = input_ids.shape
-    live_prompt = attention_mask.bool()
+    b = input_ids.shape[0]
     counter = ParenCounter(b, vocab, rule, device)
-    pmask = torch.zeros((b, t), dtype=torch.bool, device=device)
-    for j in range(t):
-        pmask[:, j] = counter.step(input_ids[:, j], live_prompt[:, j], rule.in_prompt)
     lookahead = rule.position == "before_paren" and rule.mode == "every_kth"
-    if lookahead:  # the token before each steered "(" of the prompt instead of the "(" itself
-        pmask = torch.cat([pmask[:, 1:], torch.zeros_like(pmask[:, :1])], dim=1)
-    if prompt_mask is not None:
-        pmask = prompt_mask.bool().to(device)
+    pmask = _prompt_steer_mask(counter, input_ids, attention_mask, rule, lookahead, prompt_mask)
     holder = MaskHolder()
     position = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     mask = attention_mask.long()
@@ -107,18 +100,7 @@ def steered_generate(
                 if lookahead:
                     ahead = counter.next_is_steered(nxt, live, rule.in_generation)
                     if bool(ahead.any()):  # re-run this position with the vector on the rows about to write "("
-                        if i > 0:
-                            cache.crop(-feed.shape[1])
-                        rerun = feed_mask.clone()
-                        rerun[:, -1] |= ahead
-                        holder.mask = rerun.float()
-                        res = model(
-                            input_ids=feed,
-                            attention_mask=mask,
-                            position_ids=feed_pos,
-                            past_key_values=None if i == 0 else cache,
-                            use_cache=True,
-                        )
+                        res = _rerun_steered(model, holder, ahead, (feed, feed_mask, feed_pos, mask), cache, i)
                         cache = res.past_key_values
                         nxt = torch.where(ahead, _pick(res.logits[:, -1, :], temperature, generator), nxt)
                         if i > 0:
@@ -147,6 +129,46 @@ def steered_generate(
     finally:
         model.train(was_training)
     return out[:, :used], steered[:, :used]
+
+
+def _prompt_steer_mask(
+    counter: ParenCounter,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    rule: SteerRule,
+    lookahead: bool,
+    prompt_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Which prompt tokens carry the vector (batch, T): the rule's "(" (or the token before each, with
+    ``lookahead``) as the counter walks the prompt, unless ``prompt_mask`` overrides it."""
+    b, t = input_ids.shape
+    live = attention_mask.bool()
+    pmask = torch.zeros((b, t), dtype=torch.bool, device=input_ids.device)
+    for j in range(t):
+        pmask[:, j] = counter.step(input_ids[:, j], live[:, j], rule.in_prompt)
+    if lookahead:  # the token before each steered "(" of the prompt instead of the "(" itself
+        pmask = torch.cat([pmask[:, 1:], torch.zeros_like(pmask[:, :1])], dim=1)
+    return pmask if prompt_mask is None else prompt_mask.bool().to(input_ids.device)
+
+
+def _rerun_steered(
+    model: Any, holder: MaskHolder, ahead: torch.Tensor, fed: tuple[torch.Tensor, ...], cache: Any, i: int
+) -> Any:
+    """The last forward pass again, with the vector also on the rows in ``ahead`` (about to write a steered "("):
+    the cache loses what that pass added first (or is rebuilt from the prompt at step 0)."""
+    feed, feed_mask, feed_pos, mask = fed
+    if i > 0:
+        cache.crop(-feed.shape[1])
+    rerun = feed_mask.clone()
+    rerun[:, -1] |= ahead
+    holder.mask = rerun.float()
+    return model(
+        input_ids=feed,
+        attention_mask=mask,
+        position_ids=feed_pos,
+        past_key_values=None if i == 0 else cache,
+        use_cache=True,
+    )
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:

@@ -15,15 +15,8 @@ import torch
 
 from analysis.config import AnalysisConfig
 from analysis.hooks import record_residual_norms
-from analysis.steering.evaluate import (
-    flip_cases,
-    flip_sweep,
-    generate_steered,
-    random_units,
-    scaled,
-    score_free,
-    summarise_free,
-)
+from analysis.steering.evaluate import flip_cases, flip_sweep, random_units, scaled
+from analysis.steering.free_generation import generate_steered, score_free, summarise_free
 from analysis.steering.loop import SteerRule, trigger_vocab
 from tasks.countdown.generate import Problem
 

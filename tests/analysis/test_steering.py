@@ -211,7 +211,7 @@ def test_flip_continuations_reuse_prefix_cache_exactly(which: str, request: pyte
     ],
 )
 def test_free_generation_counts_acceptance_in_any_form(completion: str, want: tuple[int, int]) -> None:
-    from analysis.steering.evaluate import _accepted_wrong
+    from analysis.steering.free_generation import _accepted_wrong
     from tasks.countdown.generate import Problem
 
     wrong, acc, _, _ = _accepted_wrong(completion, Problem((44, 19, 35), 28), set())
@@ -221,7 +221,7 @@ def test_free_generation_counts_acceptance_in_any_form(completion: str, want: tu
 def test_steered_lines_are_found_by_offset_with_or_without_paren() -> None:
     """A steered token inside a line makes it a steered line, whether the line kept its "(" (paren position) or
     was accepted without one (before_paren: "= 52! Yes, we got it!")."""
-    from analysis.steering.evaluate import _accepted_wrong
+    from analysis.steering.free_generation import _accepted_wrong
     from tasks.countdown.generate import Problem
 
     p = Problem((44, 19, 35), 28)
@@ -235,7 +235,7 @@ def test_steered_lines_are_found_by_offset_with_or_without_paren() -> None:
 def test_free_summary_pools_draws_and_resamples_problems() -> None:
     import numpy as np
 
-    from analysis.steering.evaluate import summarise_free
+    from analysis.steering.free_generation import summarise_free
 
     # two draws over 3 problems: success 1/6, one of 4 wrong lines accepted
     rows = np.array(
@@ -262,7 +262,7 @@ def test_free_summary_pools_draws_and_resamples_problems() -> None:
 
 @pytest.mark.parametrize("which", ["digit_dir", "qwen_dir"])
 def test_token_starts_match_prefix_decodes(which: str, request: pytest.FixtureRequest) -> None:
-    from analysis.steering.evaluate import _token_starts
+    from analysis.steering.free_generation import _token_starts
 
     _, tok = load(request.getfixturevalue(which))
     ids = tok("\n- 44 + 35 - 19 = 52 (not 28)\n- 9 = 9 (this works)</think>", add_special_tokens=False).input_ids
@@ -276,7 +276,7 @@ def test_one_batched_generation_with_a_vector_per_row_equals_one_per_condition(
 ) -> None:
     """Free generation runs every condition in one batch (a vector per row): the texts and steered offsets are
     those of one generation per condition."""
-    from analysis.steering.evaluate import generate_steered
+    from analysis.steering.free_generation import generate_steered
     from tasks.countdown.generate import Problem
 
     model, tok = load(digit_dir)
