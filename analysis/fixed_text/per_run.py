@@ -40,40 +40,38 @@ def headline_layer(cfg: AnalysisConfig) -> int:
     return s.direction_layer if s.direction_layer is not None else max(s.layers)
 
 
-def run_fixed(ctx: RunContext, ckpts: Sequence[tuple[int, Path]]) -> dict[str, Any]:
-    """Run (or load) the protocol on ``ckpts`` (loadable checkpoints, in step order) of the context's run; returns
-    its results. Each checkpoint walks the stage table's :data:`analysis.stages.FIXED`; the text set, the final
-    direction and the scale are made here, between its stages."""
+def text_set(
+    ctx: RunContext, ckpts: Sequence[tuple[int, Path]], run_cache: StepCache
+) -> tuple[str, list[dict[str, Any]]]:
+    """The run's fixed-text set (cached in ``fixed/texts.json`` under its key): the first and last checkpoints'
+    completions and the counterfactual lines; refused in one line when it has no counterfactual line on a report
+    problem, which every headline number needs."""
     from transformers import AutoTokenizer
 
-    cfg, out, problems, template, roles, say, style = (
-        ctx.cfg, ctx.out, ctx.problems, ctx.template, ctx.roles, ctx.say, ctx.style
-    )  # fmt: skip
-    fx = cfg.fixed
+    cfg, roles, fx = ctx.cfg, ctx.roles, ctx.cfg.fixed
     (first_step, first_path), (last_step, last_path) = ckpts[0], ckpts[-1]
     first, k_first = checkpoint_rollouts(ctx, first_step, first_path)
     last, k_last = checkpoint_rollouts(ctx, last_step, last_path)
-    run_cache = StepCache(out / "fixed")
     set_settings = {k: getattr(fx, k) for k in ("rollouts", "counterfactual_problems", "max_prior", "seed", "source")}
     both = cfg.probe.require_both_verdicts
-    k_set = stage_key(set_settings, both, roles.tolist(), k_first, k_last, template, asdict(style))
+    k_set = stage_key(set_settings, both, roles.tolist(), k_first, k_last, ctx.template, asdict(ctx.style))
     texts = run_cache.json(
         "texts",
         k_set,
         lambda: fixed_records(
             first,
             last,
-            problems[: cfg.rollout.problems],
-            template,
+            ctx.problems[: cfg.rollout.problems],
+            ctx.template,
             fx.rollouts,
             fx.counterfactual_problems or cfg.rollout.problems,
             fx.seed,
             fx.max_prior,
             AutoTokenizer.from_pretrained(last_path),
             source=fx.source,
-            require_both_verdicts=cfg.probe.require_both_verdicts,
+            require_both_verdicts=both,
             roles=roles,
-            style=style,
+            style=ctx.style,
         ),
     )
     missing = [s for s in ("counterfactual",) if not any(t["subset"] == s for t in texts)]
@@ -83,6 +81,17 @@ def run_fixed(ctx: RunContext, ckpts: Sequence[tuple[int, Path]]) -> dict[str, A
             f"{', no ' + missing[0] + ' lines' if missing else ''}; it needs counterfactual lines on report problems "
             "(raise fixed.counterfactual_problems or rollout.problems, or set fixed.enabled=false and a steering.scale)"
         )
+    return k_set, texts
+
+
+def run_fixed(ctx: RunContext, ckpts: Sequence[tuple[int, Path]]) -> dict[str, Any]:
+    """Run (or load) the protocol on ``ckpts`` (loadable checkpoints, in step order) of the context's run; returns
+    its results. Each checkpoint walks the stage table's :data:`analysis.stages.FIXED`; the text set, the final
+    direction and the scale are made here, between its stages."""
+    cfg, roles, say, fx = ctx.cfg, ctx.roles, ctx.say, ctx.cfg.fixed
+    last_step = ckpts[-1][0]
+    run_cache = StepCache(ctx.out / "fixed")
+    k_set, texts = text_set(ctx, ckpts, run_cache)
     order = [ckpts[-1], *ckpts[:-1]]  # the last first: its direction is every other checkpoint's "final"
     summaries: dict[int, Any] = {}
     kept: dict[int, dict[str, np.ndarray]] = {}  # per step: site scores and margins, for the paired changes
