@@ -87,7 +87,8 @@ def bench_model(root: Path) -> tuple[Any, Any, str]:
     import random
 
     from tasks.countdown.generate import ProblemSpec, generate_problems
-    from train.base import BaseConfig, build_model, build_tokenizer, corpus
+    from train.base import BaseConfig, build_model, corpus
+    from train.base_tokenizer import build_tokenizer
 
     cfg = BaseConfig(corpus_traces=2000)
     spec = ProblemSpec(num_operands=(3,), operand_min=1, operand_max=20)

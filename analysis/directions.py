@@ -49,7 +49,7 @@ def logit_direction(model: Any, ids: tuple[int, int]) -> np.ndarray:
     layer's residual ``x``, divided by ``rms(x)`` (with the final norm's eps), is the model's own logit difference
     ``logit(ids[0]) - logit(ids[1])`` (plus the lm_head bias difference, which Qwen2 does not have).
 
-    ``ids`` is ``(this_id, not_id)`` as :func:`train.base.verdict_token_ids` returns it, so the direction points
+    ``ids`` is ``(this_id, not_id)`` (:func:`train.base_tokenizer.verdict_token_ids`), so the direction points
     towards "this". ``g`` is the final RMSNorm's gain (``model.model.norm.weight``; 1 when it has none); ``U`` the
     output embedding, tied or not. Only two rows of ``U`` are read."""
     u = model.get_output_embeddings().weight

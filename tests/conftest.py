@@ -14,7 +14,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     2 layers, hidden 128 and 4 heads / 2 KV heads (head_dim 32, the least vLLM's CPU attention takes)."""
     import torch
 
-    from train.base import BaseConfig, build_model, build_tokenizer
+    from train.base import BaseConfig, build_model
+    from train.base_tokenizer import build_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-qwen2")
     texts = ["the quick brown fox jumps over the lazy dog", "count down to reach a target number 42 with + - * /"]

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.config import ConfigError, config_hash, dump_config, to_dict
+from tasks.config import config_hash, dump_config, to_dict
 from tasks.countdown.generate import Problem
 from tasks.countdown.search_trace import SearchStyle, write_search_trace
 from tasks.countdown.synth import TraceStyle, write_trace
-from train.precision import resolve, resolved
-
-EOS = "<|endoftext|>"
-PAD = "<|pad|>"
+from train.base_pretrain import pretrain, prime, priming
+from train.base_tokenizer import EOS, build_tokenizer, check_reload
+from train.precision import resolve
 
 
 @dataclass(frozen=True)
@@ -101,56 +100,6 @@ def corpus(problems: list[Problem], cfg: BaseConfig, operators: tuple[str, ...],
     return texts
 
 
-def build_tokenizer(texts: list[str], vocab_size: int, number_tokens: int = 0) -> Any:
-    """Byte-level BPE trained on ``texts`` with isolated digits, plus the whole numbers ``0..number_tokens-1`` as
-    added tokens; returned as a PreTrainedTokenizerFast.
-
-    Why added tokens and not BPE merges of digits: transformers (5.x) reloads any tokenizer saved beside a
-    ``qwen2`` config as ``Qwen2Tokenizer``, whose pre-tokenizer splits every digit apart whatever tokenizer.json
-    says, so merged numbers would be trained on and then never seen again. Added tokens are matched before
-    pre-tokenization and survive the reload (:func:`check_reload` verifies it on every build).
-    """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOS, PAD],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    tok.add_tokens([AddedToken(str(n), normalized=False, special=False) for n in range(number_tokens)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False
-    )
-
-
-def check_reload(tokenizer: Any, model_config: Any, texts: list[str], where: Path) -> None:
-    """Refuse a tokenizer that the loaders would read back differently from how the base is trained.
-
-    RL, evaluation and analysis load the base with ``AutoTokenizer.from_pretrained``, which picks the tokenizer
-    class from the model config (``Qwen2Tokenizer`` for a Qwen2 model) and may replace the saved pre-tokenizer;
-    a base trained on other token ids than those it is later prompted with writes nonsense.
-    """
-    from transformers import AutoTokenizer
-
-    tokenizer.save_pretrained(where)
-    model_config.save_pretrained(where)
-    loaded = AutoTokenizer.from_pretrained(where)
-    for text in texts:
-        if loaded(text)["input_ids"] != tokenizer(text)["input_ids"]:
-            raise RuntimeError(
-                f"the base's tokenizer reloads as {type(loaded).__name__} and tokenizes differently from how it was "
-                f"built (first difference in {text[:60]!r}); change base.number_tokens or the tokenizer settings"
-            )
-
-
 def build_model(cfg: BaseConfig, tokenizer: Any) -> Any:
     """A randomly initialised Qwen2ForCausalLM of the configured size (tied embeddings)."""
     import torch
@@ -171,186 +120,6 @@ def build_model(cfg: BaseConfig, tokenizer: Any) -> Any:
         pad_token_id=tokenizer.pad_token_id,
     )
     return Qwen2ForCausalLM(config)
-
-
-class LengthBucketSampler:
-    """Trace indices in batches of similar length, the batches in random order (a ``torch`` Sampler).
-
-    Why not transformers' ``group_by_length``: its ``LengthGroupedSampler`` yields each pool's batches longest
-    first, so every 50 steps the model sees the longest traces, then ever shorter ones (a curriculum nobody asked
-    for). Here only a batch's members are alike; the order of batches is as random as with no grouping. Seeded, so
-    a resumed build sees the same order. Off in the tiny preset: the bases it built were weaker (docs/experiments.md).
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, pool_batches: int, seed: int) -> None:
-        self.lengths, self.batch_size, self.pool, self.seed, self.epoch = lengths, batch_size, pool_batches, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Any:
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
-        size = self.batch_size * self.pool
-        batches = []
-        for start in range(0, len(order), size):
-            pool = sorted(order[start : start + size], key=self.lengths.__getitem__)
-            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        rng.shuffle(batches)
-        return iter([i for batch in batches for i in batch])
-
-
-def base_trainer(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work_dir: Path) -> Any:
-    """The ``transformers.Trainer`` that pre-trains the base: causal LM loss, exactly ``cfg.steps`` optimizer steps."""
-    from datasets import Dataset
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
-    # the Rust tokenizer's batch encoder without offsets: the same ids as ``tokenizer(texts, truncation=True)``
-    # (a test checks) in ~5 s for the tiny corpus instead of ~13 s through ``Dataset.map``
-    ids = [e.ids[: cfg.max_position_embeddings] for e in tokenizer.backend_tokenizer.encode_batch_fast(texts)]
-    lengths = [len(x) for x in ids]
-    ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * n for n in lengths], "length": lengths})
-    args = TrainingArguments(
-        output_dir=str(work_dir),
-        max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay,
-        adam_beta1=0.9,
-        adam_beta2=0.95,
-        bf16=resolved(cfg.precision, "base.precision") == "bf16",
-        use_cpu=True,
-        logging_steps=100,
-        save_strategy="steps",
-        save_steps=500,
-        save_total_limit=1,
-        report_to=[],
-        seed=cfg.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-    )
-    trainer_cls = Trainer
-    if cfg.length_buckets > 0:
-        sampler = LengthBucketSampler(lengths, cfg.batch_size, cfg.length_buckets, cfg.seed)
-
-        # every token weighs the same in every batch, as on average with random batches: the loss is summed over a
-        # batch's tokens and divided by the corpus's mean tokens per batch, not by this batch's own count (which
-        # would weigh the tokens of a batch of short traces more than those of a batch of long ones)
-        items_per_batch = cfg.batch_size * (sum(lengths) / len(lengths) - 1)
-
-        class BucketedTrainer(Trainer):
-            def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-                return sampler
-
-            def _get_num_items_in_batch(self, batch_samples: list[Any], device: Any) -> Any:
-                import torch
-
-                counted = super()._get_num_items_in_batch(batch_samples, device)
-                if counted is None:
-                    return None
-                return torch.as_tensor(items_per_batch * len(batch_samples), dtype=torch.float32, device=counted.device)
-
-        trainer_cls = BucketedTrainer
-    if cfg.verdict_loss_weight != 1.0:
-        trainer_cls = verdict_weighted(trainer_cls, tokenizer, cfg.verdict_loss_weight)
-    return trainer_cls(
-        model=model,
-        args=args,
-        train_dataset=ds,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-    )
-
-
-def verdict_token_ids(tokenizer: Any) -> tuple[int, int]:
-    """Token ids of the verdict word right after "(" in "(this works)" and in "(not N)", found through the
-    tokenizer's own offsets on a short attempt line (no id is assumed)."""
-    ids = []
-    for verdict in ("(this works)", "(not 4)"):
-        text = f"- 1 + 2 = 3 {verdict}\n"
-        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-        at = text.index("(") + 1
-        found = [t for t, (a, _) in zip(enc.input_ids, enc.offset_mapping, strict=True) if a == at]
-        if not found:
-            raise ValueError(f"the tokenizer does not split {verdict!r} into '(' and a verdict token")
-        ids.append(int(found[0]))
-    if ids[0] == ids[1]:
-        raise ValueError("'this' and 'not' start with the same token after '('; the verdict margin is undefined")
-    return ids[0], ids[1]
-
-
-def verdict_weighted(trainer_cls: Any, tokenizer: Any, weight: float) -> Any:
-    """``trainer_cls`` with a causal LM loss in which predicting the verdict word (a "this" or "not" token right after
-    an opening "(") weighs ``weight`` times; normalised by the count of predicted tokens, so ``weight`` 1 is the
-    usual mean loss.
-
-    Why by hand: transformers' loss has no per-token weights, and the weights depend on the tokens."""
-    import torch
-
-    opens = torch.tensor([tokenizer.decode([i]).endswith("(") for i in range(len(tokenizer))])
-    verdicts = torch.zeros(len(tokenizer), dtype=torch.bool)
-    verdicts[list(verdict_token_ids(tokenizer))] = True
-
-    class VerdictWeightedTrainer(trainer_cls):
-        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):
-            labels = inputs.pop("labels")
-            out = model(**inputs)
-            target = labels[:, 1:]
-            logits = out.logits[:, :-1].float()
-            ce = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="none"
-            ).view_as(target)
-            counted = target != -100
-            after_paren = opens.to(target.device)[inputs["input_ids"][:, :-1]]
-            judged = after_paren & verdicts.to(target.device)[target.clamp(min=0)]
-            w = torch.where(judged, weight, 1.0) * counted
-            denom = num_items_in_batch if num_items_in_batch is not None else counted.sum()
-            loss = (ce * w).sum() / denom
-            return (loss, out) if return_outputs else loss
-
-    return VerdictWeightedTrainer
-
-
-def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work_dir: Path) -> dict[str, float]:
-    """Pre-train ``model`` (see :func:`base_trainer`), resuming from a checkpoint in ``work_dir`` if one exists."""
-    trainer = base_trainer(model, tokenizer, texts, cfg, work_dir)
-    resume = any(work_dir.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
-    return {"train_loss": float(result.training_loss), "steps": float(result.global_step)}
-
-
-def priming(cfg: BaseConfig) -> BaseConfig | None:
-    """The config of the priming phase (``prime_steps`` on a corpus that verifies at ``prime_verdict_rate``, its
-    own seed so its traces differ from the main corpus's), or None without one."""
-    if not cfg.prime_steps:
-        return None
-    if cfg.search is None:
-        raise ConfigError("base.prime_steps: priming needs the search corpus (set base.search)")
-    search = dataclasses.replace(cfg.search, verdict_rate=cfg.prime_verdict_rate)
-    lr = cfg.learning_rate if cfg.prime_learning_rate is None else cfg.prime_learning_rate
-    return dataclasses.replace(
-        cfg, steps=cfg.prime_steps, search=search, prime_steps=0, seed=cfg.seed + 1, learning_rate=lr
-    )
-
-
-def prime(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, done: Path) -> None:
-    """Run the priming phase on ``model`` in place; its result is saved to ``done`` so that an interrupted build
-    resumes after it instead of priming again."""
-    import torch
-
-    weights = done / "weights.pt"
-    if weights.is_file():
-        model.load_state_dict(torch.load(weights))
-        return
-    pretrain(model, tokenizer, texts, cfg, done.with_name("prime_trainer"))
-    done.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), done / "weights.tmp")
-    (done / "weights.tmp").replace(weights)
 
 
 def _resolve(cfg: BaseConfig) -> BaseConfig:

@@ -129,7 +129,8 @@ def precision_step(repeats: int, batch: int = 8, tokens: int = 320) -> dict[str,
     """Seconds per training step of a random tiny-preset-sized Qwen2 in float32 and under bf16 autocast (median)."""
     import torch
 
-    from train.base import BaseConfig, build_model, build_tokenizer
+    from train.base import BaseConfig, build_model
+    from train.base_tokenizer import build_tokenizer
 
     cfg = BaseConfig()
     tok = build_tokenizer(["12 + 3 = 15 (this works)", "20 - 7 = 13 (not 24)"] * 8, cfg.vocab_size)

@@ -20,8 +20,8 @@ from tasks.countdown.prompts import make_prompt
 from train import checkpoints as ck
 from train import dist
 from train.config import TrainConfig, resolve_precision
-from train.evaluate import EvalMetrics, paired_gain_se, rate_changes, score_completions, success_by_style
-from train.grpo import solution_counts
+from train.evaluate import EvalMetrics, score_completions
+from train.run_summary import summarize
 
 
 def resolve_device(requested: str) -> str:
@@ -123,103 +123,6 @@ def make_evaluator(cfg: TrainConfig, problems: list[Problem], engine: str, token
     return evaluate
 
 
-def _gain_se_points(first: dict[str, Any], last: dict[str, Any]) -> float | None:
-    """Paired standard error of the success change in points (None for evaluations of other shapes)."""
-    a, b = first.get("solved_per_problem"), last.get("solved_per_problem") or []
-    if not a or first["completions"] != last["completions"] or first["completions"] % len(a):
-        return None
-    se = paired_gain_se(a, b, first["completions"] // len(a))  # None unless b pairs up with a
-    return None if se is None else 100 * se
-
-
-def success_by_ways(
-    problems: list[Problem], first: dict[str, Any], last: dict[str, Any], cfg: TrainConfig
-) -> dict[str, dict[str, float]] | None:
-    """Success on held-out problems with one way vs several (``grpo.min_solutions`` trains on the latter only).
-
-    None when the evaluations carry no per-problem counts for these problems.
-    """
-    a, b = first.get("solved_per_problem"), last.get("solved_per_problem")
-    if not a or not b or len(a) != len(problems) or len(b) != len(problems):
-        return None
-    samples = first["completions"] // len(problems)
-    ways = solution_counts(problems, cfg)
-    out = {}
-    for name, keep in (("1", lambda w: w <= 1), ("2+", lambda w: w >= 2)):
-        idx = [i for i, w in enumerate(ways) if keep(w)]
-        if idx:
-            n = samples * len(idx)
-            out[name] = {"problems": len(idx), "first": sum(a[i] for i in idx) / n, "final": sum(b[i] for i in idx) / n}
-    return out
-
-
-def advantage_by_style(run_dir: Path, window: int = 10) -> dict[str, Any] | None:
-    """From metrics.jsonl: the mean group advantage RL gave verifying and plain rollouts, and the share of rollouts
-    that verify, over the first and the last ``window`` logged steps (a step without a style logs NaN and is
-    skipped); None for a run logged before these metrics existed."""
-    import math
-
-    path = run_dir / "metrics.jsonl"
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
-    rows = [r for r in rows if "rewards/verifying/mean" in r]
-    if not rows:
-        return None
-
-    def mean(part: list[dict[str, Any]], key: str) -> float | None:
-        vals = [r[key] for r in part if r.get(key) is not None and not math.isnan(r[key])]
-        return sum(vals) / len(vals) if vals else None
-
-    keys = {"verifying": "advantage_verifying", "plain": "advantage_plain", "share_verifying": "verifying"}
-    return {
-        when: {name: mean(part, f"rewards/{key}/mean") for name, key in keys.items()} | {"steps": len(part)}
-        for when, part in (("first", rows[:window]), ("last", rows[-window:]))
-    }
-
-
-def summarize(
-    run_dir: Path, problems: list[Problem] | None = None, cfg: TrainConfig | None = None, **extra: Any
-) -> dict[str, Any]:
-    """Step-0 vs final-checkpoint comparison from eval.jsonl, written to summary.json and returned.
-
-    With the held-out ``problems`` and the run's ``cfg`` it also splits success by the problems' number of ways.
-    """
-    rows = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines() if x.strip()]
-    by_step = {r["step"]: r for r in rows}
-    first, last = by_step[min(by_step)], by_step[max(by_step)]
-    keys = [
-        "success_rate",
-        "format_rate",
-        "false_accept_given_wrong",
-        "false_reject_given_right",
-        "line_verdict_matches_truth",
-        "line_false_accept",
-        "line_false_reject",
-        "lines_per_completion",
-        "truncation_rate",
-        "verdict_share",
-        "repeated_lines",
-        "fabricated_equalities",
-        "both_verdicts",
-    ]
-    summary = {
-        "first_step": first["step"],
-        "final_step": last["step"],
-        "checkpoints": [s for s, _ in ck.list_checkpoints(run_dir)],
-        **{f"{k}/first": first.get(k) for k in keys},  # .get: runs logged before a metric existed
-        **{f"{k}/final": last.get(k) for k in keys},
-        "success_gain_points": 100 * (last["success_rate"] - first["success_rate"]),
-        "success_gain_se_points": _gain_se_points(first, last),
-        "changes": rate_changes(first, last),  # rate -> {value, lo, hi}: paired 95% bootstrap over problems
-        "success_by_style": {"first": success_by_style(first), "final": success_by_style(last)},
-        "false_accept_change_points": 100 * (last["false_accept_given_wrong"] - first["false_accept_given_wrong"]),
-        "success_by_ways": success_by_ways(problems, first, last, cfg) if problems and cfg else None,
-        "advantage_by_style": advantage_by_style(run_dir),
-        **extra,
-    }
-    ck.write_json(run_dir / "summary.json", summary)
-    return summary
-
-
 def cpu_patches(cfg: TrainConfig, device: str) -> ModuleType | None:
     """:mod:`train.cpu` (the patches of TRL / transformers internals for CPU runs) on ``device == "cpu"``, else
     None: GPU runs use TRL's trainer as it ships, and a CPU-path option set in the config is said to be ignored."""
@@ -233,32 +136,10 @@ def cpu_patches(cfg: TrainConfig, device: str) -> ModuleType | None:
     return None
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) GRPO training as configured; returns the summary."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOTrainer
-
-    from train.grpo import (
-        SampleLog,
-        check_grpo,
-        grpo_args,
-        make_callback,
-        prompt_dataset,
-        reward_functions,
-        select_problems,
-        tensorboard_callback,
-    )
-    from train.rollout_engine import choose_rollout, grpo_vllm_kwargs
-
-    t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
-    cfg = resolve_precision(cfg, device)
-    check_grpo(cfg, device)  # a bad grpo: option fails here, before any model, engine or run directory
-    if cfg.model != "tiny":
-        check_model(cfg.model)  # before the run directory exists, so a fixed retry is not refused as a rerun
-    engine = choose_rollout(cfg.rollout.engine)
-    dist.init(device, cfg.launch.trainer_gpus)
-    with dist.main_first():  # run directory, data splits and tiny base: made once, by the main process
+def prepare_inputs(cfg: TrainConfig, resume: bool) -> tuple[Path, Any, list[Problem], list[Problem], str]:
+    """The run directory (with the step to resume from, if any), the train and held-out problems and the base
+    model's path: made once, by the main process, while the others wait and then read them."""
+    with dist.main_first():
         if dist.is_main():
             run_dir, last = ck.prepare_run_dir(cfg, resume)
             if last is not None:
@@ -271,35 +152,65 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         train_problems = load_problems(data_dir, "train")
         test_problems = load_problems(data_dir, "test")[: cfg.eval.problems]
         model_path = ensure_base(cfg, train_problems, separate_process=True)
+    return run_dir, last, train_problems, test_problems, model_path
+
+
+def load_policy(model_path: str) -> tuple[Any, Any]:
+    """The tokenizer (left padding, as generation needs) and the policy in float32 master weights.
+
+    float32 whatever the checkpoint stores (hub Qwen2.5 is bf16; transformers 5 would keep that): bf16 is
+    grpo.precision's autocast, and AdamW on bf16 weights drops most lr-1e-6 updates below bf16's resolution. TRL
+    loads a model id in float32 too; the reference model follows this dtype.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
-    # float32 master weights whatever the checkpoint stores (hub Qwen2.5 is bf16; transformers 5 would keep that):
-    # bf16 is grpo.precision's autocast, and AdamW on bf16 weights drops most lr-1e-6 updates below bf16's
-    # resolution. TRL loads a model id in float32 too; the reference model follows this dtype.
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
+    return tokenizer, AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
+
+
+def trainer_class(cfg: TrainConfig, cpu: ModuleType | None) -> Any:
+    """TRL's ``GRPOTrainer``, or on the CPU with ``grpo.lean_loss`` its lean-loss subclass (train/cpu)."""
+    from trl import GRPOTrainer
+
+    if cpu is not None and cfg.grpo.lean_loss and dist.world_size() > 1:  # DDP needs the same passes on every rank
+        print("grpo.lean_loss: single-process only (a rank may skip every row); TRL's pass is used", flush=True)
+    elif cpu is not None and cfg.grpo.lean_loss:
+        return cpu.lean_trainer_class(GRPOTrainer, cfg.grpo.lean_loss_rows)
+    return GRPOTrainer
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) GRPO training as configured; returns the summary."""
+    from train.grpo import check_grpo, grpo_args, prompt_dataset, reward_functions, select_problems
+    from train.rollout_engine import choose_rollout, grpo_vllm_kwargs
+    from train.run_callback import SampleLog, make_callback, tensorboard_callback
+
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    cfg = resolve_precision(cfg, device)
+    check_grpo(cfg, device)  # a bad grpo: option fails here, before any model, engine or run directory
+    if cfg.model != "tiny":
+        check_model(cfg.model)  # before the run directory exists, so a fixed retry is not refused as a rerun
+    engine = choose_rollout(cfg.rollout.engine)
+    dist.init(device, cfg.launch.trainer_gpus)
+    run_dir, last, train_problems, test_problems, model_path = prepare_inputs(cfg, resume)
+    tokenizer, model = load_policy(model_path)
     cpu = cpu_patches(cfg, device)
     if cpu is not None and cfg.grpo.fp32_attention and cfg.grpo.precision == "bf16":  # a float32 pass has it already
         cpu.use_fp32_attention(model)
+    g = cfg.grpo
     rollout_kwargs = (
         grpo_vllm_kwargs(
-            device,
-            cfg.rollout,
-            sampler_logprobs=cfg.grpo.vllm_importance_sampling_correction,
-            precision=cfg.grpo.precision,
+            device, cfg.rollout, sampler_logprobs=g.vllm_importance_sampling_correction, precision=g.precision
         )
         if engine == "vllm"
         else {"use_vllm": False}
     )
-    samples = SampleLog(cfg.grpo.sample_every)
+    samples = SampleLog(g.sample_every)
     funcs, weights = reward_functions(cfg, samples)
     callback = make_callback(cfg, run_dir, tokenizer, make_evaluator(cfg, test_problems, engine, tokenizer), samples)
-    trainer_cls = GRPOTrainer
-    if cpu is not None and cfg.grpo.lean_loss and dist.world_size() > 1:  # DDP needs the same passes on every rank
-        print("grpo.lean_loss: single-process only (a rank may skip every row); TRL's pass is used", flush=True)
-    elif cpu is not None and cfg.grpo.lean_loss:
-        trainer_cls = cpu.lean_trainer_class(GRPOTrainer, cfg.grpo.lean_loss_rows)
-    trainer = trainer_cls(
+    trainer = trainer_class(cfg, cpu)(
         model=model,
         reward_funcs=funcs,
         args=grpo_args(cfg, run_dir, device, rollout_kwargs, weights),
@@ -309,7 +220,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     )
     callback.trainer = trainer
     if cpu is not None:
-        if engine == "vllm" and not cfg.grpo.vllm_importance_sampling_correction:
+        if engine == "vllm" and not g.vllm_importance_sampling_correction:
             cpu.without_sampler_logprobs(trainer.vllm_generation)  # grpo_vllm_kwargs asked the engine for none
         cpu.time_generation(trainer)  # time/generation_s and time/weight_sync_s, which `make bench` splits
     resume_from = str(last[1]) if last is not None and (last[1] / "trainer_state.json").is_file() else None

@@ -80,7 +80,12 @@ def component_section(ce: dict[str, Any] | None) -> list[str]:
             ],
         )
     )
-    ctl = ce["controls"][-1]
+    return parts + _control_parts(ce["controls"][-1])
+
+
+def _control_parts(ctl: dict[str, Any]) -> list[str]:
+    """The final step's controls: W against the verdict tokens' span, steering vectors of equal norm, prompting."""
+    parts = []
     if "span_cosine_by_layer" in ctl:
         parts.append(
             f"<p>Cosine of W with the span of the verdict tokens' vectors and W's top unembedding "

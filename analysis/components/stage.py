@@ -91,8 +91,39 @@ def run_components(
     base_dec = cm.decisions(model, sites, c.batch_size, ids_not, ids_this)
     base_err = cm.error_rate(base_dec, truth)
     rng = np.random.default_rng(c.seed)
+    by_k = _head_curve(run, heads, base_err, rng, c, extras)
+    mlp_rows = [
+        {"k": k, **dict(zip(("error", "flipped"), run([], mlps[:k]), strict=True))}
+        for k in range(1, min(c.mlp_top, len(mlps)) + 1)
+    ]
+
+    k3 = min(3, len(heads) // 2)
+    rand3 = [heads[k3:][i] for i in rng.choice(len(heads) - k3, k3, replace=False)]
+    patch = {
+        "top": cm.patch_flips(model, sites, comp, head_sel(heads[:k3]), head_dim, ids_not, ids_this, c.seed),
+        "random": cm.patch_flips(model, sites, comp, head_sel(rand3), head_dim, ids_not, ids_this, c.seed),
+    }
+    sels = {"none": {}, "top3": head_sel(heads[:k3]), "random3": head_sel(rand3)}
+    free = _ablated_generation(model, tok, problems, sels, head_dim, means[0], c, template) if extras else None
+    return {
+        "mode": c.mode,
+        "n_sites": len(sites.verdict),
+        "ranking": ranking,
+        "baseline_error": base_err,
+        "ablate_heads": by_k,
+        "ablate_mlp": mlp_rows,
+        "patching_flips": patch,
+        "free_generation_verdict_error": free,
+        "controls": controls(model, tok, records, w, steering, cfg) if extras else None,
+    }
+
+
+def _head_curve(
+    run: Any, heads: list[dict[str, Any]], base_err: float, rng: np.random.Generator, c: Any, extras: bool
+) -> list[dict[str, Any]]:
+    """Error and flips with the top-k heads ablated against k random other heads: the whole k curve (random heads
+    at every k) where the extras run; elsewhere only the k the step curves read. ``run(heads, mlps)`` ablates."""
     by_k = []
-    # the whole k curve (random heads at every k) where the extras run; elsewhere the k the step curves read
     k_all = range(1, min(c.k_max, len(heads) // 2) + 1)
     for k in k_all if extras else [k for k in STEP_KS if k in k_all]:
         top_err, top_flip = run(heads[:k], [])
@@ -105,39 +136,30 @@ def run_components(
              "random_change_std": float(np.std([abs(e - base_err) for e, _ in rand])) if rand else None,
              "random_flipped_mean": float(np.mean([f for _, f in rand])) if rand else None}
         )  # fmt: skip
-    mlp_rows = [
-        {"k": k, **dict(zip(("error", "flipped"), run([], mlps[:k]), strict=True))}
-        for k in range(1, min(c.mlp_top, len(mlps)) + 1)
-    ]
+    return by_k
 
-    k3 = min(3, len(heads) // 2)
-    rand3 = [heads[k3:][i] for i in rng.choice(len(heads) - k3, k3, replace=False)]
-    patch = {
-        "top": cm.patch_flips(model, sites, comp, head_sel(heads[:k3]), head_dim, ids_not, ids_this, c.seed),
-        "random": cm.patch_flips(model, sites, comp, head_sel(rand3), head_dim, ids_not, ids_this, c.seed),
-    }
-    free = None
-    if extras:
-        free = {}
-        probs = list(problems)[: c.free_problems]
-        vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
-        for name, sel in (("none", {}), ("top3", head_sel(heads[:k3])), ("random3", head_sel(rand3))):
-            with ablate(model, sel, [], head_dim, head_means=means[0]):
-                _, texts = evaluate_free_generation(
-                    model, tok, probs, {}, vocab, SteerRule(every=1), c.free_max_new_tokens, 64, template
-                )
-            free[name] = _verdict_errors(texts, probs)
-    return {
-        "mode": c.mode,
-        "n_sites": len(sites.verdict),
-        "ranking": ranking,
-        "baseline_error": base_err,
-        "ablate_heads": by_k,
-        "ablate_mlp": mlp_rows,
-        "patching_flips": patch,
-        "free_generation_verdict_error": free,
-        "controls": controls(model, tok, records, w, steering, cfg) if extras else None,
-    }
+
+def _ablated_generation(
+    model: Any,
+    tok: Any,
+    problems: Sequence[Problem],
+    sels: dict[str, Any],
+    head_dim: int,
+    head_means: Any,
+    c: Any,
+    template: str,
+) -> dict[str, Any]:
+    """Verdict errors of free generation with each selection of heads ablated (``sels``: name -> head selection)."""
+    free = {}
+    probs = list(problems)[: c.free_problems]
+    vocab = trigger_vocab(tok, model.get_input_embeddings().weight.shape[0])
+    for name, sel in sels.items():
+        with ablate(model, sel, [], head_dim, head_means=head_means):
+            _, texts = evaluate_free_generation(
+                model, tok, probs, {}, vocab, SteerRule(every=1), c.free_max_new_tokens, 64, template
+            )
+        free[name] = _verdict_errors(texts, probs)
+    return free
 
 
 def controls(

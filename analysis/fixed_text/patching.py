@@ -22,7 +22,7 @@ import numpy as np
 
 from analysis import stats
 from analysis.splits import role_mask
-from train.base import verdict_token_ids
+from train.base_tokenizer import verdict_token_ids
 
 
 def patch_pairs(texts: Sequence[dict[str, Any]]) -> list[tuple[int, int, int]]:

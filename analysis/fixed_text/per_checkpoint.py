@@ -39,7 +39,7 @@ from analysis.splits import role_mask, spread_over_roles
 from tasks.countdown.counterfactual import CATEGORIES, PLAIN_LINES, LineStyle, counterfactual_texts
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
-from train.base import verdict_token_ids
+from train.base_tokenizer import verdict_token_ids
 
 SUBSETS = ("last", "counterfactual", "first")
 assert SUBSETS[COUNTERFACTUAL] == "counterfactual"  # analysis/fixed_text/verdict.py reads the index

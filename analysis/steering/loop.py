@@ -60,21 +60,6 @@ def steered_generate(
     carry the vector (with ``before_paren``: the token before the "(", whose prediction was re-run; a trigger on
     the prompt's last token is applied but not marked).
     """
-    device = input_ids.device
-    b = input_ids.shape[0]
-    counter = ParenCounter(b, vocab, rule, device)
-    lookahead = rule.position == "before_paren" and rule.mode == "every_kth"
-    pmask = _prompt_steer_mask(counter, input_ids, attention_mask, rule, lookahead, prompt_mask)
-    holder = MaskHolder()
-    position = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    mask = attention_mask.long()
-    out = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    steered = torch.zeros((b, max_new_tokens), dtype=torch.bool, device=device)
-    rows = torch.arange(b, device=device)  # the original row of each row still generating
-    done = torch.zeros(b, dtype=torch.bool, device=device)
-    cache = None
-    feed, feed_mask, feed_pos = input_ids, pmask, position
-    used = 0
     was_training = model.training
     model.eval()
     try:
@@ -86,48 +71,78 @@ def steered_generate(
 
             args = (input_ids, attention_mask, vectors, vocab, rule, max_new_tokens, eos_token_id, pad_token_id)
             return released_generate(model, *args, pick)
-        with torch.no_grad(), add_to_residual(model, vectors, holder):
-            for i in range(max_new_tokens):
-                holder.mask = feed_mask.float() if bool(feed_mask.any()) else None
-                res = model(
-                    input_ids=feed, attention_mask=mask, position_ids=feed_pos, past_key_values=cache, use_cache=True
-                )
-                cache = res.past_key_values
-                nxt = _pick(res.logits[:, -1, :], temperature, generator)
-                nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
-                live = ~done
-                ahead = torch.zeros_like(done)
-                if lookahead:
-                    ahead = counter.next_is_steered(nxt, live, rule.in_generation)
-                    if bool(ahead.any()):  # re-run this position with the vector on the rows about to write "("
-                        res = _rerun_steered(model, holder, ahead, (feed, feed_mask, feed_pos, mask), cache, i)
-                        cache = res.past_key_values
-                        nxt = torch.where(ahead, _pick(res.logits[:, -1, :], temperature, generator), nxt)
-                        if i > 0:
-                            steered[rows, i - 1] |= ahead
-                out[rows, i] = nxt
-                wrote_paren = counter.is_paren(nxt)
-                step_mask = counter.step(nxt, live, rule.in_generation) & (not lookahead)
-                counter.count += (ahead & ~wrote_paren).long()  # a steered line keeps its ordinal without "("
-                steered[rows, i] |= step_mask
-                done |= nxt == eos_token_id
-                used = i + 1
-                if bool(done.all()):
-                    break
-                feed = nxt[:, None]
-                feed_mask = step_mask[:, None]
-                feed_pos = feed_pos[:, -1:] + 1
-                mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=device)], dim=1)
-                if int(done.sum()) * 8 >= done.numel():  # drop finished rows once they are an eighth of the batch
-                    keep = (~done).nonzero().flatten()
-                    cache.reorder_cache(keep)
-                    rows, done, feed, feed_mask, feed_pos, mask = (
-                        t[keep] for t in (rows, done, feed, feed_mask, feed_pos, mask)
-                    )
-                    counter.select(keep)
-                    holder.rows = rows
+        sampling = (max_new_tokens, eos_token_id, pad_token_id, temperature, generator)
+        return _decode(model, input_ids, attention_mask, vectors, vocab, rule, sampling, prompt_mask)
     finally:
         model.train(was_training)
+
+
+def _decode(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    vectors: dict[int, torch.Tensor],
+    vocab: TriggerVocab,
+    rule: SteerRule,
+    sampling: tuple[int, int, int, float, torch.Generator | None],
+    prompt_mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`steered_generate`'s token loop (every mode but ``released``), with the model already in eval mode.
+
+    ``sampling`` is ``(max_new_tokens, eos_token_id, pad_token_id, temperature, generator)``."""
+    max_new_tokens, eos_token_id, pad_token_id, temperature, generator = sampling
+    device = input_ids.device
+    b = input_ids.shape[0]
+    counter = ParenCounter(b, vocab, rule, device)
+    lookahead = rule.position == "before_paren" and rule.mode == "every_kth"
+    pmask = _prompt_steer_mask(counter, input_ids, attention_mask, rule, lookahead, prompt_mask)
+    holder = MaskHolder()
+    out = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    steered = torch.zeros((b, max_new_tokens), dtype=torch.bool, device=device)
+    rows = torch.arange(b, device=device)  # the original row of each row still generating
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    cache = None
+    mask = attention_mask.long()
+    feed, feed_mask, feed_pos = input_ids, pmask, (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    used = 0
+    with torch.no_grad(), add_to_residual(model, vectors, holder):
+        for i in range(max_new_tokens):
+            holder.mask = feed_mask.float() if bool(feed_mask.any()) else None
+            res = model(
+                input_ids=feed, attention_mask=mask, position_ids=feed_pos, past_key_values=cache, use_cache=True
+            )
+            cache = res.past_key_values
+            nxt = _pick(res.logits[:, -1, :], temperature, generator)
+            nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
+            live = ~done
+            ahead = torch.zeros_like(done)
+            if lookahead:
+                ahead = counter.next_is_steered(nxt, live, rule.in_generation)
+                if bool(ahead.any()):  # re-run this position with the vector on the rows about to write "("
+                    res = _rerun_steered(model, holder, ahead, (feed, feed_mask, feed_pos, mask), cache, i)
+                    cache = res.past_key_values
+                    nxt = torch.where(ahead, _pick(res.logits[:, -1, :], temperature, generator), nxt)
+                    if i > 0:
+                        steered[rows, i - 1] |= ahead
+            out[rows, i] = nxt
+            wrote_paren = counter.is_paren(nxt)
+            step_mask = counter.step(nxt, live, rule.in_generation) & (not lookahead)
+            counter.count += (ahead & ~wrote_paren).long()  # a steered line keeps its ordinal without "("
+            steered[rows, i] |= step_mask
+            done |= nxt == eos_token_id
+            used = i + 1
+            if bool(done.all()):
+                break
+            feed, feed_mask, feed_pos = nxt[:, None], step_mask[:, None], feed_pos[:, -1:] + 1
+            mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=device)], dim=1)
+            if int(done.sum()) * 8 >= done.numel():  # drop finished rows once they are an eighth of the batch
+                keep = (~done).nonzero().flatten()
+                cache.reorder_cache(keep)
+                rows, done, feed, feed_mask, feed_pos, mask = (
+                    t[keep] for t in (rows, done, feed, feed_mask, feed_pos, mask)
+                )
+                counter.select(keep)
+                holder.rows = rows
     return out[:, :used], steered[:, :used]
 
 

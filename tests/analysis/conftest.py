@@ -95,7 +95,7 @@ def qwen_dir(tmp_path_factory: pytest.TempPathFactory, corpus: list[str]) -> Pat
 @pytest.fixture(scope="session")
 def digit_dir(tmp_path_factory: pytest.TempPathFactory, corpus: list[str]) -> Path:
     """A random-weight Qwen2 with the tiny base's digit tokenizer, saved and reloaded through from_pretrained."""
-    from train.base import build_tokenizer
+    from train.base_tokenizer import build_tokenizer
 
     out = tmp_path_factory.mktemp("digit")
     tok = build_tokenizer(corpus, 400)

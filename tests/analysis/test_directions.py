@@ -21,7 +21,7 @@ from analysis.directions import (
 from analysis.hooks import record_residuals
 from tasks.config import ConfigError
 from tests.analysis.conftest import load
-from train.base import verdict_token_ids
+from train.base_tokenizer import verdict_token_ids
 
 
 @pytest.mark.parametrize("which", ["qwen_dir", "digit_dir"])  # untied and tied lm_head

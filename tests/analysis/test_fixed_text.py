@@ -20,7 +20,7 @@ from tasks.countdown.generate import ProblemSpec, generate_problems
 from tasks.countdown.prompts import make_prompt
 from tasks.countdown.synth import TraceStyle, write_trace
 from tests.analysis.conftest import load
-from train.base import verdict_token_ids
+from train.base_tokenizer import verdict_token_ids
 
 SPEC = ProblemSpec(num_operands=(3,), operand_min=1, operand_max=20, operators=("+", "-", "*", "/"))
 

@@ -61,7 +61,7 @@ def test_tokenizer_is_digit_level_and_lossless(micro_base: Path) -> None:
 def test_number_tokens_survive_the_reload_as_one_token_each(tmp_path: Path) -> None:
     from transformers import AutoTokenizer, Qwen2Config
 
-    from train.base import build_tokenizer, check_reload
+    from train.base_tokenizer import build_tokenizer, check_reload
 
     texts = ["- 9 + 3 = 12 + 12 = 24 (not 27)\n- 12 + 3 = 15 + 12 = 27 (this works)"] * 50
     tok = build_tokenizer(texts, 300, number_tokens=100)
@@ -77,7 +77,7 @@ def test_a_tokenizer_the_loaders_read_differently_is_refused(tmp_path: Path) -> 
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config
 
-    from train.base import check_reload
+    from train.base_tokenizer import check_reload
 
     texts = ["we need 27 and 12 and 27 again"] * 50
     raw = Tokenizer(models.BPE())
@@ -117,7 +117,8 @@ def test_trainer_sees_the_tokenizers_own_ids(micro_base: Path, tmp_path: Path) -
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.base import base_trainer, corpus
+    from train.base import corpus
+    from train.base_pretrain import base_trainer
 
     tok = AutoTokenizer.from_pretrained(micro_base)
     model = AutoModelForCausalLM.from_pretrained(micro_base)
@@ -138,7 +139,8 @@ def test_length_buckets_pad_less_and_keep_every_trace(micro_base: Path, tmp_path
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.base import base_trainer, corpus
+    from train.base import corpus
+    from train.base_pretrain import base_trainer
 
     tok = AutoTokenizer.from_pretrained(micro_base)
     model = AutoModelForCausalLM.from_pretrained(micro_base)
@@ -169,7 +171,7 @@ def test_length_bucket_sampler_groups_lengths_but_not_batch_order() -> None:
     import random
     import statistics
 
-    from train.base import LengthBucketSampler
+    from train.base_pretrain import LengthBucketSampler
 
     rng = random.Random(1)
     lengths = [rng.randint(200, 400) for _ in range(4000)]
@@ -256,7 +258,7 @@ def test_verdict_weighted_loss_is_the_usual_loss_at_weight_one_and_weighs_the_ve
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.base import verdict_weighted
+    from train.base_pretrain import verdict_weighted
 
     tok = AutoTokenizer.from_pretrained(micro_base)
     model = AutoModelForCausalLM.from_pretrained(micro_base)
@@ -289,7 +291,8 @@ def test_priming_phase_verifies_more_then_hands_over_to_the_configured_corpus(tm
 
     from tasks.config import ConfigError
     from tasks.countdown.search_trace import SearchStyle
-    from train.base import _base_key, build_base, corpus, priming
+    from train.base import _base_key, build_base, corpus
+    from train.base_pretrain import priming
 
     search = dataclasses.replace(MICRO, search=SearchStyle(verdict_rate=0.05, chain=True), corpus_traces=200)
     primed = dataclasses.replace(search, prime_steps=3, prime_verdict_rate=0.9)
@@ -313,7 +316,8 @@ def test_priming_phase_verifies_more_then_hands_over_to_the_configured_corpus(tm
     # resume: a second priming into the same directory loads the kept weights instead of training again
     from transformers import AutoTokenizer
 
-    from train.base import build_model, prime
+    from train.base import build_model
+    from train.base_pretrain import prime
 
     tok = AutoTokenizer.from_pretrained(out)
     texts = corpus(PROBLEMS, p, ("+", "-"))

@@ -90,7 +90,7 @@ def test_success_change_has_a_paired_standard_error(tmp_path: Path) -> None:
     import statistics
 
     from train.evaluate import paired_gain_se
-    from train.run import summarize
+    from train.run_summary import summarize
 
     p, q = Problem((1, 2, 3), 6), Problem((2, 2, 5), 9)
     right, wrong = "\n</think>\n<answer> 1 + 2 + 3 </answer>", "\n</think>\n<answer> 1 + 2 - 3 </answer>"

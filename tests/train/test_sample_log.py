@@ -7,7 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from train.config import load_train_config
-from train.grpo import RunCallback, SampleLog, reward_functions
+from train.grpo import reward_functions
+from train.run_callback import RunCallback, SampleLog
 
 
 def test_reward_offers_samples_and_the_callback_writes_them(tmp_path: Path) -> None:

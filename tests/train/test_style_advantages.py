@@ -49,7 +49,7 @@ def test_style_functions_split_the_advantage_by_style(tmp_path: Path) -> None:
 def test_advantage_by_style_averages_the_logged_steps_skipping_nan(tmp_path: Path) -> None:
     import json
 
-    from train.run import advantage_by_style
+    from train.run_summary import advantage_by_style
 
     assert advantage_by_style(tmp_path) is None
     rows = [
