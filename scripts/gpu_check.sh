@@ -3,8 +3,8 @@
 # box spends hours on a real Qwen run. Each stage is timed; the table (stage, seconds, status) and every stage's log
 # are written to the output directory, also when a stage fails (the script then stops with that stage's exit code).
 #
-#   1. tiny preset end to end on CUDA in bf16: `make train` (short GRPO run, vLLM colocate), resumed for two more
-#      steps (RESUME=1), + `make analyze`;
+#   1. the tiny-cue preset (the first tiny one, quick to build) end to end on CUDA in bf16: `make train` (short GRPO
+#      run, vLLM colocate), resumed for two more steps (RESUME=1), + `make analyze`;
 #   2. the Qwen-shaped rehearsal: a 24-layer Qwen2.5-0.5B stand-in with random weights (train/standin.py), the
 #      qwen2.5-0.5b preset on it (vLLM colocate, the preset's 1024-token completions, fewer prompts and steps,
 #      generated data instead of the hub split) + `make analyze APRESET=qwen2.5-0.5b` with shorter rollouts;
@@ -96,9 +96,9 @@ LOAD_ANALYSIS=("$PY" -c 'import sys; from analysis.config import load_analysis_c
 load(sys.argv[1], sys.argv[2:]); print("analysis config OK:", sys.argv[1], *sys.argv[2:])')
 
 if [ "$DRY" = 1 ]; then
-  stage tiny-train-dry 120 "${MAKE[@]}" train PRESET=tiny DRY_RUN=1 ARGS="$TINY_TRAIN"
+  stage tiny-train-dry 120 "${MAKE[@]}" train PRESET=tiny-cue DRY_RUN=1 ARGS="$TINY_TRAIN"
   # shellcheck disable=SC2086  # the override strings split into key=value words on purpose
-  stage tiny-analyze-dry 60 "${LOAD_ANALYSIS[@]}" tiny $TINY_ANALYZE
+  stage tiny-analyze-dry 60 "${LOAD_ANALYSIS[@]}" tiny-cue $TINY_ANALYZE
   stage standin-build-dry 300 "$PY" -m train.standin --out "$WORK/models/qwen-standin" --layers 1
   stage qwen-train-dry 120 "${MAKE[@]}" train PRESET=qwen2.5-0.5b DRY_RUN=1 ARGS="$QWEN_TRAIN"
   # shellcheck disable=SC2086
@@ -109,9 +109,9 @@ fi
 
 stage preflight 30 "$PY" -c 'import torch, vllm; assert torch.cuda.is_available(), "no CUDA device visible"
 print(torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported(), "vllm", vllm.__version__)'
-stage tiny-train 80 "${MAKE[@]}" train PRESET=tiny ARGS="$TINY_TRAIN"
-stage tiny-resume 40 "${MAKE[@]}" train PRESET=tiny RESUME=1 ARGS="$TINY_TRAIN grpo.steps=6"
-stage tiny-analyze 60 "${MAKE[@]}" analyze APRESET=tiny RUN="$WORK/tiny-cuda" ARGS="$TINY_ANALYZE"
+stage tiny-train 80 "${MAKE[@]}" train PRESET=tiny-cue ARGS="$TINY_TRAIN"
+stage tiny-resume 40 "${MAKE[@]}" train PRESET=tiny-cue RESUME=1 ARGS="$TINY_TRAIN grpo.steps=6"
+stage tiny-analyze 60 "${MAKE[@]}" analyze APRESET=tiny-cue RUN="$WORK/tiny-cuda" ARGS="$TINY_ANALYZE"
 stage tiny-check 10 "$PY" scripts/check_run.py "$WORK/tiny-cuda" --analysed
 stage standin-build 30 "$PY" -m train.standin --out "$WORK/models/qwen-standin"
 stage qwen-train 120 "${MAKE[@]}" train PRESET=qwen2.5-0.5b ARGS="$QWEN_TRAIN"

@@ -12,6 +12,9 @@ from train.checkpoints import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "tests" / "presets" / "micro.yaml"  # not configs/tiny.yaml: retuning that must not break tests
+# the analysis preset micro runs are analysed with: the first tiny preset's (all checkpoints, sklearn probes), not the
+# default's, whose checkpoint steps are the default run's
+ANALYSIS_PRESET = "tiny-cue"
 
 
 def micro_overrides(tmp: Path, run: str, engine: str, steps: int = 4, save_every: int = 2) -> list[str]:
@@ -81,7 +84,7 @@ def micro_analysis(run: Path, engine: str) -> list[str]:
 def analyze(run: Path, *extra: str, engine: str = "hf") -> subprocess.CompletedProcess:
     """``python -m analysis`` on a micro run with :func:`micro_analysis` plus ``extra`` overrides."""
     return subprocess.run(
-        [sys.executable, "-m", "analysis", *micro_analysis(run, engine), *extra],
+        [sys.executable, "-m", "analysis", "--preset", ANALYSIS_PRESET, *micro_analysis(run, engine), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -106,8 +106,8 @@ def test_presets_that_extend_resolve_as_their_parent_plus_their_own_keys() -> No
     from train.config import load_train_config
 
     root = Path(__file__).parents[1] / "configs"
-    emerge, tiny = load_train_config("tiny-emerge"), load_train_config("tiny")
-    assert read_preset(root / "tiny-emerge.yaml")["grpo"] == read_preset(root / "tiny.yaml")["grpo"]
+    emerge, tiny = load_train_config("tiny-emerge"), load_train_config("tiny-cue")
+    assert read_preset(root / "tiny-emerge.yaml")["grpo"] == read_preset(root / "tiny-cue.yaml")["grpo"]
     assert (emerge.grpo, emerge.data, emerge.eval) == (tiny.grpo, tiny.data, tiny.eval)
     assert emerge.base.trace.verdict_rate == 0.15 and tiny.base.trace.verdict_rate == 1.0
     big, small = load_train_config("qwen2.5-3b"), load_train_config("qwen2.5-0.5b")

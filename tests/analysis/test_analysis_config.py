@@ -50,8 +50,10 @@ def test_hub_presets_batch_probes_and_leave_gpu_room_tiny_keeps_reference() -> N
     for preset in ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "study-qwen2.5-3b-released", "study-qwen2.5-3b-post"):
         cfg = load_analysis_config(preset)
         assert cfg.probe.solver == "torch" and cfg.rollout.gpu_memory_share == 0.8
-    tiny = load_analysis_config("tiny")
-    assert tiny.probe.solver == "sklearn" and tiny.rollout.gpu_memory_share is None
+    cue = load_analysis_config("tiny-cue")
+    assert cue.probe.solver == "sklearn" and cue.rollout.gpu_memory_share is None
+    tiny = load_analysis_config("tiny")  # the default: tiny-cue's analysis, every layer's probe in one batched fit
+    assert tiny.probe.solver == "torch" and tiny.steps == (0, 6, 12, 36) and tiny.rollout.gpu_memory_share is None
 
 
 def test_layers_checked_against_the_model() -> None:

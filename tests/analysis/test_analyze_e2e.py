@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import ROOT, analyze, micro_analysis, micro_overrides, run_train
+from tests.e2e import ANALYSIS_PRESET, ROOT, analyze, micro_analysis, micro_overrides, run_train
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_analyze_killed_midway_resumes_without_loss(micro_run: Path, tmp_path: P
     run = tmp_path / "copy"
     shutil.copytree(micro_run, run, ignore=shutil.ignore_patterns("analysis"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "analysis", *micro_analysis(run, "hf")],
+        [sys.executable, "-m", "analysis", "--preset", ANALYSIS_PRESET, *micro_analysis(run, "hf")],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -220,7 +220,7 @@ def test_make_analyze_runs_every_stage_with_the_model_on_another_device(
     run = tmp_path / "micro"
     shutil.copytree(micro_run, run, ignore=shutil.ignore_patterns("analysis"))
     overrides = [*micro_analysis(run, "hf"), "device=cuda", "precision=fp32", "steps=[0,2]"]
-    summary = analyse_run(load_analysis_config("tiny", overrides), say=lambda _: None)
+    summary = analyse_run(load_analysis_config(ANALYSIS_PRESET, overrides), say=lambda _: None)
     assert summary["steps"] == [0, 2] and summary["broken_steps"] == []
     stages = {"rollouts", "capture", "probes", "unembed", "steering", "components", "fixed", "fixed_patching"}
     assert all(stages <= set(c) for c in summary["computed"].values()), summary["computed"]

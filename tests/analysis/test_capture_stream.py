@@ -107,7 +107,7 @@ def test_new_settings_keep_existing_cache_keys() -> None:
     from analysis.config import load_analysis_config
     from tasks.config import to_dict
 
-    cfg = load_analysis_config("tiny")
+    cfg = load_analysis_config("tiny-cue")
     before = {k: v for k, v in to_dict(cfg.probe).items() if k != "solver"}  # the settings as they were
     old_repr = "ProbeSettings(" + ", ".join(f"{k}={v!r}" for k, v in before.items()) + ")"
     assert stage_key(cfg.probe, "up") == stage_key(before, "up")

@@ -14,7 +14,7 @@ import pytest
 from analysis.study.combined_report import change, compare, statistics_note
 from analysis.study.runs import StudyConfig, freeze_analysis_config, run_specs, run_state
 from tasks.config import ConfigError, load_config
-from tests.e2e import MICRO, ROOT, micro_analysis, micro_overrides
+from tests.e2e import ANALYSIS_PRESET, MICRO, ROOT, micro_analysis, micro_overrides
 
 
 def _study(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -59,7 +59,10 @@ def test_default_preset_and_run_specs(tmp_path: Path) -> None:
     from analysis.study.runs import PRESET_DIR
 
     cfg = load_config(StudyConfig, PRESET_DIR / "tiny.yaml")
-    assert cfg.seeds == (1, 2, 3) and cfg.control_seeds == (101, 102, 103) and cfg.controls == ("shuffled",)
+    assert cfg.seeds == (13, 14, 15, 16) and cfg.control_seeds == (113, 114, 115, 116) and cfg.controls == ("shuffled",)
+    assert (cfg.preset, cfg.analysis_preset) == ("tiny", "tiny")  # the default study runs the default presets
+    cue = load_config(StudyConfig, PRESET_DIR / "tiny-cue.yaml")
+    assert cue.seeds == (1, 2, 3) and cue.control_seeds == (101, 102, 103) and cue.preset == "tiny-cue"
     both = StudyConfig(output_root=str(tmp_path), seeds=(4,), control_seeds=(8, 9), controls=("shuffled", "format"))
     assert [(s.name, s.kind, s.seed) for s in run_specs(both)] == [
         ("seed4", "rl", 4),
@@ -170,6 +173,7 @@ def test_micro_study_end_to_end_then_resumes_without_recomputing(tmp_path: Path)
         f"output_root={tmp_path}",
         "name=micro",
         f"preset={MICRO}",
+        f"analysis_preset={ANALYSIS_PRESET}",
         "seeds=[1,2]",
         "control_seeds=[101,102]",
         "controls=[shuffled]",

@@ -34,21 +34,19 @@ def _cfg(tmp_path: Path) -> tuple[StudyConfig, list[str]]:
     # seeds pinned here: the preset's own change from study to study
     overrides = [f"output_root={tmp_path}", "submit=slurm", "slurm_args=[--partition=gpu]"]
     overrides += ["seeds=[9,10,11,12]", "control_seeds=[109,110,111,112]"]
-    root = Path(__file__).parents[2] / "configs" / "study" / "tiny-verify.yaml"
+    root = Path(__file__).parents[2] / "configs" / "study" / "tiny.yaml"
     return load_config(StudyConfig, root, overrides), overrides
 
 
 def test_each_run_is_a_job_and_the_report_waits_for_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls, _ = _standin_slurm(tmp_path, monkeypatch)
     cfg, overrides = _cfg(tmp_path)
-    ids = submit_study(cfg, "tiny-verify", overrides, dry_run=False, say=lambda _: None)
+    ids = submit_study(cfg, "tiny", overrides, dry_run=False, say=lambda _: None)
     lines = calls.read_text().splitlines()
     assert ids == [str(i) for i in range(100, 109)] and len(lines) == 9
     assert all("--partition=gpu" in line for line in lines)
-    assert (
-        "--job-name=study-tiny-verify-seed9" in lines[0] and "runs=[seed9]" in lines[0] and "report=false" in lines[0]
-    )
-    assert "--job-name=study-tiny-verify-shuffled-s112" in lines[7]
+    assert "--job-name=study-tiny-seed9" in lines[0] and "runs=[seed9]" in lines[0] and "report=false" in lines[0]
+    assert "--job-name=study-tiny-shuffled-s112" in lines[7]
     assert "--dependency=afterok:100:101:102:103:104:105:106:107" in lines[8] and "runs=" not in lines[8]
     assert json.loads((cfg.directory / "frozen.json").read_text())["frozen_before_runs"]  # frozen before any job
 
@@ -62,9 +60,9 @@ def test_a_rerun_resubmits_only_runs_neither_finished_nor_queued(
     done.mkdir(parents=True)
     (done / "config.yaml").write_text("run_name: seed9\n")
     (done / "summary.json").write_text("{}")
-    queue.write_text("555 study-tiny-verify-seed10\n")
+    queue.write_text("555 study-tiny-seed10\n")
     said: list[str] = []
-    ids = submit_study(cfg, "tiny-verify", overrides, dry_run=False, say=said.append)
+    ids = submit_study(cfg, "tiny", overrides, dry_run=False, say=said.append)
     lines = calls.read_text().splitlines()
     assert len(ids) == 7 and not any("runs=[seed9]" in x or "runs=[seed10]" in x for x in lines)
     assert "--dependency=afterok:100:101:102:103:104:105:555" in lines[-1]
@@ -77,13 +75,13 @@ def test_dry_run_prints_the_submissions_and_submits_nothing(
 ) -> None:
     calls, _ = _standin_slurm(tmp_path, monkeypatch)
     _, overrides = _cfg(tmp_path)
-    assert main(["--preset", "tiny-verify", "--dry-run", *overrides]) == 0
+    assert main(["--preset", "tiny", "--dry-run", *overrides]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 9 and all(x.startswith("sbatch --parsable") for x in out)
-    assert not calls.exists() and not (tmp_path / "study-tiny-verify").exists()
+    assert not calls.exists() and not (tmp_path / "study-tiny").exists()
 
 
 def test_an_unknown_run_name_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--preset", "tiny-verify", f"output_root={tmp_path}", "runs=[seed99]"]) == 2
+    assert main(["--preset", "tiny", f"output_root={tmp_path}", "runs=[seed99]"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: runs: ['seed99'] are not runs of this study") and err.count("\n") == 1

@@ -155,14 +155,14 @@ def test_chain_lines_state_one_binary_step_per_equals_and_parse_back() -> None:
 
 
 def test_the_testbed_presets_own_corpus_passes_the_audit() -> None:
-    """configs/tiny-verify.yaml's problems and search style, audited as the issue asks: P("this" | line k) for
+    """configs/tiny.yaml's problems and search style, audited as the issue asks: P("this" | line k) for
     k = 0..5 within 0.05 of each other, a slip stating the target accepted at most 2% of the time, 5-10% of traces
     verifying. Read from the preset itself, so a change there is audited here."""
     from pathlib import Path
 
     from tasks.config import read_preset
 
-    cfg = read_preset(Path(__file__).parents[2] / "configs" / "tiny-verify.yaml")
+    cfg = read_preset(Path(__file__).parents[2] / "configs" / "tiny.yaml")
     d = cfg["data"]
     spec = ProblemSpec(
         num_operands=tuple(d["num_operands"]),
@@ -174,7 +174,7 @@ def test_the_testbed_presets_own_corpus_passes_the_audit() -> None:
     )
     style = SearchStyle(**cfg["base"]["search"])
     report = audit_corpus(generate_problems(spec, 1000, seed=11), 40, style, seed=0, operators=spec.operators)
-    print(f"\ntiny-verify corpus audit (1000 problems x 40 traces): {report}")
+    print(f"\ntiny preset corpus audit (1000 problems x 40 traces): {report}")
     p = report["p_this_by_k"]
     assert min(report["n_by_k"]) > 800 and max(p) - min(p) <= 0.05
     assert report["n_slip_target"] > 100 and report["p_this_slip_target"] <= 0.02

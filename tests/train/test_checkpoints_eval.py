@@ -123,7 +123,7 @@ def test_success_change_has_a_paired_standard_error(tmp_path: Path) -> None:
     problems += [Problem((3, 4, 5), 12), Problem((3, 4, 5), 60), Problem((2, 2, 2), 8)]
     ways = [count_solutions(p.numbers, p.target) for p in problems]
     assert [w == 1 for w in ways] == [True] * 3 + [False] * 3, ways
-    split = summarize(run, problems, load_train_config("tiny"))["success_by_ways"]
+    split = summarize(run, problems, load_train_config("tiny-cue"))["success_by_ways"]
     assert split["1"] == {"problems": 3, "first": pytest.approx(3 / 12), "final": pytest.approx(5 / 12)}
     assert split["2+"] == {"problems": 3, "first": pytest.approx(1 / 12), "final": pytest.approx(5 / 12)}
     assert summary["success_by_ways"] is None  # without the problems there is nothing to split

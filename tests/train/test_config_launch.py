@@ -80,7 +80,8 @@ def test_grpo_section_passes_trl_options_through(tmp_path: Path) -> None:
     )
     assert cfg.grpo.trl["epsilon_high"] == 0.28 and "beta" not in cfg.grpo.trl
     args = grpo_args(resolve_precision(cfg, "cpu"), tmp_path, "cpu", {"use_vllm": False}, None)
-    assert (args.epsilon_high, args.num_iterations, args.beta, args.learning_rate) == (0.28, 2, 0.001, 0.00014)
+    expected = (0.28, 2, 0.001, 3.0e-5)  # the tiny preset's learning rate, passed through as its own field
+    assert (args.epsilon_high, args.num_iterations, args.beta, args.learning_rate) == expected
     assert (args.max_steps, args.per_device_train_batch_size) == (cfg.grpo.steps, cfg.per_device_batch)
     dumped = tmp_path / "config.yaml"  # the run directory's resolved config reloads to the same config
     dump_config(cfg, dumped)
@@ -196,13 +197,13 @@ def test_min_solutions_keeps_only_many_way_problems(capsys: pytest.CaptureFixtur
     from train.grpo import select_problems
 
     problems = [Problem((3, 4, 5), 12), Problem((5, 5, 3), 2), Problem((2, 2, 2), 8), Problem((1, 3, 4, 6), 24, "")]
-    assert select_problems(problems, load_train_config("tiny", ["grpo.min_solutions=1"])) == problems
-    kept = select_problems(problems, load_train_config("tiny", ["grpo.min_solutions=2"]))
+    assert select_problems(problems, load_train_config("tiny-cue", ["grpo.min_solutions=1"])) == problems
+    kept = select_problems(problems, load_train_config("tiny-cue", ["grpo.min_solutions=2"]))
     assert kept == [problems[0], problems[2]]
     assert all(count_solutions(p.numbers, p.target) >= 2 for p in kept)
     assert "training on 2 of 4 problems" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="grpo.min_solutions=9: none of the 4 training problems"):
-        select_problems(problems, load_train_config("tiny", ["grpo.min_solutions=9"]))
+        select_problems(problems, load_train_config("tiny-cue", ["grpo.min_solutions=9"]))
 
 
 def test_plan_keeps_the_visible_gpus_and_refuses_too_few(monkeypatch: pytest.MonkeyPatch) -> None:

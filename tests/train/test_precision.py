@@ -68,11 +68,11 @@ def test_unknown_precision_is_one_line_naming_the_field() -> None:
 
 def test_resolved_config_names_the_precision_and_its_base_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_cpu(monkeypatch, False)
-    cfg = resolve_precision(load_train_config("tiny"), "cpu")
+    cfg = resolve_precision(load_train_config("tiny-cue"), "cpu")
     assert (cfg.base.precision, cfg.grpo.precision) == ("fp32", "fp32")
-    assert cfg.base_dir == "checkpoints/tiny-base-fp32"
-    forced = resolve_precision(load_train_config("tiny", ["base.precision=bf16"]), "cpu")
-    assert forced.base_dir == "checkpoints/tiny-base-bf16" and forced.grpo.precision == "fp32"
+    assert cfg.base_dir == "checkpoints/tiny-cue-base-fp32"
+    forced = resolve_precision(load_train_config("tiny-cue", ["base.precision=bf16"]), "cpu")
+    assert forced.base_dir == "checkpoints/tiny-cue-base-bf16" and forced.grpo.precision == "fp32"
     assert precision.inference_dtype("fp32") == "float32" and precision.inference_dtype("bf16") == "auto"
 
 
