@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,3 +115,15 @@ def test_presets_that_extend_resolve_as_their_parent_plus_their_own_keys() -> No
     assert big.grpo == dataclasses.replace(small.grpo, gradient_accumulation_steps=16)  # 2 GPUs x 16 x 16 = 512
     assert big.launch.accelerate_config.endswith("zero3.yaml") and big.rollout.vllm_mode == "colocate"
     assert load_train_config("qwen2.5-1.5b").launch == small.launch  # one GPU, as the 0.5B
+
+
+def test_every_preset_resolves_as_recorded() -> None:
+    """Each preset resolves to the config recorded in tests/presets/resolved.json (a preset added, removed or changed
+    fails here until the snapshot is rewritten on purpose: ``python -m tests.resolved_presets --write``)."""
+    from tests.resolved_presets import SNAPSHOT, differences, resolved_presets
+
+    recorded, now = json.loads(SNAPSHOT.read_text()), resolved_presets()
+    assert sorted(now) == sorted(recorded), "presets added or removed: rewrite the snapshot"
+    changed = {name: differences(recorded[name], now[name]) for name in now}
+    assert not any(changed.values()), {k: v for k, v in changed.items() if v}
+    assert now["train/tiny"]["base"]["search"] is not None and now["train/tiny-cue"]["base"]["search"] is None
