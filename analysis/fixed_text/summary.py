@@ -227,6 +227,11 @@ def answers(heads: list[dict[str, Any]], position: str = "before_paren") -> dict
     return out
 
 
+# A paired change of P(this) whose whole interval lies within this of 0 is no effect, whatever its sign: the patched
+# and unpatched passes then differ by float rounding (effects of ~1e-6 on the tiny preset), not by the value.
+PATCH_NEGLIGIBLE = 0.005
+
+
 def patching_answer(patch: dict[str, Any] | None, steps: list[int]) -> str:
     """One sentence on the value patching (analysis/fixed_text/patching.py): the effect at the first and last step and
     its paired change."""
@@ -235,12 +240,15 @@ def patching_answer(patch: dict[str, Any] | None, steps: list[int]) -> str:
     eff, ch = patch["effects"], patch["change_from_first"]
     first, last = eff[str(steps[0])][patch["layer"]], eff[str(steps[-1])][patch["layer"]]
     half = patch.get("half_step")
+    change = ch[-1]
+    negligible = change and max(abs(change["lo"]), abs(change["hi"])) < PATCH_NEGLIGIBLE
+    word = "n/a" if not change else "No measurable effect" if negligible else _word(change, above=0.0)
     return (
         f"Patching the slip's residual at the stated value's tokens (layer {patch['layer']}, chosen on calibration "
         f"problems) into the right line changes P(this) at '(' by {fmt_ci(first or {}, True)} at step {steps[0]} and "
         f"{fmt_ci(last or {}, True)} at step {steps[-1]} ({patch['pairs']} report pairs); paired change "
-        f"{fmt_ci(ch[-1] or {}, True)}: {_word(ch[-1], above=0.0) if ch[-1] else 'n/a'}"
-        + (f", half of it reached at step {half}." if half is not None else ".")
+        f"{fmt_ci(change or {}, True)}: {word}"
+        + (f", half of it reached at step {half}." if half is not None and word in ("Yes", "No, the opposite") else ".")
     )
 
 

@@ -99,3 +99,28 @@ def test_slip_p_not_reads_the_output_margin_of_report_slip_lines_only() -> None:
     roles = np.array(["report", "report"])
     p_not, groups = slip_p_not(arrays, roles)
     assert np.allclose(p_not, [0.5, 0.25]) and groups.tolist() == [0, 1]  # margin log 3: P(this) = 3 P(not)
+
+
+def test_patching_answer_calls_a_rounding_sized_change_no_effect() -> None:
+    from analysis.fixed_text.summary import patching_answer
+
+    def ci(v: float, lo: float, hi: float) -> dict[str, float]:
+        return {"value": v, "lo": lo, "hi": hi}
+
+    def patch(change: dict[str, float]) -> dict:
+        effects = {"0": [ci(0, 0, 0)] * 3, "36": [ci(0, 0, 0)] * 3}
+        return {
+            "effects": effects,
+            "change_from_first": [ci(0, 0, 0), change],
+            "layer": 2,
+            "pairs": 462,
+            "half_step": 36,
+        }
+
+    noise = patching_answer(patch(ci(3e-9, 5e-7, 1.2e-6)), [0, 36])  # above 0, but by float rounding
+    assert noise.endswith("No measurable effect.") and "half of it" not in noise
+    real = patching_answer(patch(ci(0.08, 0.05, 0.11)), [0, 36])
+    assert real.endswith("Yes, half of it reached at step 36.")
+    assert patching_answer(patch(ci(-0.08, -0.11, -0.05)), [0, 36]).endswith(
+        "No, the opposite, half of it reached at step 36."
+    )
