@@ -53,6 +53,8 @@ def check_training(run: Path) -> list[str]:
         elif not (row["completions"] > 0 and all(0 <= row[k] <= 1 for k in ("success_rate", "format_rate"))):
             n = row["completions"]
             bad.append(f"{run / 'eval.jsonl'}: step {step} has {n} completions or a rate outside [0, 1]")
+    if len(ckpts) > 1 and not bad and not weights_changed(ckpts[0][1], ckpts[-1][1]):
+        bad.append(f"step {steps[-1]}: the same weights as step 0 (no update reached the saved model)")
     logged = {r["step"]: r for r in _jsonl(run / "metrics.jsonl") if "loss" in r}
     missing = [s for s in range(1, cfg.grpo.steps + 1) if s not in logged]
     if missing:
@@ -60,6 +62,22 @@ def check_training(run: Path) -> list[str]:
     if any(not math.isfinite(r["loss"]) for r in logged.values()):
         bad.append(f"{run / 'metrics.jsonl'}: a loss that is not a finite number")
     return bad
+
+
+def weights_changed(first: Path, last: Path) -> bool:
+    """Whether any tensor of ``last``'s model differs from ``first``'s (a run whose optimizer never stepped, or whose
+    saves were gathered from the wrong place, writes the base again)."""
+    from safetensors import safe_open
+
+    def tensors(path: Path) -> dict:
+        out = {}
+        for file in sorted(path.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as f:
+                out.update({k: f.get_tensor(k) for k in f.keys()})
+        return out
+
+    a, b = tensors(first), tensors(last)
+    return a.keys() != b.keys() or any(not a[k].equal(b[k]) for k in a)
 
 
 def check_analysis(run: Path) -> list[str]:

@@ -6,13 +6,16 @@
 #   1. the tiny-cue preset (the first tiny one, quick to build) end to end on CUDA in bf16: `make train` (short GRPO
 #      run, vLLM colocate), resumed for two more steps (RESUME=1), + `make analyze`;
 #   2. the Qwen-shaped rehearsal: a 24-layer Qwen2.5-0.5B stand-in with random weights (train/standin.py), the
-#      qwen2.5-0.5b preset on it (vLLM colocate, the preset's 1024-token completions, fewer prompts and steps,
-#      generated data instead of the hub split) + `make analyze APRESET=qwen2.5-0.5b` with shorter rollouts;
+#      qwen2.5-0.5b preset on it as one process under DeepSpeed ZeRO-3 (configs/accelerate/zero3.yaml: the sharded
+#      save the 3B recipe depends on), vLLM colocate, the preset's 1024-token completions, fewer prompts and steps,
+#      generated data instead of the hub split; resumed after step 2 for two more steps; + `make analyze
+#      APRESET=qwen2.5-0.5b` with shorter rollouts;
 #   3. the GPU rows of `make bench`: analysis.bench on CUDA with a random Qwen2.5-0.5B-sized model.
 # After each run, scripts/check_run.py reads what it wrote (non-empty checkpoints at every step, one evaluation per
 # checkpoint with rates in [0, 1], a finite loss per step, resume state in the last checkpoint only, every checkpoint
-# analysed, the report's figures embedded): an exit code of 0 alone says only that a job ended.
-# The stage limits add up to the check's budget (480 s of the device's time).
+# analysed, the report's figures embedded, the last checkpoint's weights different from step 0's): an exit code of 0
+# alone says only that a job ended. The stage limits (LIMIT below) add up to the check's budget (480 s of device time);
+# the dry run prints them.
 #
 # Usage: scripts/gpu_check.sh [OUT_DIR]    (default: $OUT, else gpu-check/); the runs go under OUT_DIR/work.
 #        GPU_CHECK_DRY_RUN=1 scripts/gpu_check.sh [OUT_DIR]: on any host, validates every stage's command instead
@@ -85,11 +88,27 @@ device=cuda grpo.precision=bf16 base.steps=400 grpo.steps=4 save_every=2 eval.pr
 TINY_ANALYZE="device=cuda rollout.problems=100 steering.problems=50 fixed.rollouts=100"
 QWEN_TRAIN="model=$WORK/models/qwen-standin output_root=$WORK run_name=qwen-standin data.source=generate \
 data.train_size=4000 data.test_size=64 data.out_dir=$WORK/data-qwen grpo.steps=2 save_every=2 \
-grpo.prompts_per_step=16 grpo.num_generations=8 grpo.gradient_accumulation_steps=8 eval.problems=64"
+grpo.prompts_per_step=16 grpo.num_generations=8 grpo.gradient_accumulation_steps=8 eval.problems=64 \
+launch.accelerate_config=configs/accelerate/zero3.yaml"
 QWEN_ANALYZE="rollout.problems=40 rollout.max_new_tokens=256 steering.problems=16 steering.max_new_tokens=256 \
 steering.max_flip_cases=64 fixed.rollouts=40 components.free_problems=8 components.free_max_new_tokens=128"
 BENCH=(-m analysis.bench --device cuda --arch qwen2.5-0.5b --precision bf16 --section analysis-cuda --skip-memory
   --repeats 3 --new-tokens 128 --out "$OUT_DIR/bench.json")
+
+# The real check's stages in order, each with its limit in seconds: one table for the run and for the dry run's plan.
+ORDER=(preflight tiny-train tiny-resume tiny-analyze tiny-check standin-build qwen-train qwen-resume qwen-analyze
+  qwen-check bench-cuda)
+declare -A LIMIT=([preflight]=30 [tiny-train]=70 [tiny-resume]=40 [tiny-analyze]=55 [tiny-check]=10 [standin-build]=25
+  [qwen-train]=110 [qwen-resume]=60 [qwen-analyze]=50 [qwen-check]=10 [bench-cuda]=20)
+plan() {  # the real check's stages and limits -> plan.tsv, printed too
+  local total=0 name
+  printf 'stage\tlimit_s\n' >"$OUT_DIR/plan.tsv"
+  for name in "${ORDER[@]}"; do
+    printf '%s\t%s\n' "$name" "${LIMIT[$name]}" >>"$OUT_DIR/plan.tsv"
+    total=$((total + LIMIT[$name]))
+  done
+  echo "planned stages (limit s): $(tail -n +2 "$OUT_DIR/plan.tsv" | tr '\t\n' '= ')-> ${total} s of ${BUDGET} s"
+}
 
 # the dry run of `make analyze`: the analysis preset plus the overrides load and validate
 LOAD_ANALYSIS=("$PY" -c 'import sys; from analysis.config import load_analysis_config as load
@@ -104,17 +123,19 @@ if [ "$DRY" = 1 ]; then
   # shellcheck disable=SC2086
   stage qwen-analyze-dry 60 "${LOAD_ANALYSIS[@]}" qwen2.5-0.5b $QWEN_ANALYZE
   stage bench-args-dry 60 "$PY" "${BENCH[@]}" --help
+  plan
   exit 0
 fi
 
-stage preflight 30 "$PY" -c 'import torch, vllm; assert torch.cuda.is_available(), "no CUDA device visible"
+stage preflight "${LIMIT[preflight]}" "$PY" -c 'import torch, vllm; assert torch.cuda.is_available(), "no CUDA device visible"
 print(torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported(), "vllm", vllm.__version__)'
-stage tiny-train 80 "${MAKE[@]}" train PRESET=tiny-cue ARGS="$TINY_TRAIN"
-stage tiny-resume 40 "${MAKE[@]}" train PRESET=tiny-cue RESUME=1 ARGS="$TINY_TRAIN grpo.steps=6"
-stage tiny-analyze 60 "${MAKE[@]}" analyze APRESET=tiny-cue RUN="$WORK/tiny-cuda" ARGS="$TINY_ANALYZE"
-stage tiny-check 10 "$PY" scripts/check_run.py "$WORK/tiny-cuda" --analysed
-stage standin-build 30 "$PY" -m train.standin --out "$WORK/models/qwen-standin"
-stage qwen-train 120 "${MAKE[@]}" train PRESET=qwen2.5-0.5b ARGS="$QWEN_TRAIN"
-stage qwen-analyze 70 "${MAKE[@]}" analyze APRESET=qwen2.5-0.5b RUN="$WORK/qwen-standin" ARGS="$QWEN_ANALYZE"
-stage qwen-check 10 "$PY" scripts/check_run.py "$WORK/qwen-standin" --analysed
-stage bench-cuda 30 "$PY" "${BENCH[@]}"
+stage tiny-train "${LIMIT[tiny-train]}" "${MAKE[@]}" train PRESET=tiny-cue ARGS="$TINY_TRAIN"
+stage tiny-resume "${LIMIT[tiny-resume]}" "${MAKE[@]}" train PRESET=tiny-cue RESUME=1 ARGS="$TINY_TRAIN grpo.steps=6"
+stage tiny-analyze "${LIMIT[tiny-analyze]}" "${MAKE[@]}" analyze APRESET=tiny-cue RUN="$WORK/tiny-cuda" ARGS="$TINY_ANALYZE"
+stage tiny-check "${LIMIT[tiny-check]}" "$PY" scripts/check_run.py "$WORK/tiny-cuda" --analysed
+stage standin-build "${LIMIT[standin-build]}" "$PY" -m train.standin --out "$WORK/models/qwen-standin"
+stage qwen-train "${LIMIT[qwen-train]}" "${MAKE[@]}" train PRESET=qwen2.5-0.5b ARGS="$QWEN_TRAIN"
+stage qwen-resume "${LIMIT[qwen-resume]}" "${MAKE[@]}" train PRESET=qwen2.5-0.5b RESUME=1 ARGS="$QWEN_TRAIN grpo.steps=4"
+stage qwen-analyze "${LIMIT[qwen-analyze]}" "${MAKE[@]}" analyze APRESET=qwen2.5-0.5b RUN="$WORK/qwen-standin" ARGS="$QWEN_ANALYZE"
+stage qwen-check "${LIMIT[qwen-check]}" "$PY" scripts/check_run.py "$WORK/qwen-standin" --analysed
+stage bench-cuda "${LIMIT[bench-cuda]}" "$PY" "${BENCH[@]}"

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    if cfg.launch.trainer_gpus > 1 and not under_launcher():
+    if launch_plan.launches and not under_launcher():
         return execute(launch_plan, cfg)
 
     from train.checkpoints import RunExists

@@ -49,6 +49,12 @@ class LaunchPlan:
     per_device_batch: int
     on_cpu: bool = False  # several trainer processes on the CPU: DDP over gloo
 
+    @property
+    def launches(self) -> bool:
+        """Whether the trainer runs under ``accelerate launch`` (several processes, or one with a DeepSpeed config)
+        rather than in this process."""
+        return Path(self.trainer_cmd[0]).name == "accelerate"
+
     def describe(self, cfg: TrainConfig) -> str:
         lines = ["# resolved config", yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip(), "", "# launch plan"]
         g = cfg.grpo
@@ -123,6 +129,11 @@ def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> Lau
     completions = g.prompts_per_step * g.num_generations
     if cfg.rollout.vllm_mode == "server" and cfg.rollout.engine != "hf" and cfg.rollout.start_server and m < 1:
         raise ValueError("launch.vllm_gpus: server mode with start_server needs >= 1 GPU for `trl vllm-serve`")
+    if on_cpu and n == 1 and cfg.launch.accelerate_config:
+        raise ValueError(
+            f"launch.accelerate_config: {cfg.launch.accelerate_config} is for GPUs; a one-process CPU run takes none "
+            "(set launch.accelerate_config=null)"
+        )
     module = [sys.executable, "-m", "train", *cli_args]
     trainer_env: dict[str, str] = {}
     if cpu:
@@ -135,7 +146,7 @@ def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> Lau
         trainer_cmd = [*cmd, "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
         trainer_cmd += ["-m", "train", *cli_args]
         trainer_env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
-    elif n > 1:
+    elif n > 1 or cfg.launch.accelerate_config:  # one GPU with a DeepSpeed config (ZeRO-3, offload) needs it too
         cmd = ["accelerate", "launch", "--num_processes", str(n)]
         if cfg.launch.accelerate_config:
             if not Path(cfg.launch.accelerate_config).is_file():

@@ -110,6 +110,11 @@ def test_check_run_reads_what_the_run_wrote(micro_run: Path, tmp_path: Path) -> 
     bad = subprocess.run([*script, str(copy)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert "no evaluation of step 2" in bad.stdout and "step 1: keeps resume state ['optimizer.pt']" in bad.stdout
+    same = tmp_path / "unchanged"  # a run whose last checkpoint holds step 0's weights: nothing was trained
+    shutil.copytree(micro_run, same, ignore=shutil.ignore_patterns("analysis"))
+    shutil.copy(same / "step_0" / "model.safetensors", same / "step_2" / "model.safetensors")
+    stale = subprocess.run([*script, str(same)], capture_output=True, text=True)
+    assert stale.returncode == 1 and "step 2: the same weights as step 0" in stale.stdout, stale.stdout
 
 
 @pytest.mark.slow

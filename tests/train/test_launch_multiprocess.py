@@ -59,6 +59,21 @@ def test_gpu_plan_keeps_cuda_devices_and_the_zero_config() -> None:
     ]
 
 
+def test_one_gpu_with_a_deepspeed_config_still_launches_through_accelerate() -> None:
+    """One trainer GPU under ZeRO-3 (gpu_check.sh's rehearsal, or a 1 x GPU offload recipe): the config would be
+    ignored by an in-process run, so the plan launches one accelerate process with it."""
+    zero3 = "launch.accelerate_config=configs/accelerate/zero3.yaml"
+    p = plan(load_train_config("qwen2.5-0.5b", [zero3]), ["--preset", "qwen2.5-0.5b", zero3])
+    assert p.trainer_cmd[:6] == ["accelerate", "launch", "--num_processes", "1", "--config_file", zero3.split("=")[1]]
+    assert p.trainer_env == {"CUDA_VISIBLE_DEVICES": "0"} and p.launches
+    args = accelerate_args(p.trainer_cmd)
+    assert args.num_processes == 1 and args.use_deepspeed and args.zero_stage == 3
+    plain = plan(load_train_config("qwen2.5-0.5b"), ["--preset", "qwen2.5-0.5b"])
+    assert plain.trainer_cmd[1:3] == ["-m", "train"] and plain.trainer_env == {} and not plain.launches  # in-process
+    with pytest.raises(ValueError, match="is for GPUs; a one-process CPU run takes none"):
+        plan(load_train_config(str(MICRO), [zero3]), ["--preset", str(MICRO), zero3])
+
+
 def test_cpu_run_refuses_a_deepspeed_config_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--preset", str(MICRO), "launch.trainer_gpus=2", "launch.accelerate_config=configs/accelerate/zero2.yaml"]
     assert main([*argv, "--dry-run"]) == 2

@@ -197,3 +197,9 @@ def test_gpu_check_dry_run_validates_every_stage(tmp_path: Path) -> None:
     assert all(r[2] == "ok" and float(r[1]) >= 0 for r in rows), rows
     assert "config OK (dry run" in (tmp_path / "logs" / "qwen-train-dry.log").read_text()
     assert (tmp_path / "timings.md").read_text().startswith("| stage | seconds | status |")
+    planned = dict(line.split("\t") for line in (tmp_path / "plan.tsv").read_text().splitlines()[1:])
+    assert {"tiny-resume", "qwen-train", "qwen-resume", "qwen-check"} <= set(planned)  # ZeRO-3 run, then resumed
+    total = sum(int(v) for v in planned.values())
+    assert total <= 480 and f"-> {total} s of 480 s" in proc.stdout
+    zero3 = (tmp_path / "logs" / "qwen-train-dry.log").read_text()
+    assert "accelerate launch --num_processes 1 --config_file configs/accelerate/zero3.yaml" in zero3
