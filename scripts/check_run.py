@@ -53,9 +53,12 @@ def check_training(run: Path) -> list[str]:
         elif not (row["completions"] > 0 and all(0 <= row[k] <= 1 for k in ("success_rate", "format_rate"))):
             n = row["completions"]
             bad.append(f"{run / 'eval.jsonl'}: step {step} has {n} completions or a rate outside [0, 1]")
-    if len(ckpts) > 1 and not bad and not weights_changed(ckpts[0][1], ckpts[-1][1]):
-        bad.append(f"step {steps[-1]}: the same weights as step 0 (no update reached the saved model)")
     logged = {r["step"]: r for r in _jsonl(run / "metrics.jsonl") if "loss" in r}
+    # a step whose groups all scored alike has no advantage, so no gradient: weights stay put, rightly. Once any
+    # step logged a gradient, the last checkpoint must differ from step 0
+    stepped = any((r.get("grad_norm") or 0) > 0 for r in logged.values())
+    if stepped and len(ckpts) > 1 and not bad and not weights_changed(ckpts[0][1], ckpts[-1][1]):
+        bad.append(f"step {steps[-1]}: the same weights as step 0 although a gradient was logged (no update saved)")
     missing = [s for s in range(1, cfg.grpo.steps + 1) if s not in logged]
     if missing:
         bad.append(f"{run / 'metrics.jsonl'}: no loss logged at steps {missing[:5]}")

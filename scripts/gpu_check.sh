@@ -13,7 +13,7 @@
 #   3. the GPU rows of `make bench`: analysis.bench on CUDA with a random Qwen2.5-0.5B-sized model.
 # After each run, scripts/check_run.py reads what it wrote (non-empty checkpoints at every step, one evaluation per
 # checkpoint with rates in [0, 1], a finite loss per step, resume state in the last checkpoint only, every checkpoint
-# analysed, the report's figures embedded, the last checkpoint's weights different from step 0's): an exit code of 0
+# analysed, the report's figures embedded, weights changed once a gradient was logged): an exit code of 0
 # alone says only that a job ended. The stage limits (LIMIT below) add up to the check's budget (480 s of device time);
 # the dry run prints them.
 #

@@ -110,11 +110,17 @@ def test_check_run_reads_what_the_run_wrote(micro_run: Path, tmp_path: Path) -> 
     bad = subprocess.run([*script, str(copy)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert "no evaluation of step 2" in bad.stdout and "step 1: keeps resume state ['optimizer.pt']" in bad.stdout
-    same = tmp_path / "unchanged"  # a run whose last checkpoint holds step 0's weights: nothing was trained
+    # the micro run's groups all score 0 (a 30-step base), so no step has a gradient and its weights rightly stay put;
+    # a run that logged a gradient and still saved step 0's weights lost its updates
+    rows = [json.loads(x) for x in (micro_run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["grad_norm"] == 0 for r in rows if "loss" in r)
+    same = tmp_path / "unchanged"
     shutil.copytree(micro_run, same, ignore=shutil.ignore_patterns("analysis"))
     shutil.copy(same / "step_0" / "model.safetensors", same / "step_2" / "model.safetensors")
+    assert subprocess.run([*script, str(same)], capture_output=True, text=True).returncode == 0
+    (same / "metrics.jsonl").write_text("".join(json.dumps({**r, "grad_norm": 0.5}) + "\n" for r in rows))
     stale = subprocess.run([*script, str(same)], capture_output=True, text=True)
-    assert stale.returncode == 1 and "step 2: the same weights as step 0" in stale.stdout, stale.stdout
+    assert stale.returncode == 1 and "step 2: the same weights as step 0 although a gradient" in stale.stdout
 
 
 @pytest.mark.slow
