@@ -69,18 +69,20 @@ def check_training(run: Path) -> list[str]:
 
 def weights_changed(first: Path, last: Path) -> bool:
     """Whether any tensor of ``last``'s model differs from ``first``'s (a run whose optimizer never stepped, or whose
-    saves were gathered from the wrong place, writes the base again)."""
+    saves were gathered from the wrong place, writes the base again). Tensor by tensor, stopping at the first
+    difference: two whole checkpoints of a 3B model would not fit in a host's memory at once."""
     from safetensors import safe_open
 
-    def tensors(path: Path) -> dict:
-        out = {}
-        for file in sorted(path.glob("*.safetensors")):
-            with safe_open(str(file), framework="pt") as f:
-                out.update({k: f.get_tensor(k) for k in f.keys()})
-        return out
-
-    a, b = tensors(first), tensors(last)
-    return a.keys() != b.keys() or any(not a[k].equal(b[k]) for k in a)
+    files = sorted(p.name for p in first.glob("*.safetensors"))
+    if files != sorted(p.name for p in last.glob("*.safetensors")):
+        return True
+    for name in files:
+        with safe_open(str(first / name), framework="pt") as a, safe_open(str(last / name), framework="pt") as b:
+            if set(a.keys()) != set(b.keys()):
+                return True
+            if any(not a.get_tensor(k).equal(b.get_tensor(k)) for k in a.keys()):
+                return True
+    return False
 
 
 def check_analysis(run: Path) -> list[str]:

@@ -1,9 +1,10 @@
 """How a run is launched: the resolved plan (``DRY_RUN=1``), multi-process re-launch under accelerate, the vLLM server.
 
-On one device ``python -m train`` trains in-process. With ``launch.trainer_gpus > 1`` it re-executes itself under
-``accelerate launch`` with the configured DeepSpeed/accelerate config (ZeRO-2 or ZeRO-3), pinned to the first
-N GPUs; in ``rollout.vllm_mode=server`` it first starts ``trl vllm-serve`` on the next M GPUs (or uses a given
-host:port) and waits for its health endpoint with a timeout, so a dead server is a clear error, not a hang.
+On one device without a DeepSpeed config ``python -m train`` trains in-process. With ``launch.trainer_gpus > 1``, or
+one GPU with ``launch.accelerate_config`` (ZeRO-3 or offload on one GPU), it re-executes itself under ``accelerate
+launch`` with that config, pinned to the first N GPUs; in ``rollout.vllm_mode=server`` it first starts ``trl
+vllm-serve`` on the next M GPUs (or uses a given host:port) and waits for its health endpoint with a timeout, so a
+dead server is a clear error, not a hang.
 The plan printed by ``DRY_RUN=1`` is exactly what would be run, and validating it needs no GPU.
 
 On a CPU run (``device=cpu``, or ``auto`` where no CUDA device is visible) the same field counts trainer
