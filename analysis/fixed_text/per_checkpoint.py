@@ -238,25 +238,6 @@ def _calibration(probe: np.ndarray, lens: np.ndarray, y: np.ndarray) -> dict[str
     return {"n": int(len(y)), "probe": stats.rank_auroc(probe, yb), "lens": stats.rank_auroc(lens, yb)}
 
 
-def choose_layer(rows: Sequence[dict[str, Any]], fallback: int) -> tuple[int, str]:
-    """The headline layer: where the final checkpoint's "(" verdict probe beats the logit lens by the most on
-    *calibration* problems (the last checkpoint's texts; ties: the shallowest), so no reported number chose it.
-    ``fallback`` (the preset's layer) when no calibration row is usable."""
-    best: tuple[float, int] | None = None
-    for r in rows:
-        if (r["kind"], r["label"], r["subset"]) != ("paren", "verdict", "last"):
-            continue
-        c = r.get("calibration") or {}
-        if c.get("probe") is None or c.get("lens") is None:
-            continue
-        gap = c["probe"] - c["lens"]
-        if best is None or gap > best[0] + 1e-9:
-            best = (gap, r["layer"])
-    if best is None:
-        return fallback, "preset (no usable calibration problems)"
-    return best[1], f"calibration problems: largest probe AUROC over the logit lens ({best[0]:+.3f})"
-
-
 def fixed_checkpoint(
     model: Any, tok: Any, records: Sequence[dict[str, Any]], roles: np.ndarray, cfg: Any, capture_dir: Path
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

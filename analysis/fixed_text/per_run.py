@@ -25,12 +25,46 @@ from analysis.context import RunContext
 from analysis.fixed_text.changes import probe_changes, same_texts
 from analysis.fixed_text.flips import POSITIONS, flip_outcomes, scaled_vectors, wrong_line_cases
 from analysis.fixed_text.patching import patch_summary, value_patching
-from analysis.fixed_text.per_checkpoint import SUBSETS, capture_fixed, choose_layer, fixed_checkpoint, fixed_records
+from analysis.fixed_text.per_checkpoint import SUBSETS, capture_fixed, fixed_checkpoint, fixed_records
 from analysis.fixed_text.steering_plan import calibrate, steering_directions, steering_rates
 from analysis.fixed_text.verdict import slip_p_not
 from analysis.splits import role_mask
 from analysis.stages import FIXED, StepState, checkpoint_rollouts, run_stages
 from tasks.config import ConfigError
+
+# a layer whose verdict probe reads the calibration problems' verdicts no better than this AUROC holds no direction
+# to headline: at layer 0 the residual at "(" is the "(" embedding itself, probe and lens both at 0.5, and a gap of
+# exactly 0 there would beat layers whose probe reads the verdict as well as the lens does (small negative gaps)
+PROBE_FLOOR = 0.6
+
+
+def choose_layer(rows: Sequence[dict[str, Any]], fallback: int) -> tuple[int, str]:
+    """The headline layer: where the final checkpoint's "(" verdict probe beats the logit lens by the most on
+    *calibration* problems (the last checkpoint's texts; ties: the shallowest), so no reported number chose it.
+    Layers whose probe is below :data:`PROBE_FLOOR` there are not candidates. ``fallback`` (the preset's layer)
+    when no calibration row is usable or no layer reads the verdict."""
+    best: tuple[float, int] | None = None
+    usable = False
+    for r in rows:
+        if (r["kind"], r["label"], r["subset"]) != ("paren", "verdict", "last"):
+            continue
+        c = r.get("calibration") or {}
+        if c.get("probe") is None or c.get("lens") is None:
+            continue
+        usable = True
+        if c["probe"] < PROBE_FLOOR:
+            continue
+        gap = c["probe"] - c["lens"]
+        if best is None or gap > best[0] + 1e-9:
+            best = (gap, r["layer"])
+    if not usable:
+        return fallback, "preset (no usable calibration problems)"
+    if best is None:
+        return fallback, f"preset (no layer's probe reaches AUROC {PROBE_FLOOR} on calibration problems)"
+    return best[1], (
+        f"calibration problems: largest probe AUROC over the logit lens ({best[0]:+.3f}) among layers whose probe "
+        f"reaches {PROBE_FLOOR}"
+    )
 
 
 def headline_layer(cfg: AnalysisConfig) -> int:

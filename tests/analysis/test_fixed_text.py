@@ -161,7 +161,7 @@ def test_fixed_checkpoint_stores_controls_scores_and_shuffle_draws(fixed: tuple)
 
 
 def test_headline_layer_is_chosen_on_calibration_rows_only() -> None:
-    from analysis.fixed_text.per_checkpoint import choose_layer
+    from analysis.fixed_text.per_run import choose_layer
 
     def row(layer: int, probe: float, lens: float) -> dict:
         return {"kind": "paren", "label": "verdict", "subset": "last", "layer": layer,
@@ -171,6 +171,11 @@ def test_headline_layer_is_chosen_on_calibration_rows_only() -> None:
     rows = [row(0, 0.6, 0.5), row(1, 0.9, 0.6), row(2, 0.95, 0.9), row(3, 0.99, 0.99)]
     assert choose_layer(rows, 3) == (1, choose_layer(rows, 3)[1])
     assert choose_layer([], 3)[0] == 3
+    # a layer at chance (probe = lens = 0.5, gap exactly 0) does not beat layers that read the verdict as the lens does
+    flat = [row(0, 0.5, 0.5), row(1, 0.99, 0.995), row(2, 0.99, 0.992), row(3, 0.99, 0.999)]
+    assert choose_layer(flat, 3)[0] == 2
+    layer, why = choose_layer([row(0, 0.5, 0.5), row(1, 0.55, 0.5)], 3)
+    assert layer == 3 and "no layer" in why
 
 
 def test_scale_choice_smallest_hit_else_best_else_largest() -> None:
