@@ -66,6 +66,10 @@ class BaseConfig:
     # the priming phase's learning rate (None: ``learning_rate``). A check learned in priming is erased by the
     # rare corpus at the priming rate; a lower ``learning_rate`` after it sets the habit and keeps the check
     prime_learning_rate: float | None = None
+    # the priming corpus's slips (None: ``search``'s): more slips that state the target make "stated == target" a
+    # worse guess of the verdict than the arithmetic, so the check must be learned from the line's operands
+    prime_slip_rate: float | None = None
+    prime_slip_target_share: float | None = None
     steps: int = 2500
     batch_size: int = 8
     learning_rate: float = 3e-3
@@ -139,8 +143,9 @@ def _base_key(operators: tuple[str, ...], cfg: BaseConfig, template: str) -> str
         base.pop("verdict_loss_weight", None)
     if not base.get("number_tokens"):
         base.pop("number_tokens", None)
-    if base.get("prime_learning_rate") is None:
-        base.pop("prime_learning_rate", None)
+    for name in ("prime_learning_rate", "prime_slip_rate", "prime_slip_target_share"):
+        if base.get(name) is None:
+            base.pop(name, None)
     if not base.get("prime_steps"):
         base.pop("prime_steps", None)
         base.pop("prime_verdict_rate", None)

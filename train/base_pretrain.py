@@ -156,13 +156,16 @@ def pretrain(model: Any, tokenizer: Any, texts: list[str], cfg: BaseConfig, work
 
 
 def priming(cfg: BaseConfig) -> BaseConfig | None:
-    """The config of the priming phase (``prime_steps`` on a corpus that verifies at ``prime_verdict_rate``, its
-    own seed so its traces differ from the main corpus's), or None without one."""
+    """The config of the priming phase (``prime_steps`` on a corpus that verifies at ``prime_verdict_rate``, with the
+    priming slips where set, its own seed so its traces differ from the main corpus's), or None without one."""
     if not cfg.prime_steps:
         return None
     if cfg.search is None:
         raise ConfigError("base.prime_steps: priming needs the search corpus (set base.search)")
-    search = dataclasses.replace(cfg.search, verdict_rate=cfg.prime_verdict_rate)
+    slips = {"slip_rate": cfg.prime_slip_rate, "slip_target_share": cfg.prime_slip_target_share}
+    search = dataclasses.replace(
+        cfg.search, verdict_rate=cfg.prime_verdict_rate, **{k: v for k, v in slips.items() if v is not None}
+    )
     lr = cfg.learning_rate if cfg.prime_learning_rate is None else cfg.prime_learning_rate
     return dataclasses.replace(
         cfg, steps=cfg.prime_steps, search=search, prime_steps=0, seed=cfg.seed + 1, learning_rate=lr

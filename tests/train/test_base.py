@@ -306,6 +306,16 @@ def test_priming_phase_verifies_more_then_hands_over_to_the_configured_corpus(tm
     )
     judged = sum("(this works)" in t or "(not " in t for t in corpus(PROBLEMS, p, ("+", "-"))) / 200
     assert judged > 0.8
+    # the priming corpus's own slips where set, the search corpus's otherwise; unset, the key is the one it had
+    assert (p.search.slip_rate, p.search.slip_target_share) == (0.05, 0.3)
+    slippy = priming(dataclasses.replace(primed, prime_slip_rate=0.2, prime_slip_target_share=1.0))
+    assert (slippy.search.slip_rate, slippy.search.slip_target_share) == (0.2, 1.0)
+    assert _base_key(("+", "-"), primed, "base") != _base_key(
+        ("+", "-"), dataclasses.replace(primed, prime_slip_target_share=1.0), "base"
+    )
+    assert _base_key(("+", "-"), primed, "base") == _base_key(
+        ("+", "-"), dataclasses.replace(primed, prime_slip_target_share=None), "base"
+    )
     assert _base_key(("+", "-"), primed, "base") != _base_key(("+", "-"), search, "base")
     with pytest.raises(ConfigError, match="base.prime_steps"):
         priming(dataclasses.replace(MICRO, prime_steps=3))
