@@ -180,3 +180,13 @@ def test_the_testbed_presets_own_corpus_passes_the_audit() -> None:
     assert report["n_slip_target"] > 100 and report["p_this_slip_target"] <= 0.02
     assert 0.05 <= report["verdict_share"] <= 0.10 + 0.005  # 1 trace in 10 drawn: 0.100 +- 0.0015 over 40,000
     assert report["success_verifying"] > 3 * report["success_plain"]  # checking pays for a writer that can check
+    # the priming corpus (every trace verifying, its own slips): verdicts still follow the arithmetic, and the stated
+    # number alone predicts "(this" worse than in the corpus, so the check it teaches must read the line
+    b = cfg["base"]
+    primer = dataclasses.replace(
+        style, verdict_rate=b["prime_verdict_rate"], slip_target_share=b.get("prime_slip_target_share", 0.3)
+    )
+    primed = audit_corpus(generate_problems(spec, 1000, seed=11), 10, primer, seed=0, operators=spec.operators)
+    print(f"priming corpus audit: {primed}")
+    assert primed["verdict_share"] == 1.0 and primed["p_this_slip_target"] == 0.0
+    assert primed["p_this_stated_target"] <= 0.9 < report["p_this_stated_target"]
