@@ -242,6 +242,8 @@ def test_search_corpus_replaces_the_trace_writer_and_old_keys_stay() -> None:
         "prime_verdict_rate",
         "number_tokens",
         "prime_learning_rate",
+        "prime_slip_rate",
+        "prime_slip_target_share",
     )  # fields added since
     old = {k: v for k, v in to_dict(plain).items() if k not in newer}
     old["precision"] = resolve(plain.precision, "cpu", "base.precision")
