@@ -182,10 +182,10 @@ def test_the_testbed_presets_own_corpus_passes_the_audit() -> None:
     assert report["success_verifying"] > 3 * report["success_plain"]  # checking pays for a writer that can check
     # the priming corpus (every trace verifying, its own slips): verdicts still follow the arithmetic, and the stated
     # number alone predicts "(this" worse than in the corpus, so the check it teaches must read the line
-    b = cfg["base"]
-    primer = dataclasses.replace(
-        style, verdict_rate=b["prime_verdict_rate"], slip_target_share=b.get("prime_slip_target_share", 0.3)
-    )
+    from train.base_pretrain import priming
+    from train.config import load_train_config
+
+    primer = priming(load_train_config("tiny").base).search  # exactly the style the base builder primes with
     primed = audit_corpus(generate_problems(spec, 1000, seed=11), 10, primer, seed=0, operators=spec.operators)
     print(f"priming corpus audit: {primed}")
     assert primed["verdict_share"] == 1.0 and primed["p_this_slip_target"] == 0.0
