@@ -73,6 +73,22 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def finish() -> None:
+    """Leave the launch's process group once every process is done with it (a no-op outside a launcher).
+
+    Why: a gloo group still alive when the interpreter shuts down can abort the process ("terminate called without
+    an active exception", SIGABRT) after the run has finished and written everything (pytorch/pytorch#190489), and
+    the launcher then reports the whole run as failed. Called only after a successful run: destroying the group
+    while another process is still inside a collective would hang instead.
+    """
+    if world_size() > 1:
+        import torch.distributed
+
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
 @contextlib.contextmanager
 def main_first() -> Iterator[None]:
     """The main process runs the block first (writing what the others then read), the others after it."""

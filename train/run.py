@@ -230,4 +230,5 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             summary = summarize(run_dir, test_problems, cfg, wall_s=time.perf_counter() - t0)
         else:
             summary = json.loads((run_dir / "summary.json").read_text())
+    dist.finish()
     return summary

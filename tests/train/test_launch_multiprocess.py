@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,37 @@ def test_process_count_must_match_the_plan(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.delenv("RANK")
     assert dist.is_main() and dist.shared_map(lambda xs: [x * 2 for x in xs], [1, 2, 3]) == [2, 4, 6]
+
+
+def test_finish_leaves_the_process_group_in_every_process() -> None:
+    """Two gloo processes join, all-gather and finish: each leaves the group (an undestroyed gloo group can abort
+    the process at exit after a finished run, which the launcher reports as a failed run) and exits 0."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (
+        "import torch.distributed as d; from train import dist; dist.init('cpu', 2); "
+        "print(dist.shared_map(lambda xs: [x * 10 for x in xs], [1, 2, 3])); dist.finish(); "
+        "print('initialized', d.is_initialized())"
+    )
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        assert out.splitlines()[-2:] == ["[10, 20, 30]", "initialized False"], out
 
 
 @pytest.mark.slow
