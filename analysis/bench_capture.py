@@ -63,7 +63,8 @@ def child(model_dir: str, n: int, mode: str, batch: int) -> dict[str, float]:
     streamed capture runs with ``capture.max_batch_bytes`` = :data:`BATCH_BYTES`, as the hub presets do."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from analysis.capture import capture, capture_to_dir, read_capture
+    from analysis.capture import capture, capture_to_dir
+    from analysis.capture_files import read_capture
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)

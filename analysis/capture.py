@@ -10,7 +10,7 @@ Two sinks share that one pass: :func:`capture` fills preallocated in-memory arra
 (layers + 1, sites, d_model), so host memory holds one batch, never the whole capture (a 3B model's capture of a
 600-rollout set is gigabytes). Every site's row offset is known before the first pass (sites come from the
 tokenizer alone), so a batch is written with ``os.pwrite`` at its final place: no memory map whose pages would
-stay resident, no concatenation. :class:`Capture` reads the files back one layer at a time.
+stay resident, no concatenation. :class:`analysis.capture_files.Capture` reads the files back one layer at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from analysis.capture_files import empty_npy
 from analysis.hooks import decoder_layers, record_residuals
 from analysis.positions import KINDS, LABELS, find_sites
 from tasks import atomic
@@ -227,7 +228,7 @@ def capture_to_dir(
         atomic.atomic_path(directory / f"act_{KINDS[2]}.npy") as t2,
     ):
         tmps = dict(zip(KINDS, (t0, t1, t2), strict=True))
-        offsets = {k: _empty_npy(p, store, shape) for k, p in tmps.items()}
+        offsets = {k: empty_npy(p, store, shape) for k, p in tmps.items()}
         fds = {k: os.open(p, os.O_WRONLY) for k, p in tmps.items()}
         try:
             for batch, stacked in _passes(model, tokenizer, plan, batch_size, store, progress, max_batch_bytes):
@@ -246,63 +247,3 @@ def capture_to_dir(
                 os.close(fd)
     with atomic.atomic_path(directory / "meta.npz", suffix=".npz") as tmp:
         np.savez(tmp, **_meta(records, plan))
-
-
-def _empty_npy(path: Path, dtype: Any, shape: tuple[int, ...]) -> int:
-    """Create a (sparse) ``.npy`` file of ``shape`` at ``path``; returns the byte offset of its data."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-    with open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
-        offset = f.tell()
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        f.truncate(offset + size)
-    return offset
-
-
-class Capture:
-    """A capture written by :func:`capture_to_dir`, read lazily: metadata arrays by name (``cap["problem"]``),
-    activations one layer of one kind at a time (:meth:`layer`), so no reader holds the whole capture."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = Path(directory)
-        with np.load(self.dir / "meta.npz", allow_pickle=False) as z:
-            self.meta = {k: z[k] for k in z.files}
-        self._heads: dict[str, tuple[tuple[int, ...], Any, int]] = {}
-        for k in KINDS:
-            with open(self.dir / f"act_{k}.npy", "rb") as f:
-                major, _ = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read(f)
-                self._heads[k] = (shape, dtype, f.tell())
-        self.n_layers, self.n_sites, self.d = self._heads[KINDS[0]][0]
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self.meta[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.meta
-
-    def layer(self, kind: str, layer: int) -> np.ndarray:
-        """Activations (sites, d_model) of residual layer ``layer`` at position kind ``kind``, in storage dtype."""
-        shape, dtype, offset = self._heads[kind]
-        if not 0 <= layer < shape[0]:
-            raise IndexError(f"layer {layer} not in 0..{shape[0] - 1}")
-        count = shape[1] * shape[2]
-        pos = offset + layer * count * dtype.itemsize
-        return np.fromfile(self.dir / f"act_{kind}.npy", dtype=dtype, count=count, offset=pos).reshape(shape[1:])
-
-    def chunks(self, kind: str, rows: np.ndarray | None, max_bytes: int) -> Iterator[tuple[range, np.ndarray]]:
-        """Consecutive layer ranges with the activations of ``rows`` (a site mask or index; None: every site)
-        stacked as (sites, layers in the range, d_model) in storage dtype, each at most ``max_bytes`` (one layer at
-        least): a capture that fits is read in one chunk, a 3B model's in as many as its size needs."""
-        n = self.n_sites if rows is None else int(rows.sum()) if rows.dtype == bool else len(rows)
-        size = max(1, max_bytes // max(n * self.d * self._heads[kind][1].itemsize, 1))
-        for start in range(0, self.n_layers, size):
-            layers = range(start, min(start + size, self.n_layers))
-            parts = [self.layer(kind, layer) for layer in layers]
-            yield layers, np.stack(parts if rows is None else [x[rows] for x in parts], axis=1)
-
-
-def read_capture(directory: Path) -> Capture:
-    """The capture stored in ``directory`` (see :func:`capture_to_dir`)."""
-    return Capture(directory)

@@ -75,7 +75,7 @@ def run_roles(cfg: AnalysisConfig) -> np.ndarray:
 
 
 def _probe_all(cap: Any, cfg: AnalysisConfig, roles: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Every kind x label x layer probe of a capture (:class:`analysis.capture.Capture`), read one layer at a time."""
+    """Every kind x label x layer probe of a capture (:class:`analysis.capture_files.Capture`), one layer at a time."""
     p = cfg.probe
     sel = ~role_mask(cap["problem"], roles, "calibration")
     if p.source != "all":
@@ -218,7 +218,7 @@ def rollout_summary(records: Sequence[dict[str, Any]], roles: np.ndarray) -> dic
 
 def _false_accepts(records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """One row per wrong attempt line the model judged (in any form): 1 if it accepted it, with its problem."""
-    from tasks.countdown.trace import accepted_attempts
+    from tasks.countdown.accepted import accepted_attempts
 
     vals, groups = [], []
     for r in records:

@@ -18,7 +18,7 @@ import numpy as np
 
 from analysis import probes as pr
 from analysis.cache import read_npz
-from analysis.capture import read_capture
+from analysis.capture_files import read_capture
 from analysis.positions import KINDS, LABELS
 
 

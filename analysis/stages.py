@@ -54,7 +54,7 @@ CHECKPOINT: tuple[Stage, ...] = (
     Stage("rollouts", "analysis.checkpoint_stages:compute_rollouts", "rollouts (generating)", ("rollout",),
           inputs=("checkpoint", "problems", "dtype"), writes=("rollouts.json",), section="Behaviour"),
     Stage("capture", "analysis.checkpoint_stages:compute_capture", "capture", ("capture",), ("rollouts",),
-          writes=("capture/",), read="analysis.capture:read_capture", section="Probes"),
+          writes=("capture/",), read="analysis.capture_files:read_capture", section="Probes"),
     Stage("probes", "analysis.checkpoint_stages:compute_probes", "probes", ("probe",), ("capture",),
           writes=("probes.json", "directions.npz"), section="Probes"),
     Stage("unembed", "analysis.checkpoint_stages:compute_unembed", "unembed",
@@ -71,7 +71,7 @@ CHECKPOINT: tuple[Stage, ...] = (
 FIXED: tuple[Stage, ...] = (
     Stage("fixed_capture", "analysis.fixed_text.per_run:compute_fixed_capture", "fixed-text capture",
           ("fixed", "capture", "probe"), inputs=("checkpoint", "texts", "dtype"), writes=("fixed_capture/",),
-          read="analysis.capture:read_capture", lazy=True, salt="controls", section="Fixed text"),
+          read="analysis.capture_files:read_capture", lazy=True, salt="controls", section="Fixed text"),
     Stage("fixed", "analysis.fixed_text.per_run:compute_fixed", "fixed text", ("fixed", "capture", "probe"),
           inputs=("checkpoint", "texts", "dtype"), writes=("fixed.npz", "fixed_summary.json"), salt="controls",
           section="Fixed text"),

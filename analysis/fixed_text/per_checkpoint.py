@@ -244,7 +244,7 @@ def fixed_checkpoint(
     """Read the fixed set through ``model``: its capture streamed to ``capture_dir`` (made here unless the caller
     already filled it, see :func:`capture_fixed`); returns (arrays to store: metadata, margins, probes; JSON summary
     of this checkpoint)."""
-    from analysis.capture import read_capture
+    from analysis.capture_files import read_capture
 
     fx = cfg.fixed
     if not (Path(capture_dir) / "meta.npz").is_file():

@@ -1,7 +1,7 @@
 """Free generation under steering: generate from the prompts with the steering rule (every k-th "(" or from the k-th
 on) at the chosen scale, against unsteered and random-direction generation, and score answer success, format, the
 share of wrong attempts accepted overall and at the steered "(" (accepted in any form:
-tasks.countdown.trace.accepted_attempts), with intervals over problems.
+tasks.countdown.accepted.accepted_attempts), with intervals over problems.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import torch
 
 from analysis.steering.evaluate import batch_slices
 from analysis.steering.loop import SteerRule, TriggerVocab, steered_generate
+from tasks.countdown.accepted import accepted_attempts
 from tasks.countdown.generate import Problem
 from tasks.countdown.prompts import make_prompt
 from tasks.countdown.reward import breakdown
-from tasks.countdown.trace import accepted_attempts
 
 
 def _accepted_wrong(text: str, p: Problem, steered_at: set[int]) -> tuple[int, int, int, int]:
     """(wrong lines, accepted among them, steered wrong lines, accepted among those) of one completion.
 
-    A wrong line counts when the model judged it in any form (:func:`tasks.countdown.trace.accepted_attempts`:
+    A wrong line counts when the model judged it in any form (:func:`tasks.countdown.accepted.accepted_attempts`:
     "(this works)", "= 52! Yes, we got it!", or the answer right after it); accepted means that judgement was
     acceptance. A line is steered when one of the character offsets ``steered_at`` (where a steered token
     starts) falls inside it, so a steered line counts whether or not it kept its "(".

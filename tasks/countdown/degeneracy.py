@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
-from tasks.countdown.trace import accepted_attempts
+from tasks.countdown.accepted import accepted_attempts
 
 
 @dataclass(frozen=True)

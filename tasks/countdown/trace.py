@@ -33,7 +33,7 @@ tail. A "(" after the stated number lets its first word decide (``(this``/``(cor
 False); any other first word leaves it to the words inside (``(maybe it works!)`` True, ``(maybe not)``
 False). Without one, rejection words in the tail give False, acceptance words or phrases or a "!" give True
 (``= 28! Yes, we got it!``, ``= 66 exactly``, ``= 52!! That's the target``), both or neither give None.
-:func:`accepted_attempts` also counts a line as accepted when the ``<answer>`` repeats it.
+:func:`tasks.countdown.accepted.accepted_attempts` also counts a line as accepted when the ``<answer>`` repeats it.
 
 All spans are character offsets into the text given to :func:`parse_attempts`; the analysis maps them to
 token positions through a tokenizer's offset mapping, so no token ids are assumed here.
@@ -48,7 +48,7 @@ from fractions import Fraction
 
 from tasks.countdown import arith
 from tasks.countdown.acceptance import line_acceptance
-from tasks.countdown.prompts import ANSWER_OPEN, THINK_CLOSE, extract_answer
+from tasks.countdown.prompts import ANSWER_OPEN, THINK_CLOSE
 
 Span = tuple[int, int]
 
@@ -303,26 +303,3 @@ def parse_attempts(text: str, numbers: Sequence[int], target: int) -> list[Attem
             break
         start = nl + 1
     return out
-
-
-def accepted_attempts(
-    text: str, numbers: Sequence[int], target: int, template: str = "base"
-) -> list[tuple[Attempt, bool | None]]:
-    """Every attempt line of ``text`` with whether the model accepts it in any form.
-
-    The judgement is the line's own ``accepted``, except that the last attempt line of the reasoning is
-    also accepted (True) when the completion's ``<answer>`` (:func:`~tasks.countdown.prompts.extract_answer`
-    with ``template``) repeats it: that line is parsed, carries no rejection (``accepted`` is not False), and
-    the answer equals its expression ignoring whitespace (as written before the first "=", or with
-    continuations folded in). Prose lines between it and the answer do not matter; an answer that repeats an
-    earlier line changes nothing. Acceptance is the model's claim, independent of ``correct``.
-    """
-    attempts = parse_attempts(text, numbers, target)
-    judged = [(a, a.accepted) for a in attempts]
-    answer = extract_answer(text, template)
-    if answer is not None and attempts and attempts[-1].parsed and attempts[-1].accepted is not False:
-        last = attempts[-1]
-        forms = {"".join(last.expression.split()), "".join(text[slice(*last.expr_span)].split())}
-        if "".join(answer.split()) in forms:
-            judged[-1] = (last, True)
-    return judged

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from analysis.cache import StepCache
-from analysis.capture import capture, capture_to_dir, read_capture
+from analysis.capture import capture, capture_to_dir
+from analysis.capture_files import read_capture
 from analysis.positions import KINDS
 from tasks.countdown.generate import ProblemSpec, generate_problems
 from tasks.countdown.prompts import make_prompt

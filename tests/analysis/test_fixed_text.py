@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.capture import read_capture
+from analysis.capture_files import read_capture
 from analysis.config import AnalysisConfig, FixedTextSettings, RolloutSettings, SteeringSettings
 from analysis.fixed_text.flips import POSITIONS, accepted, flip_outcomes, rates_on, scaled_vectors, wrong_line_cases
 from analysis.fixed_text.per_checkpoint import SUBSETS, fixed_checkpoint, fixed_records

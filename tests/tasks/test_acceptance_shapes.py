@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.countdown.trace import accepted_attempts, parse_attempts
+from tasks.countdown.accepted import accepted_attempts
+from tasks.countdown.trace import parse_attempts
 
 N3 = (44, 19, 35)  # target 28: 44 + 19 - 35
 N4 = (90, 67, 60, 12)  # target 49: 67 + 60 + 12 - 90

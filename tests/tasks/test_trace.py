@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.countdown.acceptance import ACCEPT_WORDS, REJECT_WORDS
+from tasks.countdown.accepted import accepted_attempts
 from tasks.countdown.generate import ProblemSpec, generate_problems
 from tasks.countdown.synth import TraceStyle, write_trace
-from tasks.countdown.trace import Attempt, accepted_attempts, parse_attempts
+from tasks.countdown.trace import Attempt, parse_attempts
 
 N4 = (90, 67, 60, 12)
 
