@@ -179,19 +179,19 @@ def compute_steering(state: StepState) -> dict[str, Any]:
         from analysis.directions import residual_norm
 
         units = {x: u * residual_norm(cap.layer("paren", x).astype(np.float32)) for x, u in units.items()}
-    last = cfg.steering.sweep == "every" or state.given["last"]
-    return run_steering(m, tok, report, probs, units, cfg, ctx.template, state.given["scale"], last)
+    slow_parts = cfg.steering.slow_parts == "every" or state.given["last"]
+    return run_steering(m, tok, report, probs, units, cfg, ctx.template, state.given["scale"], slow_parts)
 
 
 def compute_components(state: StepState) -> dict[str, Any]:
-    """The component stage: which heads and MLP blocks write the direction (extras on the last checkpoint)."""
+    """The component stage: which heads and MLP blocks write the direction (its slow parts on the last checkpoint)."""
     from analysis.components.stage import run_components
 
     cfg, ctx = state.cfg, state.ctx
-    extras = cfg.components.extras == "every" or state.given["last"]
+    slow_parts = cfg.components.slow_parts == "every" or state.given["last"]
     m, tok = state.model()
     dirs, steering = state.values["probes"][1], state.values["steering"]
-    return run_components(m, tok, state.values["rollouts"], ctx.problems, dirs, steering, cfg, ctx.template, extras)
+    return run_components(m, tok, state.values["rollouts"], ctx.problems, dirs, steering, cfg, ctx.template, slow_parts)
 
 
 def rollout_summary(records: Sequence[dict[str, Any]], roles: np.ndarray) -> dict[str, Any]:

@@ -111,9 +111,10 @@ class SteeringSettings:
     # position before_paren)
     mode: Literal["every_kth", "from_kth", "released"] = "every_kth"
     problems: int = 100  # problems for free steered generation
-    # The own-rollout flip test over every swept scale on the last analysed checkpoint only ("last"; the others run
-    # the run's one scale, which is all the steering-vs-step curve reads) or on every checkpoint ("every").
-    sweep: Literal["last", "every"] = "last"
+    # Where the slow part runs (the same field in components:): the own-rollout flip test over every swept scale on
+    # the last analysed checkpoint only ("last"; the others run the run's one scale, all the step curve reads) or on
+    # every checkpoint ("every").
+    slow_parts: Literal["last", "every"] = "last"
     max_flip_cases: int = 200  # wrong-rejected (and right-accepted) attempts used for the flip test
     flip_new_tokens: int = 8  # tokens generated after the steered position (acceptance in any form is a flip)
     max_new_tokens: int = 256
@@ -160,9 +161,10 @@ class ComponentSettings:
     k_max: int = 5  # ablate the top-1..k_max heads
     random_draws: int = 3  # random head sets per k
     mlp_top: int = 2
-    # Free generation with ablated heads and the token-vector / prompting controls are the slow part: run them on
-    # the last analysed checkpoint only ("last") or on every one ("every").
-    extras: Literal["last", "every"] = "last"
+    # Where the slow part runs (the same field in steering:): free generation with ablated heads, the token-vector
+    # and prompting controls and the whole random-head curve on the last analysed checkpoint only ("last") or on
+    # every one ("every").
+    slow_parts: Literal["last", "every"] = "last"
     free_problems: int = 50  # problems for free generation with top-3 / random-3 heads ablated
     free_max_new_tokens: int = 192
     batch_size: int = 16  # sequences per teacher-forced pass (16 was fastest on 2 CPU cores)

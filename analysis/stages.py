@@ -61,10 +61,11 @@ CHECKPOINT: tuple[Stage, ...] = (
           ("report.top_k_tokens", "report.unembed_gain"), ("probes",), writes=("unembed.json",),
           section="Unembedding"),
     Stage("steering", "analysis.checkpoint_stages:compute_steering", "steering sweep", ("steering",),
-          ("probes", "rollouts", "capture"), inputs=("scale", "full_sweep"), writes=("steering.json",),
+          ("probes", "rollouts", "capture"), inputs=("scale", "steering_slow_parts"), writes=("steering.json",),
           section="Steering"),
     Stage("components", "analysis.checkpoint_stages:compute_components", "components", ("components",), ("steering",),
-          inputs=("extras",), writes=("components.json",), section="Components", when="components.enabled"),
+          inputs=("components_slow_parts",), writes=("components.json",), section="Components",
+          when="components.enabled"),
 )  # fmt: skip
 """Each checkpoint's own stages, in the order they run (a stage reads only stages above it)."""
 
@@ -142,8 +143,8 @@ INPUTS: dict[str, Callable[[StepState], Any]] = {
     "problems": lambda s: problems_key(s.ctx),
     "dtype": lambda s: inference_dtype(s.cfg.precision),  # the dtype the model computes in
     "scale": lambda s: s.given["scale"],  # the run's one steering scale
-    "full_sweep": lambda s: s.cfg.steering.sweep == "every" or s.given["last"],
-    "extras": lambda s: s.cfg.components.extras == "every" or s.given["last"],
+    "steering_slow_parts": lambda s: s.cfg.steering.slow_parts == "every" or s.given["last"],
+    "components_slow_parts": lambda s: s.cfg.components.slow_parts == "every" or s.given["last"],
     "texts": lambda s: s.given["texts"],  # the fixed-text set's key
     "final": lambda s: s.given["final"],  # the last checkpoint's fixed-text key (its direction)
 }
@@ -244,7 +245,7 @@ def analyse_checkpoint(
 
     ``scale`` is the run's one steering scale (calibrated by the fixed-text stage or from the preset); probes fit on
     the context's ``train`` problems and everything is scored on ``report`` problems. ``last`` marks the last
-    analysed checkpoint (the full steering sweep and the component stage's extras run there by default)."""
+    analysed checkpoint (both stages' ``slow_parts`` run there by default)."""
     from analysis.checkpoint_stages import rollout_summary
 
     if scale is None:

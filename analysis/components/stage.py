@@ -63,9 +63,9 @@ def run_components(
     steering: dict[str, Any],
     cfg: AnalysisConfig,
     template: str,
-    extras: bool = True,
+    slow_parts: bool = True,
 ) -> dict[str, Any]:
-    """Attribution ranking, head/MLP ablation vs random heads and patching; with ``extras`` also free generation
+    """Attribution ranking, head/MLP ablation vs random heads and patching; with ``slow_parts`` also free generation
     with the top-3 / random-3 heads ablated and the token-vector and prompting controls."""
     c = cfg.components
     conf = model.config
@@ -91,7 +91,7 @@ def run_components(
     base_dec = cm.decisions(model, sites, c.batch_size, ids_not, ids_this)
     base_err = cm.error_rate(base_dec, truth)
     rng = np.random.default_rng(c.seed)
-    by_k = _head_curve(run, heads, base_err, rng, c, extras)
+    by_k = _head_curve(run, heads, base_err, rng, c, slow_parts)
     mlp_rows = [
         {"k": k, **dict(zip(("error", "flipped"), run([], mlps[:k]), strict=True))}
         for k in range(1, min(c.mlp_top, len(mlps)) + 1)
@@ -104,7 +104,7 @@ def run_components(
         "random": cm.patch_flips(model, sites, comp, head_sel(rand3), head_dim, ids_not, ids_this, c.seed),
     }
     sels = {"none": {}, "top3": head_sel(heads[:k3]), "random3": head_sel(rand3)}
-    free = _ablated_generation(model, tok, problems, sels, head_dim, means[0], c, template) if extras else None
+    free = _ablated_generation(model, tok, problems, sels, head_dim, means[0], c, template) if slow_parts else None
     return {
         "mode": c.mode,
         "n_sites": len(sites.verdict),
@@ -114,21 +114,21 @@ def run_components(
         "ablate_mlp": mlp_rows,
         "patching_flips": patch,
         "free_generation_verdict_error": free,
-        "controls": controls(model, tok, records, w, steering, cfg) if extras else None,
+        "controls": controls(model, tok, records, w, steering, cfg) if slow_parts else None,
     }
 
 
 def _head_curve(
-    run: Any, heads: list[dict[str, Any]], base_err: float, rng: np.random.Generator, c: Any, extras: bool
+    run: Any, heads: list[dict[str, Any]], base_err: float, rng: np.random.Generator, c: Any, slow_parts: bool
 ) -> list[dict[str, Any]]:
     """Error and flips with the top-k heads ablated against k random other heads: the whole k curve (random heads
-    at every k) where the extras run; elsewhere only the k the step curves read. ``run(heads, mlps)`` ablates."""
+    at every k) where the slow parts run; elsewhere only the k the step curves read. ``run(heads, mlps)`` ablates."""
     by_k = []
     k_all = range(1, min(c.k_max, len(heads) // 2) + 1)
-    for k in k_all if extras else [k for k in STEP_KS if k in k_all]:
+    for k in k_all if slow_parts else [k for k in STEP_KS if k in k_all]:
         top_err, top_flip = run(heads[:k], [])
         rest = heads[k:]
-        draws = c.random_draws if extras or k == RANDOM_K else 0
+        draws = c.random_draws if slow_parts or k == RANDOM_K else 0
         rand = [run([rest[i] for i in rng.choice(len(rest), k, replace=False)], []) for _ in range(draws)]
         by_k.append(
             {"k": k, "top_error": top_err, "top_change": abs(top_err - base_err), "top_flipped": top_flip,

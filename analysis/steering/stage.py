@@ -39,9 +39,9 @@ def run_steering(
     cfg: AnalysisConfig,
     template: str,
     scale: float,
-    full_sweep: bool = True,
+    slow_parts: bool = True,
 ) -> dict[str, Any]:
-    """Flip sweep over ``steering.scales`` (only the run's one ``scale`` without ``full_sweep``), then free
+    """Flip sweep over ``steering.scales`` (only the run's one ``scale`` without ``slow_parts``), then free
     generation at ``scale`` against the controls.
 
     ``records`` and ``problems`` are the report problems' only (the scale was chosen on calibration problems).
@@ -60,7 +60,7 @@ def run_steering(
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     cases = flip_cases(records, s.max_flip_cases)
-    scales = sorted({*s.scales, scale}) if full_sweep else [scale]
+    scales = sorted({*s.scales, scale}) if slow_parts else [scale]
     sweep = flip_sweep(model, tok, cases, units, rands, scales, s.flip_new_tokens, s.batch_size, all_draws_at=scale)
     seconds["flip_sweep"] = time.perf_counter() - t0
     chosen = scale

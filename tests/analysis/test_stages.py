@@ -70,7 +70,7 @@ def test_a_setting_changes_the_key_of_each_stage_that_reads_it_and_of_those_belo
         "steering",
         "components",
     }
-    state = _state(cfg, tmp_path, last=False)  # not the last checkpoint: no full sweep, no component extras
+    state = _state(cfg, tmp_path, last=False)  # not the last checkpoint: neither stage's slow parts
     for st in CHECKPOINT:
         state.keys[st.name] = key_of(st, state)
     assert state.keys["probes"] == base["probes"] and state.keys["steering"] != base["steering"]
