@@ -28,11 +28,8 @@ and the rest of the line is the tail (``= 28! Yes, we got it! 44 + 19 - 35 = 28.
 write). ``restated`` says whether the tail writes the attempt again (same operands, value and stated number).
 
 Besides the literal ``verdict`` ("not"/"this" only), each parsed line gets ``accepted``: whether the model
-says the attempt works, in any form (rule and word lists in :mod:`tasks.countdown.acceptance`), judged on the
-tail. A "(" after the stated number lets its first word decide (``(this``/``(correct`` True, ``(not``/``(wrong``
-False); any other first word leaves it to the words inside (``(maybe it works!)`` True, ``(maybe not)``
-False). Without one, rejection words in the tail give False, acceptance words or phrases or a "!" give True
-(``= 28! Yes, we got it!``, ``= 66 exactly``, ``= 52!! That's the target``), both or neither give None.
+says the attempt works in any form, judged on the tail by :mod:`tasks.countdown.acceptance` (``(this works)``,
+``= 28! Yes, we got it!`` True; ``(not 49)``, ``(maybe not)`` False; both or neither None).
 :func:`tasks.countdown.accepted.accepted_attempts` also counts a line as accepted when the ``<answer>`` repeats it.
 
 All spans are character offsets into the text given to :func:`parse_attempts`; the analysis maps them to
