@@ -179,7 +179,7 @@ def compute_steering(state: StepState) -> dict[str, Any]:
         from analysis.directions import residual_norm
 
         units = {x: u * residual_norm(cap.layer("paren", x).astype(np.float32)) for x, u in units.items()}
-    slow_parts = cfg.steering.slow_parts == "every" or state.given["last"]
+    slow_parts = state.runs_slow_parts("steering")
     return run_steering(m, tok, report, probs, units, cfg, ctx.template, state.given["scale"], slow_parts)
 
 
@@ -188,7 +188,7 @@ def compute_components(state: StepState) -> dict[str, Any]:
     from analysis.components.stage import run_components
 
     cfg, ctx = state.cfg, state.ctx
-    slow_parts = cfg.components.slow_parts == "every" or state.given["last"]
+    slow_parts = state.runs_slow_parts("components")
     m, tok = state.model()
     dirs, steering = state.values["probes"][1], state.values["steering"]
     return run_components(m, tok, state.values["rollouts"], ctx.problems, dirs, steering, cfg, ctx.template, slow_parts)

@@ -131,6 +131,11 @@ class StepState:
     def tell(self, line: str) -> None:
         (self.say or self.ctx.say)(f"step {self.step}: {line}")
 
+    def runs_slow_parts(self, section: str) -> bool:
+        """Whether ``section``'s (steering's or components') slow parts run at this checkpoint: at every one
+        (``slow_parts: every``) or at the last analysed one. The stage's key and the stage itself both ask here."""
+        return getattr(self.cfg, section).slow_parts == "every" or bool(self.given["last"])
+
 
 def problems_key(ctx: RunContext) -> str:
     """The analysed problems and prompt template, as one key."""
@@ -143,8 +148,8 @@ INPUTS: dict[str, Callable[[StepState], Any]] = {
     "problems": lambda s: problems_key(s.ctx),
     "dtype": lambda s: inference_dtype(s.cfg.precision),  # the dtype the model computes in
     "scale": lambda s: s.given["scale"],  # the run's one steering scale
-    "steering_slow_parts": lambda s: s.cfg.steering.slow_parts == "every" or s.given["last"],
-    "components_slow_parts": lambda s: s.cfg.components.slow_parts == "every" or s.given["last"],
+    "steering_slow_parts": lambda s: s.runs_slow_parts("steering"),
+    "components_slow_parts": lambda s: s.runs_slow_parts("components"),
     "texts": lambda s: s.given["texts"],  # the fixed-text set's key
     "final": lambda s: s.given["final"],  # the last checkpoint's fixed-text key (its direction)
 }

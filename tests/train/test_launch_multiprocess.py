@@ -118,10 +118,14 @@ def test_finish_leaves_the_process_group_in_every_process() -> None:
         )
         for r in range(2)
     ]
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err[-2000:]
-        assert out.splitlines()[-2:] == ["[10, 20, 30]", "initialized False"], out
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-2000:]
+            assert out.splitlines()[-2:] == ["[10, 20, 30]", "initialized False"], out
+    finally:  # a hung or failed peer is not left waiting on the group
+        for p in procs:
+            p.kill()
 
 
 @pytest.mark.slow
