@@ -71,6 +71,8 @@ class LaunchPlan:
             env = " ".join(f"{k}={v}" for k, v in self.server_env.items())
             lines.append(f"vLLM server: {env} {shlex.join(self.server_cmd)}")
             lines.append(f"  health check: {self.health_url} (timeout {cfg.rollout.server_timeout_s:.0f}s)")
+        elif self.health_url:
+            lines.append(f"vLLM server: started outside this run (rollout.start_server=false), {self.health_url}")
         elif cfg.rollout.engine != "hf":
             lines.append(f"vLLM: colocated with the trainer ({cfg.rollout.gpu_memory_utilization:.0%} of GPU memory)")
         env = " ".join(f"{k}={v}" for k, v in self.trainer_env.items())
@@ -117,6 +119,37 @@ def _assign_gpus(n: int, m: int, check: bool) -> tuple[list[str], list[str]]:
     return ids[:n], ids[n : n + m]
 
 
+def served_model(cfg: TrainConfig) -> str:
+    """What ``trl vllm-serve`` loads: the hub id or directory, or for ``model: tiny`` the built base's directory (the
+    server starts before the trainer, so the base must exist: :func:`_check_server_mode` says so)."""
+    if cfg.model != "tiny":
+        return cfg.model
+    from train.precision import resolve
+
+    return cfg.base_dir.replace("{precision}", resolve(cfg.base.precision, "cpu", "base.precision"))
+
+
+def _check_server_mode(cfg: TrainConfig, on_cpu: bool, real_launch: bool, no_server_gpu: bool) -> None:
+    """Refuse, in one line, a server-mode run that cannot work: no GPU for the server it starts; a real launch on
+    the CPU (TRL 1.16 pushes the trainer's weights to the server only through vLLM's NCCL weight-transfer engine,
+    which needs CUDA); a tiny base the server would load before the trainer has built it. A dry run on any host
+    still prints the plan."""
+    if no_server_gpu:
+        raise ValueError("launch.vllm_gpus: server mode with start_server needs >= 1 GPU for `trl vllm-serve`")
+    if not real_launch:
+        return
+    if on_cpu:
+        raise ValueError(
+            "rollout.vllm_mode: server mode needs CUDA GPUs (TRL sends weights to the vLLM server over NCCL); "
+            "on a CPU use rollout.vllm_mode=colocate"
+        )
+    if cfg.rollout.start_server and cfg.model == "tiny" and not (Path(served_model(cfg)) / "base.json").is_file():
+        raise ValueError(
+            f"rollout.vllm_mode: the vLLM server loads the tiny base before training starts, and {served_model(cfg)} "
+            "holds none yet: run `make base` first (or use rollout.vllm_mode=colocate)"
+        )
+
+
 def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> LaunchPlan:
     """The launch plan for ``cfg``; ``cli_args`` are re-passed to the trainer processes. GPUs are taken in order
     from the visible ones (an existing ``CUDA_VISIBLE_DEVICES`` is kept); ``check_gpus`` (a real launch) refuses
@@ -128,8 +161,8 @@ def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> Lau
     serve = cfg.rollout.engine != "hf" and cfg.rollout.vllm_mode == "server" and cfg.rollout.start_server
     trainer_ids, server_ids = ([], []) if on_cpu else _assign_gpus(n, m if serve else 0, check_gpus)
     completions = g.prompts_per_step * g.num_generations
-    if cfg.rollout.vllm_mode == "server" and cfg.rollout.engine != "hf" and cfg.rollout.start_server and m < 1:
-        raise ValueError("launch.vllm_gpus: server mode with start_server needs >= 1 GPU for `trl vllm-serve`")
+    if cfg.rollout.vllm_mode == "server" and cfg.rollout.engine != "hf":
+        _check_server_mode(cfg, on_cpu, check_gpus, serve and m < 1)
     if on_cpu and n == 1 and cfg.launch.accelerate_config:
         raise ValueError(
             f"launch.accelerate_config: {cfg.launch.accelerate_config} is for GPUs; a one-process CPU run takes none "
@@ -167,7 +200,7 @@ def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> Lau
                 "trl",
                 "vllm-serve",
                 "--model",
-                cfg.model,
+                served_model(cfg),
                 "--tensor-parallel-size",
                 str(m),
                 "--host",
@@ -177,7 +210,7 @@ def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> Lau
                 "--gpu-memory-utilization",
                 "0.9",
             ]
-            if not cpu:
+            if not on_cpu:
                 server_env["CUDA_VISIBLE_DEVICES"] = ",".join(server_ids)
     return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, cfg.per_device_batch, cpu)
 

@@ -155,6 +155,52 @@ def test_server_mode_needs_server_gpus() -> None:
         plan(cfg, [])
 
 
+def test_server_mode_on_a_cpu_is_refused_in_one_line_and_its_dry_run_still_plans(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """TRL 1.16 sends weights to the server only over NCCL: a real CPU launch would start the server, train a step
+    and fail at the first weight sync; it is refused before anything starts, and the dry run still prints the plan."""
+    args = ["rollout.vllm_mode=server", "launch.vllm_gpus=1", "device=cpu", f"output_root={tmp_path}"]
+    assert main(["--preset", "tiny", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: rollout.vllm_mode: server mode needs CUDA GPUs (TRL sends weights to the vLLM server over NCCL); "
+        "on a CPU use rollout.vllm_mode=colocate"
+    )
+    assert not any(tmp_path.iterdir())  # nothing written
+    assert main(["--preset", "tiny", "--dry-run", *args]) == 0
+    assert "trl vllm-serve" in capsys.readouterr().out
+
+
+def test_the_server_of_a_tiny_run_serves_the_built_base_and_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``model: tiny`` is a build marker, not a model vLLM can load: the server gets the base's directory, and a real
+    launch before the base exists says to build it (the server starts before the trainer would build it)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    base = tmp_path / "base-{precision}"
+    args = ["device=cuda", "rollout.vllm_mode=server", "launch.vllm_gpus=1", f"base_dir={base}"]
+    cfg = load_train_config("tiny", args)
+    built = resolve_precision(cfg, "cpu").base_dir
+    server = plan(cfg, []).server_cmd
+    assert server is not None and server[server.index("--model") + 1] == built
+    with pytest.raises(ValueError, match=f"{re.escape(built)} holds none yet: run `make base` first"):
+        plan(cfg, [], check_gpus=True)
+    Path(built).mkdir(parents=True)
+    (Path(built) / "base.json").write_text("{}")
+    assert plan(cfg, [], check_gpus=True).server_env == {"CUDA_VISIBLE_DEVICES": "1"}
+
+
+def test_a_server_started_outside_the_run_is_planned_as_such(capsys: pytest.CaptureFixture[str]) -> None:
+    """``rollout.start_server=false`` (the Slurm layout) uses a server on another node: the plan names it and its
+    health URL, not a colocated engine."""
+    args = ["rollout.start_server=false", "rollout.server_host=gpu5", "rollout.server_port=8123"]
+    assert main(["--preset", "qwen2.5-3b-4gpu", "--dry-run", *args]) == 0
+    out = capsys.readouterr().out
+    assert "vLLM server: started outside this run (rollout.start_server=false), http://gpu5:8123/health/" in out
+    assert "colocated" not in out and "trl vllm-serve" not in out
+
+
 def test_unreachable_vllm_server_fails_after_timeout_with_advice() -> None:
     t0 = time.perf_counter()
     with pytest.raises(TimeoutError, match="not healthy after 2s.*server_host/server_port"):
