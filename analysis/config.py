@@ -212,6 +212,11 @@ class AnalysisConfig:
         r, p, s = self.rollout, self.probe, self.steering
         if r.problems < 1 or r.samples < 0:
             raise ConfigError(f"rollout.problems >= 1 and rollout.samples >= 0 expected, got {r.problems}, {r.samples}")
+        if r.samples and r.temperature <= 0.0:
+            raise ConfigError(
+                f"rollout.temperature: expected > 0 for the {r.samples} sampled completions per problem (the greedy "
+                f"one is always taken; vLLM refuses n > 1 at temperature 0), got {r.temperature}"
+            )
         if r.gpu_memory_share is not None and not 0.05 <= r.gpu_memory_share <= 0.95:
             raise ConfigError(f"rollout.gpu_memory_share: expected a share in [0.05, 0.95], got {r.gpu_memory_share}")
         if r.max_new_tokens < 16:

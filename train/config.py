@@ -168,6 +168,11 @@ class TrainConfig:
             raise ConfigError(f"save_every: expected >= 1, got {self.save_every}")
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
             raise ConfigError(f"run_name: expected a plain directory name, got {self.run_name!r}")
+        if self.eval.samples < 1 or (self.eval.temperature == 0.0 and self.eval.samples > 1):
+            raise ConfigError(
+                f"eval.samples: expected 1 with eval.temperature=0 (greedy decoding has one answer; vLLM refuses more) "
+                f"or >= 1 when sampling, got {self.eval.samples}"
+            )
         if self.eval.problems > self.data.test_size:
             raise ConfigError(
                 f"eval.problems ({self.eval.problems}) exceeds data.test_size ({self.data.test_size}): "

@@ -39,6 +39,7 @@ def test_study_presets_are_the_two_readings() -> None:
         (["probe.calibration_fraction=0"], "probe.calibration_fraction: 0 leaves the calibration split empty"),
         (["rollout.gpu_memory_share=1.5"], "rollout.gpu_memory_share: expected a share"),
         (["probe.solver=newton"], "probe.solver"),
+        (["rollout.temperature=0"], r"rollout.temperature: expected > 0 for the 2 sampled .* got 0.0$"),
     ],
 )
 def test_bad_fields_are_named(overrides: list[str], message: str) -> None:

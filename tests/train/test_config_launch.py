@@ -149,6 +149,16 @@ def test_gpu_preset_on_a_cpu_host_is_one_line(
     assert not any(tmp_path.iterdir())  # nothing created: the fixed command is not refused as a rerun
 
 
+def test_greedy_evaluation_takes_one_sample() -> None:
+    """vLLM refuses ``n > 1`` at temperature 0 ("n must be 1 when using greedy sampling", seen from the server in
+    tests/train/test_vllm_server.py): the config says so before a run starts, not at its first evaluation."""
+    with pytest.raises(ConfigError, match="^eval.samples: expected 1 with eval.temperature=0 .* got 4$"):
+        load_train_config("qwen2.5-0.5b", ["eval.samples=4"])
+    assert load_train_config("qwen2.5-0.5b", ["eval.samples=4", "eval.temperature=0.6"]).eval.samples == 4
+    with pytest.raises(ConfigError, match="^eval.samples: .* got 0$"):
+        load_train_config("tiny", ["eval.samples=0"])
+
+
 def test_server_mode_needs_server_gpus() -> None:
     cfg = load_train_config("qwen2.5-3b-4gpu", ["launch.vllm_gpus=0"])
     with pytest.raises(ValueError, match="vllm_gpus"):
