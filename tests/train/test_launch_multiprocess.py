@@ -202,6 +202,21 @@ def option(cmd: list[str], name: str) -> str:
     raise AssertionError(f"{name} not in {cmd}")
 
 
+def vllm_serve_args(trl_args: object, extra: list[str]) -> object:
+    """What ``trl vllm-serve`` execs (TRL's ``build_command``), read by vLLM's own ``vllm serve`` parser and
+    validator: an option vLLM does not know, or a combination it rejects, fails here rather than on a cluster."""
+    pytest.importorskip("vllm")
+    from trl.scripts.vllm_serve import build_command
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    cmd = build_command(trl_args, extra)
+    assert cmd[1:4] == ["-m", "vllm.entrypoints.cli.main", "serve"]
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(cmd[4:])
+    validate_parsed_serve_args(args)
+    return args
+
+
 def test_slurm_dry_run_prints_trainer_nodes_and_a_separate_vllm_node() -> None:
     proc = slurm_plan("grpo.steps=10", "run_name=two nodes", NODES="gpu1 gpu2 gpu3 gpu4 gpu5", GPUS_PER_NODE="4")
     assert proc.returncode == 0, proc.stderr
@@ -215,9 +230,15 @@ def test_slurm_dry_run_prints_trainer_nodes_and_a_separate_vllm_node() -> None:
     # read by TRL's own `trl vllm-serve` parser: data parallel 1 (more errors out on a dense model), TP within the node
     from trl.scripts.vllm_serve import make_parser
 
-    (parsed,) = make_parser().parse_args_and_config(serve[2:])[:1]
+    parsed, extra = make_parser().parse_args_and_config(serve[2:], return_remaining_strings=True)
     assert parsed.data_parallel_size == 1 and 1 <= parsed.tensor_parallel_size <= 4
     assert parsed.model == "Qwen/Qwen2.5-3B"
+    vllm_args = vllm_serve_args(parsed, extra)
+    assert (vllm_args.model_tag, vllm_args.data_parallel_size, vllm_args.weight_transfer_config.backend) == (
+        "Qwen/Qwen2.5-3B",
+        1,
+        "nccl",
+    )
     port = option(serve, "--port")
     assert cmds["wait"][-1].endswith(f'wait_for_server("http://gpu5:{port}/health/", 900, pid=$server_pid)')
     # the trainers: one accelerate launch per node on the other four, 4 x 4 = 16 processes, rank from Slurm
