@@ -49,6 +49,7 @@ def submissions(cfg: StudyConfig, preset: str, overrides: list[str], todo: list[
     """The sbatch commands: one per run in ``todo``, then the report job (its dependency filled in at submit
     time: ``{ids}`` stands for the runs' job ids)."""
     logs = cfg.directory / "logs"
+    overrides = [o for o in overrides if not o.startswith("submit=")]  # each job runs its part locally
     cmds = []
     for spec in todo:
         wrap = _driver_cmd(preset, [*overrides, "submit=local", f"runs=[{spec.name}]", "report=false"])
@@ -84,6 +85,7 @@ def submit_study(cfg: StudyConfig, preset: str, overrides: list[str], dry_run: b
     if dry_run:
         for c in cmds:
             say(shlex.join(c))
+        say("({ids}: the job ids sbatch gives the runs above, and any of them already queued, joined by ':')")
         return []
     freeze_analysis_config(cfg, runs_started=any(v != "new" for v in states.values()))
     (cfg.directory / "logs").mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,9 @@ def test_dry_run_prints_the_submissions_and_submits_nothing(
     _, overrides = _cfg(tmp_path)
     assert main(["--preset", "tiny", "--dry-run", *overrides]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 9 and all(x.startswith("sbatch --parsable") for x in out)
+    assert len(out) == 10 and all(x.startswith("sbatch --parsable") for x in out[:9])
+    assert all(x.count("submit=") == 1 and "submit=local" in x for x in out[:9])  # each job runs its part locally
+    assert "--dependency=afterok:{ids}" in out[8] and out[9].startswith("({ids}: the job ids sbatch gives")
     assert not calls.exists() and not (tmp_path / "study-tiny").exists()
 
 
