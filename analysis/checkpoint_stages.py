@@ -176,11 +176,23 @@ def compute_steering(state: StepState) -> dict[str, Any]:
     probs = [p for i, p in enumerate(ctx.problems[: cfg.rollout.problems]) if roles[i] == "report"]
     units = steering_units(dirs, cfg)
     if cfg.steering.scale_unit == "relative":  # the run's scale is in residual norms: per layer, at "(" sites
-        from analysis.directions import residual_norm
-
-        units = {x: u * residual_norm(cap.layer("paren", x).astype(np.float32)) for x, u in units.items()}
+        units = {x: u * _steering_norm(cap, x, m, tok, report) for x, u in units.items()}
     slow_parts = state.runs_slow_parts("steering")
     return run_steering(m, tok, report, probs, units, cfg, ctx.template, state.given["scale"], slow_parts)
+
+
+def _steering_norm(cap: Any, layer: int, model: Any, tok: Any, report: Sequence[dict[str, Any]]) -> float:
+    """The residual norm relative steering scales multiply: its mean at the rollouts' "(" sites at ``layer``. A
+    checkpoint whose rollouts write no attempt line (a random stand-in, a base that never verifies) has none: then
+    its mean over every position of the report rollouts, so the stage runs (with nothing at "(" to steer, its
+    flip test is empty) instead of failing on an empty mean."""
+    from analysis.directions import residual_norm
+    from analysis.steering.stage import residual_norms
+
+    rows = cap.layer("paren", layer)
+    if len(rows):
+        return residual_norm(rows.astype(np.float32))
+    return residual_norms(model, tok, [r["prompt"] + r["completion"] for r in report[:16]], [layer])[layer]
 
 
 def compute_components(state: StepState) -> dict[str, Any]:

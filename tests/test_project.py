@@ -89,7 +89,7 @@ def test_the_qwen_rehearsal_writes_its_model_and_its_run_to_different_places() -
     doc = (ROOT / "docs" / "gpu.md").read_text()
     model = re.search(r"model=(\S+)", doc).group(1)
     run = re.search(r"run_name=(\S+)", doc).group(1)
-    assert f"--out {model}`" in doc and Path(model) != Path("checkpoints") / run
+    assert f"--out {model} " in doc and Path(model) != Path("checkpoints") / run
     assert re.search(rf"RUN=checkpoints/{run}\b", doc)
     check = (ROOT / "scripts" / "gpu_check.sh").read_text()
     train = re.search(r'QWEN_TRAIN="model=(\S+) output_root=(\S+) run_name=(\S+)', check)

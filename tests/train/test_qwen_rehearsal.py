@@ -4,11 +4,11 @@ run it on Qwen/Qwen2.5-0.5B."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import re
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,63 +88,47 @@ def test_builder_refuses_a_directory_it_did_not_write(tmp_path: Path, capsys: py
     assert not (tmp_path / "new").exists()
 
 
-def _run(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+def documented_rehearsal() -> list[str]:
+    """docs/gpu.md's rehearsal: its first ``bash`` block, one command per entry (continuation lines joined)."""
+    doc = (ROOT / "docs" / "gpu.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", doc, re.S)
+    assert block is not None, "docs/gpu.md has no bash block"
+    return [line.strip() for line in block.group(1).replace("\\\n", " ").splitlines() if line.strip()]
 
 
-# A rehearsal sized for 2 CPU cores: 2 GRPO steps of 2 prompts x 2 completions, short rollouts, few problems.
-TRAIN = [
-    "device=cpu",
-    "data.source=generate",
-    "data.train_size=200",
-    "data.test_size=4",
-    "grpo.steps=2",
-    "save_every=2",
-    "grpo.prompts_per_step=2",
-    "grpo.num_generations=2",
-    "grpo.gradient_accumulation_steps=1",
-    "grpo.max_completion_length=48",
-    "eval.problems=4",
-]
-ANALYZE = [
-    "device=cpu",
-    "rollout.problems=4",
-    "rollout.samples=1",
-    "rollout.max_new_tokens=24",
-    "steering.layers=[1,2]",  # the preset's 17..24 do not exist in 2 layers
-    "steering.scale_unit=absolute",
-    "steering.scales=[0.0,40.0]",
-    "steering.problems=2",
-    "steering.max_flip_cases=4",
-    "steering.flip_new_tokens=4",
-    "steering.max_new_tokens=24",
-    "probe.min_per_class=2",
-    "fixed.rollouts=4",
-    "fixed.max_prior=1",
-    "fixed.steer_cases=4",
-    "fixed.bootstrap=50",
-    "components.max_sequences=4",
-    "components.free_problems=2",
-    "components.free_max_new_tokens=24",
-]
+def fresh_checkout(dst: Path) -> Path:
+    """The working tree's files as a fresh clone has them (tracked and not ignored; no checkpoints, no runs), with
+    this checkout's ``.venv`` linked in (a fresh clone's ``make setup`` would build the same one)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dst / name)
+    (dst / ".venv").symlink_to(ROOT / ".venv")
+    return dst
 
 
 @pytest.mark.slow
-def test_qwen_preset_rehearsal_on_a_two_layer_standin(tmp_path: Path) -> None:
+def test_the_documented_rehearsal_runs_as_written_in_a_fresh_checkout(tmp_path: Path) -> None:
+    """docs/gpu.md's commands, read from the file and run in order by bash in a fresh checkout, exactly as a user
+    pastes them; then what they wrote is checked (Qwen shapes, checkpoints, every analysis stage, the report).
+    ``MAKEFLAGS=-o .venv/.setup-stamp`` only tells make that the linked environment is current."""
+    commands = documented_rehearsal()
+    assert commands[0] == "make setup" and any(c.startswith("make analyze") for c in commands)
+    clone = fresh_checkout(tmp_path / "clone")
+    env = {**os.environ, "MAKEFLAGS": "-o .venv/.setup-stamp"}
+    for cmd in commands:
+        proc = subprocess.run(["bash", "-c", cmd], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    _check_rehearsal_run(clone / "checkpoints" / "qwen-standin")
+
+
+def _check_rehearsal_run(run: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = tmp_path / "standin"
-    _run(["-m", "train.standin", "--out", str(model), "--layers", "2"])
-    engine = "vllm" if importlib.util.find_spec("vllm") else "hf"  # the preset's colocated vLLM where installed
-    out = [f"output_root={tmp_path}", "run_name=rehearsal", f"data.out_dir={tmp_path}/data"]
-    trained = _run(
-        ["-m", "train", "--preset", "qwen2.5-0.5b", f"model={model}", f"rollout.engine={engine}", *out, *TRAIN]
-    )
-    assert "run directory" in trained.stdout
-    run = tmp_path / "rehearsal"
     assert [s for s, _ in list_checkpoints(run)] == [0, 2]
     assert json.loads((run / "summary.json").read_text())["checkpoints"] == [0, 2]
     last = run / "step_2"
@@ -162,8 +146,6 @@ def test_qwen_preset_rehearsal_on_a_two_layer_standin(tmp_path: Path) -> None:
     assert policy.get_output_embeddings().weight.shape == (151936, 896) and c.tie_word_embeddings
     tok = AutoTokenizer.from_pretrained(last)
     assert tok.convert_tokens_to_ids("<|im_end|>") == 151645 and tok.pad_token == tok.eos_token == "<|endoftext|>"
-
-    _run(["-m", "analysis", "--preset", "qwen2.5-0.5b", f"run={run}", f"rollout.engine={engine}", *ANALYZE])
     summary = json.loads((run / "analysis" / "summary.json").read_text())
     assert summary["steps"] == [0, 2] and summary["broken_steps"] == []
     assert all({"rollouts", "capture", "fixed", "fixed_steering"} <= set(v) for v in summary["computed"].values())
