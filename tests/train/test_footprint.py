@@ -51,7 +51,7 @@ def test_disk_keeps_resume_state_in_the_last_checkpoint_only_by_default() -> Non
 
 
 def test_pruning_keeps_the_model_everywhere_and_resume_state_in_the_newest(tmp_path: Path) -> None:
-    resume = ["optimizer.pt", "scheduler.pt", "rng_state_0.pth", "latest", "zero_to_fp32.py"]
+    resume = ["optimizer.pt", "scheduler.pt", "rng_state_0.pth", "latest", "zero_to_fp32.py", "zero_to_torch.py"]
     kept = ["model.safetensors", "config.json", "trainer_state.json", STATE_FILE]
     for step in (0, 6, 12):
         d = tmp_path / f"step_{step}"
