@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -79,14 +80,21 @@ def finish() -> None:
     Why: a gloo group still alive when the interpreter shuts down can abort the process ("terminate called without
     an active exception", SIGABRT) after the run has finished and written everything (pytorch/pytorch#190489), and
     the launcher then reports the whole run as failed. Called only after a successful run: destroying the group
-    while another process is still inside a collective would hang instead.
+    while another process is still inside a collective would hang instead. A colocated vLLM engine built its own
+    groups inside this one; they go first, through vLLM's own teardown, else its exit hook later destroys groups
+    that are gone and prints a "ValueError: Invalid process group specified" traceback on every process.
     """
     if world_size() > 1:
         import torch.distributed
 
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
+            vllm_groups = sys.modules.get("vllm.distributed.parallel_state")
+            if vllm_groups is not None:
+                vllm_groups.destroy_model_parallel()
+                vllm_groups.destroy_distributed_environment()  # vLLM's world group, then the launch's
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 @contextlib.contextmanager
