@@ -41,8 +41,9 @@ class GRPOSettings:
     temperature: float = 1.0
     top_entropy_quantile: float = 1.0  # < 1: train only on the highest-entropy ("forking") tokens of each batch
     gradient_accumulation_steps: int = 1
-    # optimizer steps per generated batch (TRL's steps_per_generation): the prompts_per_step x num_generations
-    # completions are shuffled and split into this many minibatches, one update each (grpo.steps counts updates)
+    # optimizer steps per generated batch: the prompts_per_step x num_generations completions are shuffled and
+    # split into this many minibatches, one update each (grpo.steps counts updates). TRL's steps_per_generation
+    # counts micro-steps: it gets this x gradient_accumulation_steps
     steps_per_generation: int = 1
     # TRL's correction for the vLLM-vs-trainer logprob mismatch; costs one extra forward pass over every batch
     vllm_importance_sampling_correction: bool = True

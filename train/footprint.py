@@ -58,17 +58,25 @@ def zero_stage(cfg: TrainConfig) -> int:
     return int((data.get("deepspeed_config") or {}).get("zero_stage", 0))
 
 
+def weight_bytes(cfg: TrainConfig) -> int:
+    """Bytes per parameter of the trained weights: DeepSpeed (any ZeRO stage) holds them in bf16 beside float32
+    master copies in its optimizer; without it the policy is float32 (train.run.load_policy) under bf16 autocast,
+    and so are its gradients, the reference model TRL copies from it and the checkpoints the Trainer saves."""
+    return 2 if zero_stage(cfg) >= 1 else 4
+
+
 def gpu_plan(cfg: TrainConfig, shape: Shape, per_device_batch: int) -> dict[str, float]:
-    """GiB per trainer GPU: model states (bf16 weights and gradients, float32 master weights and Adam moments,
-    sharded by the ZeRO stage), the KL reference model, the colocated vLLM share, the float32 logits of one
-    micro-batch's completions, and the hidden states kept for the backward pass."""
+    """GiB per trainer GPU: model states (weights and gradients in :func:`weight_bytes`, float32 Adam moments and,
+    under DeepSpeed, float32 master weights, sharded by the ZeRO stage), the KL reference model, the colocated
+    vLLM share, the float32 logits of one micro-batch's completions, and the hidden states kept for the backward
+    pass."""
     n, p, g = cfg.launch.trainer_gpus, shape.params, cfg.grpo
-    stage = zero_stage(cfg)
+    stage, w = zero_stage(cfg), weight_bytes(cfg)
     out = {
-        "weights": 2 * p / (n if stage >= 3 else 1),
-        "gradients": 2 * p / (n if stage >= 2 else 1),
-        "optimizer": 12 * p / (n if stage >= 1 else 1),
-        "reference model": (2 * p / (n if stage >= 3 else 1)) if g.beta > 0 else 0.0,
+        "weights": w * p / (n if stage >= 3 else 1),
+        "gradients": w * p / (n if stage >= 2 else 1),
+        "optimizer": (12 if stage >= 1 else 8) * p / (n if stage >= 1 else 1),
+        "reference model": (w * p / (n if stage >= 3 else 1)) if g.beta > 0 else 0.0,
         "vLLM (colocated)": (
             cfg.rollout.gpu_memory_utilization * GPU_GIB * GIB
             if cfg.rollout.vllm_mode == "colocate" and cfg.rollout.engine != "hf"
@@ -84,12 +92,13 @@ def gpu_plan(cfg: TrainConfig, shape: Shape, per_device_batch: int) -> dict[str,
 
 
 def disk_plan(cfg: TrainConfig, shape: Shape) -> dict[str, float]:
-    """GiB on disk: one checkpoint's model (bf16 for hub models, float32 for the tiny one), the resume state
-    (optimizer, DeepSpeed partitions) and the run's total with ``resume_state`` as configured."""
+    """GiB on disk: one checkpoint's model (in :func:`weight_bytes`: bf16 from DeepSpeed's 16-bit save, float32
+    otherwise), the resume state (float32 Adam moments, plus DeepSpeed's float32 master weights and bf16
+    partitions) and the run's total with ``resume_state`` as configured."""
     p = shape.params
     saves = len({0, *range(cfg.save_every, cfg.grpo.steps + 1, cfg.save_every), cfg.grpo.steps})
-    model = (4 if cfg.model == "tiny" else 2) * p
-    resume = (14 if zero_stage(cfg) else 12) * p  # float32 Adam moments and master weights (+ bf16 partitions)
+    model = weight_bytes(cfg) * p
+    resume = (14 if zero_stage(cfg) else 8) * p
     kept = 1 if cfg.resume_state == "last" else saves
     return {
         "checkpoints": saves,

@@ -206,7 +206,10 @@ def trl_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         if key in SET_HERE or key.startswith("vllm_server") or key == "vllm_gpu_memory_utilization":
             where = SET_HERE.get(key, "the rollout: section")
             raise ConfigError(f"grpo.{key}: set by this project from {where}; set that instead")
-    return {**{k: getattr(g, k) for k in PASSED_ON}, **g.trl}
+    # TRL's steps_per_generation counts micro-steps (its default: gradient_accumulation_steps); this project's
+    # counts optimizer updates, so one generation covers every micro-step of them
+    micro_steps = {"steps_per_generation": g.steps_per_generation * g.gradient_accumulation_steps}
+    return {**{k: getattr(g, k) for k in PASSED_ON}, **micro_steps, **g.trl}
 
 
 _SCALARS = (bool, int, float)

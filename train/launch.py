@@ -52,9 +52,9 @@ class LaunchPlan:
 
     @property
     def launches(self) -> bool:
-        """Whether the trainer runs under ``accelerate launch`` (several processes, or one with a DeepSpeed config)
-        rather than in this process."""
-        return Path(self.trainer_cmd[0]).name == "accelerate"
+        """Whether the trainer runs in child processes (``accelerate launch``: several processes, or one with a
+        DeepSpeed config; or one process pinned to its GPU) rather than in this process."""
+        return Path(self.trainer_cmd[0]).name == "accelerate" or PINNED in self.trainer_env
 
     def describe(self, cfg: TrainConfig) -> str:
         lines = ["# resolved config", yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip(), "", "# launch plan"]
@@ -117,6 +117,10 @@ def _assign_gpus(n: int, m: int, check: bool) -> tuple[list[str], list[str]]:
         )
     ids = seen if seen is not None and len(seen) >= n + m else [str(i) for i in range(n + m)]
     return ids[:n], ids[n : n + m]
+
+
+# set in the environment of the one-GPU trainer process a launch starts (train.launch.plan)
+PINNED = "R1ZERO_PINNED_TRAINER"
 
 
 def served_model(cfg: TrainConfig) -> str:
@@ -188,6 +192,11 @@ def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> Lau
             cmd += ["--config_file", cfg.launch.accelerate_config]
         trainer_cmd = [*cmd, "-m", "train", *cli_args]
         trainer_env["CUDA_VISIBLE_DEVICES"] = ",".join(trainer_ids)
+    elif not on_cpu and len(visible_gpus() or []) > 1:
+        # one GPU process where several are visible: a child that sees only its GPU. In this process CUDA already
+        # counted them all, and with several the Trainer wraps the model in DataParallel, which TRL refuses
+        trainer_cmd = module
+        trainer_env.update({"CUDA_VISIBLE_DEVICES": trainer_ids[0], PINNED: "1"})
     else:
         trainer_cmd = module
     server_cmd = None
@@ -251,8 +260,9 @@ def wait_for_server(url: str, timeout_s: float, proc: subprocess.Popen | None = 
 
 
 def under_launcher() -> bool:
-    """True inside a process started by accelerate/torchrun (then we train, not re-launch)."""
-    return "LOCAL_RANK" in os.environ or "ACCELERATE_PROCESS_ID" in os.environ
+    """True inside a process started by accelerate/torchrun or as the pinned one-GPU trainer (then we train, not
+    re-launch, and the launching process serves vLLM if planned)."""
+    return "LOCAL_RANK" in os.environ or "ACCELERATE_PROCESS_ID" in os.environ or os.environ.get(PINNED) == "1"
 
 
 def _local(cmd: list[str]) -> list[str]:

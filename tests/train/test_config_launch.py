@@ -13,7 +13,7 @@ import pytest
 from tasks.config import ConfigError, dump_config, load_config
 from train.__main__ import main
 from train.config import TrainConfig, load_train_config, resolve_precision
-from train.launch import plan, wait_for_server
+from train.launch import PINNED, plan, under_launcher, wait_for_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ["tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-3b-4gpu"]
@@ -201,6 +201,27 @@ def test_the_server_of_a_tiny_run_serves_the_built_base_and_waits_for_it(
     assert plan(cfg, [], check_gpus=True).server_env == {"CUDA_VISIBLE_DEVICES": "1"}
 
 
+def test_a_one_gpu_trainer_sees_only_its_gpu_where_several_are_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several GPUs visible to one process, the Trainer wraps the model in DataParallel (its n_gpu counts them
+    all) and TRL 1.16 refuses that: the one-GPU trainer runs as a child that sees only its GPU, while the launching
+    process serves vLLM (if planned) on the next one; with one GPU visible it trains in this process."""
+    monkeypatch.delenv(PINNED, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    cfg = load_train_config("qwen2.5-0.5b")
+    p = plan(cfg, ["--preset", "qwen2.5-0.5b"], check_gpus=True)
+    assert p.launches and p.trainer_cmd[1:] == ["-m", "train", "--preset", "qwen2.5-0.5b"]
+    assert p.trainer_env == {"CUDA_VISIBLE_DEVICES": "3", PINNED: "1"}
+    served = plan(load_train_config("qwen2.5-0.5b", ["rollout.vllm_mode=server", "launch.vllm_gpus=1"]), [], True)
+    assert served.trainer_env["CUDA_VISIBLE_DEVICES"] == "3" and served.server_env == {"CUDA_VISIBLE_DEVICES": "5"}
+    assert not under_launcher()
+    monkeypatch.setenv(PINNED, "1")
+    assert under_launcher()  # the child trains; it neither re-launches nor serves
+    monkeypatch.delenv(PINNED)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    one = plan(cfg, [], check_gpus=True)
+    assert not one.launches and one.trainer_env == {}
+
+
 def test_a_server_started_outside_the_run_is_planned_as_such(capsys: pytest.CaptureFixture[str]) -> None:
     """``rollout.start_server=false`` (the Slurm layout) uses a server on another node: the plan names it and its
     health URL, not a colocated engine."""
@@ -245,6 +266,11 @@ def test_grpo_args_split_batch_into_updates_and_skip_is_correction(tmp_path: Pat
     assert args.generation_batch_size == completions  # one generation per 4 optimizer steps
     assert (args.steps_per_generation, args.per_device_train_batch_size) == (4, completions // 4)
     assert args.vllm_importance_sampling_correction is False and args.temperature == 0.7
+    # with gradient accumulation, TRL counts micro-steps: one generation still feeds 4 updates of 3 micro-steps each
+    accumulated = load_train_config("tiny", ["grpo.steps_per_generation=4", "grpo.gradient_accumulation_steps=3"])
+    args = grpo_args(resolve_precision(accumulated, "cpu"), tmp_path, "cpu", {"use_vllm": False}, [1.0])
+    assert (args.steps_per_generation, args.gradient_accumulation_steps) == (12, 3)
+    assert args.generation_batch_size == completions and args.per_device_train_batch_size == completions // 12
 
 
 def test_min_solutions_keeps_only_many_way_problems(capsys: pytest.CaptureFixture[str]) -> None:

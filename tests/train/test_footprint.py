@@ -37,6 +37,21 @@ def test_zero_stage_decides_what_is_sharded() -> None:
     assert m2["optimizer"] == pytest.approx(m3["optimizer"]) and m2["gradients"] == pytest.approx(m3["gradients"])
 
 
+def test_a_one_gpu_run_without_deepspeed_holds_and_saves_float32() -> None:
+    """Without DeepSpeed the policy is float32 (train.run.load_policy) under bf16 autocast: its gradients, the
+    reference model TRL copies from it and every saved checkpoint are float32 too, and Adam keeps two moments."""
+    cfg = load_train_config("qwen2.5-1.5b")
+    shape = KNOWN["Qwen/Qwen2.5-1.5B"]
+    p = shape.params
+    assert zero_stage(cfg) == 0 and cfg.launch.trainer_gpus == 1
+    mem = gpu_plan(cfg, shape, cfg.per_device_batch)
+    assert mem["weights"] == mem["gradients"] == mem["reference model"] == pytest.approx(4 * p / GIB)
+    assert mem["optimizer"] == pytest.approx(8 * p / GIB)
+    assert 60 < sum(mem.values()) < 76
+    d = disk_plan(cfg, shape)
+    assert (d["model"], d["resume state"]) == (pytest.approx(4 * p / GIB), pytest.approx(8 * p / GIB))
+
+
 def test_disk_keeps_resume_state_in_the_last_checkpoint_only_by_default() -> None:
     cfg = load_train_config("qwen2.5-3b")
     p = KNOWN["Qwen/Qwen2.5-3B"].params
