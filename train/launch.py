@@ -159,12 +159,9 @@ def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> Lau
     from the visible ones (an existing ``CUDA_VISIBLE_DEVICES`` is kept); ``check_gpus`` (a real launch) refuses
     a preset that needs more than are visible."""
     n, m = cfg.launch.trainer_gpus, cfg.launch.vllm_gpus
-    g = cfg.grpo
     on_cpu = runs_on_cpu(cfg)
-    cpu = n > 1 and on_cpu  # several trainer processes on the CPU (DDP over gloo)
     serve = cfg.rollout.engine != "hf" and cfg.rollout.vllm_mode == "server" and cfg.rollout.start_server
     trainer_ids, server_ids = ([], []) if on_cpu else _assign_gpus(n, m if serve else 0, check_gpus)
-    completions = g.prompts_per_step * g.num_generations
     if cfg.rollout.vllm_mode == "server" and cfg.rollout.engine != "hf":
         _check_server_mode(cfg, on_cpu, check_gpus, serve and m < 1)
     if on_cpu and n == 1 and cfg.launch.accelerate_config:
@@ -172,56 +169,59 @@ def plan(cfg: TrainConfig, cli_args: list[str], check_gpus: bool = False) -> Lau
             f"launch.accelerate_config: {cfg.launch.accelerate_config} is for GPUs; a one-process CPU run takes none "
             "(set launch.accelerate_config=null)"
         )
+    trainer_cmd, trainer_env = _trainer_command(cfg, cli_args, on_cpu, trainer_ids)
+    server_cmd, server_env, health = _server_command(cfg, on_cpu, server_ids)
+    completions = cfg.grpo.prompts_per_step * cfg.grpo.num_generations
+    cpu = n > 1 and on_cpu  # several trainer processes on the CPU (DDP over gloo)
+    return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, cfg.per_device_batch, cpu)
+
+
+def _trainer_command(
+    cfg: TrainConfig, cli_args: list[str], on_cpu: bool, trainer_ids: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    """The trainer's command and extra environment: accelerate for several processes (DDP over gloo on the CPU)
+    or a DeepSpeed config; a child pinned to its GPU where several are visible; else this interpreter."""
+    n = cfg.launch.trainer_gpus
     module = [sys.executable, "-m", "train", *cli_args]
-    trainer_env: dict[str, str] = {}
-    if cpu:
+    if n > 1 and on_cpu:
         if cfg.launch.accelerate_config:
             raise ValueError(
                 f"launch.accelerate_config: {cfg.launch.accelerate_config} is for GPUs; a CPU run with "
                 "launch.trainer_gpus > 1 runs DDP over gloo without one (set launch.accelerate_config=null)"
             )
         cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1"]
-        trainer_cmd = [*cmd, "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
-        trainer_cmd += ["-m", "train", *cli_args]
-        trainer_env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
-    elif n > 1 or cfg.launch.accelerate_config:  # one GPU with a DeepSpeed config (ZeRO-3, offload) needs it too
+        cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+        threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
+        return [*cmd, "-m", "train", *cli_args], {"OMP_NUM_THREADS": threads}
+    if n > 1 or cfg.launch.accelerate_config:  # one GPU with a DeepSpeed config (ZeRO-3, offload) needs it too
         cmd = ["accelerate", "launch", "--num_processes", str(n)]
         if cfg.launch.accelerate_config:
             if not Path(cfg.launch.accelerate_config).is_file():
                 raise FileNotFoundError(f"launch.accelerate_config: {cfg.launch.accelerate_config} does not exist")
             cmd += ["--config_file", cfg.launch.accelerate_config]
-        trainer_cmd = [*cmd, "-m", "train", *cli_args]
-        trainer_env["CUDA_VISIBLE_DEVICES"] = ",".join(trainer_ids)
-    elif not on_cpu and len(visible_gpus() or []) > 1:
+        return [*cmd, "-m", "train", *cli_args], {"CUDA_VISIBLE_DEVICES": ",".join(trainer_ids)}
+    if not on_cpu and len(visible_gpus() or []) > 1:
         # one GPU process where several are visible: a child that sees only its GPU. In this process CUDA already
         # counted them all, and with several the Trainer wraps the model in DataParallel, which TRL refuses
-        trainer_cmd = module
-        trainer_env.update({"CUDA_VISIBLE_DEVICES": trainer_ids[0], PINNED: "1"})
-    else:
-        trainer_cmd = module
-    server_cmd = None
-    server_env: dict[str, str] = {}
-    health = None
-    if cfg.rollout.engine != "hf" and cfg.rollout.vllm_mode == "server":
-        health = f"http://{cfg.rollout.server_host}:{cfg.rollout.server_port}/health/"
-        if cfg.rollout.start_server:
-            server_cmd = [
-                "trl",
-                "vllm-serve",
-                "--model",
-                served_model(cfg),
-                "--tensor-parallel-size",
-                str(m),
-                "--host",
-                cfg.rollout.server_host,
-                "--port",
-                str(cfg.rollout.server_port),
-                "--gpu-memory-utilization",
-                "0.9",
-            ]
-            if not on_cpu:
-                server_env["CUDA_VISIBLE_DEVICES"] = ",".join(server_ids)
-    return LaunchPlan(trainer_cmd, trainer_env, server_cmd, server_env, health, completions, cfg.per_device_batch, cpu)
+        return module, {"CUDA_VISIBLE_DEVICES": trainer_ids[0], PINNED: "1"}
+    return module, {}
+
+
+def _server_command(
+    cfg: TrainConfig, on_cpu: bool, server_ids: list[str]
+) -> tuple[list[str] | None, dict[str, str], str | None]:
+    """(``trl vllm-serve`` command to start, its environment, health URL) in server mode; the health URL alone
+    when the server is started outside the run; nothing in colocate mode."""
+    if cfg.rollout.engine == "hf" or cfg.rollout.vllm_mode != "server":
+        return None, {}, None
+    r = cfg.rollout
+    health = f"http://{r.server_host}:{r.server_port}/health/"
+    if not r.start_server:
+        return None, {}, health
+    m = str(cfg.launch.vllm_gpus)
+    cmd = ["trl", "vllm-serve", "--model", served_model(cfg), "--tensor-parallel-size", m, "--host", r.server_host]
+    cmd += ["--port", str(r.server_port), "--gpu-memory-utilization", "0.9"]
+    return cmd, ({} if on_cpu else {"CUDA_VISIBLE_DEVICES": ",".join(server_ids)}), health
 
 
 def _pid_alive(pid: int) -> bool:
