@@ -26,6 +26,7 @@ import pytest
 pytest.importorskip("vllm")
 
 from tasks.countdown.generate import Problem  # noqa: E402
+from tests.e2e import build_tiny_qwen  # noqa: E402
 from train.config import load_train_config  # noqa: E402
 from train.launch import plan, wait_for_server  # noqa: E402
 from train.run import make_evaluator  # noqa: E402
@@ -62,21 +63,7 @@ def served_command(model: Path, port: int) -> list[str]:
 @pytest.fixture(scope="module")
 def model_512(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shared tiny random Qwen2 (tests/conftest.py), with room for a Countdown prompt and its answer."""
-    import torch
-
-    from train.base import BaseConfig, build_model
-    from train.base_tokenizer import build_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny-qwen2-512")
-    texts = ["the quick brown fox jumps over the lazy dog", "count down to reach a target number 42 with + - * /"]
-    tok = build_tokenizer(texts * 4, 300)
-    cfg = BaseConfig(
-        hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4, num_kv_heads=2, max_position_embeddings=512
-    )
-    torch.manual_seed(0)
-    build_model(cfg, tok).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen2-512"), max_positions=512)
 
 
 @pytest.fixture(scope="module")
