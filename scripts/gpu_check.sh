@@ -12,8 +12,8 @@
 #      APRESET=qwen2.5-0.5b` with shorter rollouts;
 #   3. the GPU rows of `make bench`: analysis.bench on CUDA with a random Qwen2.5-0.5B-sized model.
 # After each run, scripts/check_run.py reads what it wrote (non-empty checkpoints at every step, one evaluation per
-# checkpoint with rates in [0, 1], a finite loss per step, resume state in the last checkpoint only, every checkpoint
-# analysed, the report's figures embedded, weights changed once a gradient was logged): an exit code of 0
+# checkpoint with rates in [0, 1], a finite loss per step, resume state in the last checkpoint only, the chosen
+# checkpoints analysed, the report's figures embedded, weights changed once a gradient was logged): an exit code of 0
 # alone says only that a job ended. The stage limits (LIMIT below) add up to the check's budget (480 s of device time);
 # the dry run prints them.
 #
@@ -85,15 +85,16 @@ stage() {
 # so its memory peak is the real run's; only the number of prompts, steps and evaluated problems shrinks.
 TINY_TRAIN="output_root=$WORK run_name=tiny-cuda data.out_dir=$WORK/data-tiny base_dir=$WORK/tiny-base-{precision} \
 device=cuda grpo.precision=bf16 base.steps=400 grpo.steps=4 save_every=2 eval.problems=100"
-TINY_ANALYZE="device=cuda rollout.problems=100 steering.problems=50 fixed.rollouts=100"
+# the analyses read the first and last checkpoints only (one vLLM engine start each; check_run.py follows `steps`)
+TINY_ANALYZE="device=cuda rollout.problems=100 steering.problems=50 fixed.rollouts=100 steps=[0,6]"
 QWEN_TRAIN="model=$WORK/models/qwen-standin output_root=$WORK run_name=qwen-standin data.source=generate \
 data.train_size=4000 data.test_size=64 data.out_dir=$WORK/data-qwen grpo.steps=2 save_every=2 \
 grpo.prompts_per_step=16 grpo.num_generations=8 grpo.gradient_accumulation_steps=8 eval.problems=64 \
 launch.accelerate_config=configs/accelerate/zero3.yaml"
 QWEN_ANALYZE="rollout.problems=40 rollout.max_new_tokens=256 steering.problems=16 steering.max_new_tokens=256 \
-steering.max_flip_cases=64 fixed.rollouts=40 components.free_problems=8 components.free_max_new_tokens=128"
+steering.max_flip_cases=64 fixed.rollouts=40 components.free_problems=8 components.free_max_new_tokens=128 steps=[0,4]"
 BENCH=(-m analysis.bench --device cuda --arch qwen2.5-0.5b --precision bf16 --section analysis-cuda --skip-memory
-  --repeats 3 --new-tokens 128 --out "$OUT_DIR/bench.json")
+  --repeats 1 --new-tokens 64 --out "$OUT_DIR/bench.json")
 
 # The real check's stages in order, each with its limit in seconds: one table for the run and for the dry run's plan.
 ORDER=(preflight tiny-train tiny-resume tiny-analyze tiny-check standin-build qwen-train qwen-resume qwen-analyze
