@@ -4,6 +4,7 @@ on it as a user would (subprocesses in the repository root, real files under the
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,10 @@ def build_tiny_qwen(out: Path, max_positions: int = 256) -> Path:
     build_model(cfg, tok).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a rendezvous or a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

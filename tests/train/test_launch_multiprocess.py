@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks.config import ConfigError
-from tests.e2e import MICRO, ROOT, assert_complete_run, micro_overrides, run_train
+from tests.e2e import MICRO, ROOT, assert_complete_run, free_port, micro_overrides, run_train
 from train import dist
 from train.__main__ import main
 from train.config import load_train_config
@@ -96,11 +96,7 @@ def test_process_count_must_match_the_plan(monkeypatch: pytest.MonkeyPatch) -> N
 def test_finish_leaves_the_process_group_in_every_process() -> None:
     """Two gloo processes join, all-gather and finish: each leaves the group (an undestroyed gloo group can abort
     the process at exit after a finished run, which the launcher reports as a failed run) and exits 0."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     code = (
         "import torch.distributed as d; from train import dist; dist.init('cpu', 2); "
         "print(dist.shared_map(lambda xs: [x * 10 for x in xs], [1, 2, 3])); dist.finish(); "

@@ -14,7 +14,6 @@ import dataclasses
 import inspect
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,19 +25,13 @@ import pytest
 pytest.importorskip("vllm")
 
 from tasks.countdown.generate import Problem  # noqa: E402
-from tests.e2e import build_tiny_qwen  # noqa: E402
+from tests.e2e import build_tiny_qwen, free_port  # noqa: E402
 from train.config import load_train_config  # noqa: E402
 from train.launch import plan, wait_for_server  # noqa: E402
 from train.run import make_evaluator  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SHIM = Path(__file__).resolve().parents[1] / "vllm_cpu_serve.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def served_command(model: Path, port: int) -> list[str]:
@@ -68,7 +61,7 @@ def model_512(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(model_512: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}  # dev mode: as TRL sets it
     log = tmp_path_factory.mktemp("server") / "vllm.log"
     with log.open("w") as out:

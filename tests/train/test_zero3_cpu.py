@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e import MICRO, ROOT, micro_overrides, run_train
+from tests.e2e import MICRO, ROOT, free_port, micro_overrides, run_train
 from train.checkpoints import list_checkpoints
 
 pytest.importorskip("deepspeed")
@@ -40,9 +39,7 @@ def zero3_cpu_config(tmp: Path) -> Path:
     (tmp / "ds.json").write_text(json.dumps({**ds, "zero_allow_untested_optimizer": True}))
     cpu = {k: v for k, v in acc.items() if k not in ("deepspeed_config", "mixed_precision", "downcast_bf16")}
     cpu["deepspeed_config"] = {"deepspeed_config_file": str(tmp / "ds.json"), "zero3_init_flag": z["zero3_init_flag"]}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        cpu.update(num_processes=2, main_process_port=s.getsockname()[1])
+    cpu.update(num_processes=2, main_process_port=free_port())
     path = tmp / "zero3-cpu.yaml"
     path.write_text(yaml.safe_dump(cpu))
     return path
